@@ -1,0 +1,564 @@
+//! The command line: `serve` (MCP over stdio) and thin commands over the same core for scripts.
+//! Human output by default, `--json` for machines; a progress bar on stderr while waiting.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::{Config, Overrides};
+use crate::core::{CallCtx, Core, EstimateRequest, Progress};
+use crate::error::Error;
+use crate::model::{
+    AspectRatio, CameraMotion, CreateRequest, LoraRef, ProviderId, Resolution, Status, Task,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "i2v-mcp", version, about = "Image-to-video MCP server and CLI (Wan 2.x providers and a free local camera-motion preview)")]
+pub struct Cli {
+    /// Config file (default: $I2V_MCP_CONFIG, else <user config dir>/i2v-mcp/config.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Journal directory (env I2V_MCP_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Where videos are written (env I2V_MCP_OUTPUT_DIR).
+    #[arg(long, global = true)]
+    output_dir: Option<PathBuf>,
+    /// A directory local images may be read from; repeat for more (env I2V_MCP_ALLOWED_DIRS).
+    #[arg(long = "allowed-dir", global = true)]
+    allowed_dirs: Vec<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve MCP over stdio (stdout carries only JSON-RPC; logs go to stderr).
+    Serve {
+        /// Serve streamable HTTP on this address instead of stdio (not available yet).
+        #[arg(long)]
+        http: Option<String>,
+    },
+    /// Create a task; with --wait, wait for the video.
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Wait until the task finishes.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a task (refreshed from its provider).
+    Get {
+        task_id: String,
+        /// Wait until the task finishes.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List tasks, newest first.
+    Tasks {
+        #[arg(long)]
+        status: Option<Status>,
+        #[arg(long)]
+        provider: Option<ProviderId>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Cancel a task.
+    Cancel { task_id: String },
+    /// List known LoRAs.
+    Loras {
+        #[arg(long)]
+        provider: Option<ProviderId>,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// List providers x models with capabilities and prices.
+    Models {
+        #[arg(long)]
+        provider: Option<ProviderId>,
+    },
+    /// Estimate the cost of a create.
+    Estimate {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Quote every model that can honour the arguments.
+        #[arg(long)]
+        compare: bool,
+    },
+    /// Show the resolved configuration (keys are never printed).
+    Doctor,
+    /// Write the MCP tool definitions to DIR/<name>.json.
+    ExportTools {
+        #[arg(long, default_value = "tools")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+struct CreateArgs {
+    /// Image: path, https URL or data: URI.
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    #[arg(long)]
+    provider: Option<ProviderId>,
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    resolution: Option<Resolution>,
+    #[arg(long)]
+    aspect_ratio: Option<AspectRatio>,
+    #[arg(long = "duration")]
+    duration_seconds: Option<u32>,
+    #[arg(long, allow_hyphen_values = true)]
+    seed: Option<i64>,
+    /// LoRA as name or name:strength; repeat for more.
+    #[arg(long = "lora")]
+    loras: Vec<String>,
+    /// Camera motion (zoom_in, pan_left, ...).
+    #[arg(long)]
+    camera_motion: Option<String>,
+    /// Camera motion speed.
+    #[arg(long)]
+    speed: Option<f64>,
+    #[arg(long)]
+    end_image: Option<String>,
+    #[arg(long)]
+    audio: Option<bool>,
+    #[arg(long)]
+    audio_url: Option<String>,
+    #[arg(long)]
+    prompt_extend: Option<bool>,
+    #[arg(long)]
+    steps: Option<u32>,
+    #[arg(long)]
+    guidance_scale: Option<f64>,
+    #[arg(long)]
+    flow_shift: Option<f64>,
+    #[arg(long)]
+    shot_type: Option<String>,
+    #[arg(long)]
+    watermark: Option<bool>,
+    #[arg(long)]
+    acceleration: Option<String>,
+    #[arg(long)]
+    safety_checker: Option<bool>,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[arg(long)]
+    max_cost_usd: Option<f64>,
+}
+
+impl CreateArgs {
+    fn loras(&self) -> Result<Vec<LoraRef>, Error> {
+        self.loras
+            .iter()
+            .map(|s| match s.rsplit_once(':') {
+                Some((name, strength)) => strength
+                    .parse::<f64>()
+                    .map(|st| LoraRef {
+                        name: name.to_string(),
+                        strength: Some(st),
+                    })
+                    .map_err(|_| {
+                        Error::invalid_input(format!("--lora '{s}': use name or name:strength"))
+                    }),
+                None => Ok(LoraRef {
+                    name: s.clone(),
+                    strength: None,
+                }),
+            })
+            .collect()
+    }
+
+    fn camera(&self) -> Option<CameraMotion> {
+        self.camera_motion.as_ref().map(|kind| CameraMotion {
+            kind: kind.clone(),
+            speed: self.speed,
+        })
+    }
+
+    fn to_request(&self) -> Result<CreateRequest, Error> {
+        Ok(CreateRequest {
+            image: self
+                .image
+                .clone()
+                .ok_or_else(|| Error::invalid_input("--image is required"))?,
+            prompt: self.prompt.clone().unwrap_or_default(),
+            negative_prompt: self.negative_prompt.clone(),
+            provider: self.provider,
+            model: self.model.clone(),
+            resolution: self.resolution,
+            aspect_ratio: self.aspect_ratio,
+            duration_seconds: self.duration_seconds,
+            seed: self.seed,
+            loras: self.loras()?,
+            camera_motion: self.camera(),
+            end_image: self.end_image.clone(),
+            audio: self.audio,
+            audio_url: self.audio_url.clone(),
+            prompt_extend: self.prompt_extend,
+            steps: self.steps,
+            guidance_scale: self.guidance_scale,
+            flow_shift: self.flow_shift,
+            shot_type: self.shot_type.clone(),
+            watermark: self.watermark,
+            acceleration: self.acceleration.clone(),
+            safety_checker: self.safety_checker,
+            idempotency_key: self.idempotency_key.clone(),
+            max_cost_usd: self.max_cost_usd,
+            wait_seconds: None,
+        })
+    }
+
+    fn to_estimate(&self, compare: bool) -> Result<EstimateRequest, Error> {
+        Ok(EstimateRequest {
+            image: self.image.clone(),
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            provider: self.provider,
+            model: self.model.clone(),
+            resolution: self.resolution,
+            aspect_ratio: self.aspect_ratio,
+            duration_seconds: self.duration_seconds,
+            loras: self.loras()?,
+            camera_motion: self.camera(),
+            end_image: self.end_image.clone(),
+            audio: self.audio,
+            compare,
+        })
+    }
+}
+
+macro_rules! value_parser_from_str {
+    ($($t:ty),*) => {$(
+        impl clap::builder::ValueParserFactory for $t {
+            type Parser = clap::builder::ValueParser;
+            fn value_parser() -> Self::Parser {
+                clap::builder::ValueParser::new(|s: &str| s.parse::<$t>().map_err(|e| e.message))
+            }
+        }
+    )*};
+}
+value_parser_from_str!(ProviderId, Status, Resolution, AspectRatio);
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serve = matches!(cli.command, Command::Serve { .. });
+    init_logging(serve);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.json;
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json && !serve {
+                println!("{}", serde_json::json!({ "error": e }));
+            } else {
+                eprintln!("error: {}: {}", e.category.as_str(), e.message);
+                if let Some(step) = &e.next_step {
+                    eprintln!("next: {step}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr only (stdout is the protocol in stdio mode). `RUST_LOG` overrides.
+fn init_logging(serve: bool) {
+    let default = if serve { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
+        config_file: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        output_dir: cli.output_dir.clone(),
+        allowed_dirs: cli.allowed_dirs.clone(),
+        default_provider: None,
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let cfg = Config::load(&overrides(&cli))?;
+    match cli.command {
+        Command::ExportTools { dir } => export_tools(&dir),
+        Command::Doctor => {
+            doctor(&cfg, cli.json);
+            Ok(())
+        }
+        Command::Serve { http } => {
+            if let Some(addr) = http {
+                return Err(Error::unsupported(format!(
+                    "--http {addr}: the HTTP transport is not available in this version; use stdio"
+                )));
+            }
+            serve_stdio(cfg).await
+        }
+        Command::Create { args, wait } => {
+            let core = Core::start(cfg)?;
+            let req = args.to_request()?;
+            let roots = explicit_roots(&[Some(&req.image), req.end_image.as_ref()]);
+            let ctx = CallCtx {
+                roots,
+                ..CallCtx::default()
+            };
+            let task = core.create(req, ctx).await?;
+            let task = if wait { wait_for(&core, task, cli.json).await? } else { task };
+            print_task(&task, cli.json);
+            Ok(())
+        }
+        Command::Get { task_id, wait } => {
+            let core = Core::start(cfg)?;
+            let task = core.get(&task_id, None, CallCtx::default()).await?;
+            let task = if wait { wait_for(&core, task, cli.json).await? } else { task };
+            print_task(&task, cli.json);
+            Ok(())
+        }
+        Command::Tasks {
+            status,
+            provider,
+            limit,
+        } => {
+            let core = Core::start(cfg)?;
+            let list = core.list(status, provider, Some(limit))?;
+            if cli.json {
+                print_json(&list);
+            } else if list.tasks.is_empty() {
+                println!("no tasks");
+            } else {
+                for t in &list.tasks {
+                    println!("{}", t.summary());
+                }
+            }
+            Ok(())
+        }
+        Command::Cancel { task_id } => {
+            let core = Core::start(cfg)?;
+            let task = core.cancel(&task_id).await?;
+            print_task(&task, cli.json);
+            Ok(())
+        }
+        Command::Loras { provider, model } => {
+            let core = Core::start(cfg)?;
+            let list = core.list_loras(provider, model.as_deref())?;
+            if cli.json {
+                print_json(&list);
+            } else {
+                for l in &list.loras {
+                    println!("{}/{} {}: {}", l.provider, l.model, l.name, l.description);
+                }
+                println!("{}", list.note);
+            }
+            Ok(())
+        }
+        Command::Models { provider } => {
+            let core = Core::start(cfg)?;
+            let list = core.list_models(provider);
+            if cli.json {
+                print_json(&list);
+            } else {
+                for m in &list.models {
+                    let price = match (m.spec.price.usd_per_video, m.spec.price.usd_per_second) {
+                        (Some(v), _) => format!("${v}/video"),
+                        (None, Some(s)) => format!("${s}/s"),
+                        _ => "unpriced".into(),
+                    };
+                    println!(
+                        "{:<40} {:<9} {}{}",
+                        m.spec.key(),
+                        price,
+                        m.spec.description,
+                        if m.configured { "" } else { " [no key]" }
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Estimate { args, compare } => {
+            let core = Core::start(cfg)?;
+            let est = core.estimate(&args.to_estimate(compare)?)?;
+            if cli.json {
+                print_json(&est);
+            } else {
+                for q in &est.quotes {
+                    match q.usd {
+                        Some(usd) => println!("{}/{}: ${usd} ({})", q.provider, q.model, q.basis),
+                        None => println!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source),
+                    }
+                }
+                println!("spent today: ${:.2}", est.budget.spent_today_usd);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve_stdio(cfg: Config) -> Result<(), Error> {
+    use rmcp::ServiceExt;
+    let core = Core::start(cfg)?;
+    let server = crate::mcp::Server::new(core);
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| Error::internal(format!("MCP session failed to start: {e}")))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| Error::internal(format!("MCP session ended with an error: {e}")))?;
+    Ok(())
+}
+
+/// The directories of paths the CLI user named on the command line: their own files are theirs
+/// to read, without configuring allowed_dirs.
+fn explicit_roots(inputs: &[Option<&String>]) -> Vec<PathBuf> {
+    inputs
+        .iter()
+        .flatten()
+        .filter(|s| !s.starts_with("http://") && !s.starts_with("https://") && !s.starts_with("data:"))
+        .filter_map(|s| std::fs::canonicalize(s).ok())
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect()
+}
+
+/// Wait until the task settles, with a progress bar on stderr (hidden when not a terminal or
+/// with --json).
+async fn wait_for(core: &Arc<Core>, task: Task, json: bool) -> Result<Task, Error> {
+    if task.is_settled() {
+        return Ok(task);
+    }
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(100),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}") {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    let b = bar.clone();
+    let drawer = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            b.set_position(p.progress.floor() as u64);
+            b.set_message(p.message);
+        }
+    });
+    let mut current = task;
+    while !current.is_settled() {
+        let ctx = CallCtx {
+            progress: Some(tx.clone()),
+            ..CallCtx::default()
+        };
+        current = core
+            .get(&current.task_id, Some(core.cfg.max_wait_seconds), ctx)
+            .await?;
+    }
+    drop(tx);
+    let _ = drawer.await;
+    bar.finish_and_clear();
+    Ok(current)
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode output: {e}"),
+    }
+}
+
+fn print_task(task: &Task, json: bool) {
+    if json {
+        print_json(task);
+    } else {
+        println!("{}", task.summary());
+    }
+}
+
+fn doctor(cfg: &Config, json: bool) {
+    let providers: Vec<serde_json::Value> = cfg
+        .providers
+        .iter()
+        .map(|(id, p)| {
+            serde_json::json!({
+                "provider": id,
+                "configured": cfg.is_configured(*id),
+                "base_url": p.base_url,
+                "key_env": id.key_env(),
+            })
+        })
+        .collect();
+    let report = serde_json::json!({
+        "config_file": cfg.source.as_ref().map(|p| p.display().to_string()),
+        "data_dir": cfg.data_dir,
+        "output_dir": cfg.output_dir,
+        "allowed_dirs": cfg.allowed_dirs,
+        "default_provider": cfg.default_provider,
+        "max_wait_seconds": cfg.max_wait_seconds,
+        "providers": providers,
+    });
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "config file: {}",
+            cfg.source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(none)".into())
+        );
+        println!("data dir:    {}", cfg.data_dir.display());
+        println!("output dir:  {}", cfg.output_dir.display());
+        let dirs: Vec<String> = cfg.allowed_dirs.iter().map(|d| d.display().to_string()).collect();
+        println!("allowed dirs: {}", if dirs.is_empty() { "(none)".into() } else { dirs.join(", ") });
+        for (id, p) in &cfg.providers {
+            println!(
+                "  {:<8} {:<14} {}",
+                id.as_str(),
+                if cfg.is_configured(*id) { "configured" } else { "no key" },
+                p.base_url
+            );
+        }
+    }
+}
+
+/// Write every tool definition as pretty JSON, one file per tool.
+pub fn export_tools(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    for tool in crate::mcp::tools::all() {
+        let text = serde_json::to_string_pretty(&tool)
+            .map_err(|e| Error::internal(format!("cannot encode tool {}: {e}", tool.name)))?;
+        std::fs::write(dir.join(format!("{}.json", tool.name)), format!("{text}\n"))?;
+    }
+    Ok(())
+}

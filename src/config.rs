@@ -1,0 +1,416 @@
+//! Configuration: CLI flags > environment > TOML file > defaults. Unknown keys in the file are
+//! errors. API keys are `SecretString`s: never logged, never echoed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::model::ProviderId;
+
+/// The file as written by the user. `deny_unknown_fields` everywhere: a typo is an error, not a
+/// silently ignored setting.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub output_dir: Option<PathBuf>,
+    pub allowed_dirs: Option<Vec<PathBuf>>,
+    pub default_provider: Option<ProviderId>,
+    pub max_wait_seconds: Option<u32>,
+    #[serde(default)]
+    pub providers: BTreeMap<ProviderId, FileProvider>,
+    #[serde(default)]
+    pub pricing: BTreeMap<String, PriceOverride>,
+    #[serde(default)]
+    pub budget: Budget,
+    #[serde(default)]
+    pub download: FileDownload,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProvider {
+    pub api_key: Option<String>,
+    /// Name of an environment variable holding the key, instead of the default one.
+    pub api_key_env: Option<String>,
+    pub base_url: Option<String>,
+    /// Per-request timeout in seconds.
+    pub timeout: Option<u64>,
+    pub rate_limit: Option<RateLimits>,
+}
+
+/// Client-side create limits; `None` fields are unlimited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub per_10_seconds: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+    pub per_day: Option<u32>,
+}
+
+/// A price set by the user for a `provider/model` key, for prices nobody published.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceOverride {
+    pub per_video_usd: Option<f64>,
+    pub per_second_usd: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub per_task_usd: Option<f64>,
+    pub daily_usd: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDownload {
+    pub max_bytes: Option<u64>,
+    pub timeout: Option<u64>,
+}
+
+/// What the command line can set; `None` leaves the lower layers in charge.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub output_dir: Option<PathBuf>,
+    pub allowed_dirs: Vec<PathBuf>,
+    pub default_provider: Option<ProviderId>,
+}
+
+/// One provider's resolved settings.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub api_key: Option<SecretString>,
+    pub base_url: String,
+    pub timeout: Duration,
+    pub rate_limit: RateLimits,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub output_dir: PathBuf,
+    pub allowed_dirs: Vec<PathBuf>,
+    pub default_provider: Option<ProviderId>,
+    pub max_wait_seconds: u32,
+    pub providers: BTreeMap<ProviderId, ProviderConfig>,
+    pub pricing: BTreeMap<String, PriceOverride>,
+    pub budget: Budget,
+    pub download_max_bytes: u64,
+    pub download_timeout: Duration,
+    /// Where the config was read from, if a file was read.
+    pub source: Option<PathBuf>,
+    /// Polling schedule; shortened by tests through `with_fast_polling`.
+    pub poll: PollSchedule,
+}
+
+/// How often the watcher polls a task: `first` after submit, growing by `factor` up to `max`,
+/// for at most `give_up_after` in total.
+#[derive(Debug, Clone, Copy)]
+pub struct PollSchedule {
+    pub first: Duration,
+    pub max: Duration,
+    pub factor: f64,
+    pub give_up_after: Duration,
+}
+
+impl Default for PollSchedule {
+    fn default() -> Self {
+        // CONTRACTS.md: Apikley advises 2-3 s at first, 5-10 s later, 15-30 s after 2 min, give up
+        // after 10-15 min; PiAPI's own server polls for up to 15 min. We watch for 30 min.
+        PollSchedule {
+            first: Duration::from_secs(2),
+            max: Duration::from_secs(20),
+            factor: 1.5,
+            give_up_after: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 600;
+pub const DEFAULT_DOWNLOAD_MAX_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Documented client-side limits, used unless the config says otherwise.
+pub fn default_rate_limits(provider: ProviderId) -> RateLimits {
+    match provider {
+        // CONTRACTS.md 1.11 (seed:qubico): 10 req/min, 100 req/h, 1000 req/day.
+        ProviderId::Qubico => RateLimits {
+            per_10_seconds: None,
+            per_minute: Some(10),
+            per_hour: Some(100),
+            per_day: Some(1000),
+        },
+        // CONTRACTS.md 3.7 (kie.ai, which Apikley mirrors): 20 new requests per 10 s.
+        ProviderId::Apikley => RateLimits {
+            per_10_seconds: Some(20),
+            ..RateLimits::default()
+        },
+        // PiAPI and Novita publish no numbers (UNKNOWN): no client-side limit; their 429s are honoured.
+        ProviderId::Piapi | ProviderId::Novita | ProviderId::Local => RateLimits::default(),
+    }
+}
+
+/// Reads environment variables; a seam so tests need not touch the process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Config {
+    /// Resolve from the process environment and the user's config file.
+    pub fn load(overrides: &Overrides) -> Result<Config, Error> {
+        Config::resolve(overrides, &ProcessEnv)
+    }
+
+    pub fn resolve(overrides: &Overrides, env: &dyn Env) -> Result<Config, Error> {
+        let path = overrides
+            .config_file
+            .clone()
+            .or_else(|| env.var("I2V_MCP_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                directories::ProjectDirs::from("", "", "i2v-mcp")
+                    .map(|d| d.config_dir().join("config.toml"))
+                    .filter(|p| p.is_file())
+            });
+        let (file, source) = match path {
+            Some(p) => (read_file(&p)?, Some(p)),
+            None => (FileConfig::default(), None),
+        };
+        Config::from_layers(file, source, overrides, env)
+    }
+
+    fn from_layers(
+        file: FileConfig,
+        source: Option<PathBuf>,
+        overrides: &Overrides,
+        env: &dyn Env,
+    ) -> Result<Config, Error> {
+        let dirs = directories::ProjectDirs::from("", "", "i2v-mcp");
+        let default_data = dirs
+            .as_ref()
+            .map(|d| d.data_dir().to_path_buf())
+            .or_else(|| std::env::temp_dir().join("i2v-mcp").into())
+            .unwrap_or_else(|| PathBuf::from("/tmp/i2v-mcp"));
+
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or_else(|| env.var("I2V_MCP_DATA_DIR").map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or_else(|| default_data.clone());
+        let output_dir = overrides
+            .output_dir
+            .clone()
+            .or_else(|| env.var("I2V_MCP_OUTPUT_DIR").map(PathBuf::from))
+            .or(file.output_dir)
+            .unwrap_or_else(|| data_dir.join("videos"));
+
+        let allowed_dirs = if !overrides.allowed_dirs.is_empty() {
+            overrides.allowed_dirs.clone()
+        } else if let Some(list) = env.var("I2V_MCP_ALLOWED_DIRS") {
+            std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect()
+        } else {
+            file.allowed_dirs.unwrap_or_default()
+        };
+        for dir in [&data_dir, &output_dir].into_iter().chain(allowed_dirs.iter()) {
+            if dir.is_relative() {
+                return Err(Error::invalid_input(format!(
+                    "directory '{}' is relative: use an absolute path (servers are often started in '/')",
+                    dir.display()
+                )));
+            }
+        }
+
+        let default_provider = match overrides.default_provider {
+            Some(p) => Some(p),
+            None => match env.var("I2V_MCP_DEFAULT_PROVIDER") {
+                Some(v) => Some(v.parse()?),
+                None => file.default_provider,
+            },
+        };
+
+        let mut file_providers = file.providers;
+        let mut providers = BTreeMap::new();
+        for id in ProviderId::ALL {
+            let fp = file_providers.remove(&id).unwrap_or_default();
+            let key_env = fp.api_key_env.clone().or(id.key_env().map(String::from));
+            let api_key = key_env
+                .as_deref()
+                .and_then(|name| env.var(name))
+                .or(fp.api_key)
+                .map(|k| SecretString::from(k.trim().to_string()));
+            let base_url = env
+                .var(&id.base_url_env())
+                .or(fp.base_url)
+                .or(id.default_base_url().map(String::from))
+                .unwrap_or_default();
+            let base_url = base_url.trim_end_matches('/').to_string();
+            if id != ProviderId::Local {
+                url::Url::parse(&base_url).map_err(|e| {
+                    Error::invalid_input(format!(
+                        "base URL for {id} '{base_url}' is not a URL ({e}): set {} or [providers.{id}].base_url",
+                        id.base_url_env()
+                    ))
+                })?;
+            }
+            providers.insert(
+                id,
+                ProviderConfig {
+                    api_key,
+                    base_url,
+                    timeout: Duration::from_secs(fp.timeout.unwrap_or(60).max(1)),
+                    rate_limit: fp.rate_limit.unwrap_or_else(|| default_rate_limits(id)),
+                },
+            );
+        }
+
+        for (key, price) in &file.pricing {
+            if crate::catalog::find_key(key).is_none() {
+                return Err(Error::invalid_input(format!(
+                    "[pricing] key '{key}' is not a provider/model pair: use e.g. \"novita/wan2.6-i2v\" (see list_models)"
+                )));
+            }
+            if price.per_video_usd.is_none() == price.per_second_usd.is_none() {
+                return Err(Error::invalid_input(format!(
+                    "[pricing.\"{key}\"] needs exactly one of per_video_usd or per_second_usd"
+                )));
+            }
+        }
+
+        Ok(Config {
+            data_dir,
+            output_dir,
+            allowed_dirs,
+            default_provider,
+            max_wait_seconds: file.max_wait_seconds.unwrap_or(DEFAULT_MAX_WAIT_SECONDS),
+            providers,
+            pricing: file.pricing,
+            budget: file.budget,
+            download_max_bytes: file.download.max_bytes.unwrap_or(DEFAULT_DOWNLOAD_MAX_BYTES),
+            download_timeout: Duration::from_secs(file.download.timeout.unwrap_or(300)),
+            source,
+            poll: PollSchedule::default(),
+        })
+    }
+
+    pub fn provider(&self, id: ProviderId) -> Option<&ProviderConfig> {
+        self.providers.get(&id)
+    }
+
+    /// Whether a provider can be used as configured (has its key; local always).
+    pub fn is_configured(&self, id: ProviderId) -> bool {
+        id == ProviderId::Local
+            || self
+                .provider(id)
+                .and_then(|p| p.api_key.as_ref())
+                .is_some_and(|k| !k.expose_secret().is_empty())
+    }
+
+    /// A shorter polling schedule, for tests and benchmarks against fake providers.
+    pub fn with_fast_polling(mut self, first: Duration, max: Duration) -> Self {
+        self.poll.first = first;
+        self.poll.max = max;
+        self
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::invalid_input(format!("cannot read config file '{}': {e}", path.display()))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        Error::invalid_input(format!("config file '{}' is invalid: {e}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn precedence_cli_over_env_over_file() {
+        let file: FileConfig = toml::from_str(
+            "data_dir = \"/file/data\"\noutput_dir = \"/file/out\"\n[providers.piapi]\napi_key = \"file-key\"\nbase_url = \"http://file\"\n",
+        )
+        .unwrap();
+        let e = env(&[("I2V_MCP_DATA_DIR", "/env/data"), ("PIAPI_API_KEY", "env-key")]);
+        let o = Overrides {
+            output_dir: Some("/cli/out".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_layers(file, None, &o, &e).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/env/data"));
+        assert_eq!(c.output_dir, PathBuf::from("/cli/out"));
+        let p = c.provider(ProviderId::Piapi).unwrap();
+        assert_eq!(p.api_key.as_ref().unwrap().expose_secret(), "env-key");
+        assert_eq!(p.base_url, "http://file");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<FileConfig>("data_dri = \"/x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = toml::from_str::<FileConfig>("[providers.piapi]\nkey = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn defaults_never_use_the_working_directory() {
+        let c = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &env(&[]))
+            .unwrap();
+        assert!(c.data_dir.is_absolute());
+        assert!(c.output_dir.starts_with(&c.data_dir));
+        assert_eq!(
+            c.provider(ProviderId::Qubico).unwrap().rate_limit.per_minute,
+            Some(10)
+        );
+    }
+
+    #[test]
+    fn relative_dirs_and_bad_pricing_are_errors() {
+        let e = env(&[("I2V_MCP_OUTPUT_DIR", "videos")]);
+        let err = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e)
+            .unwrap_err();
+        assert!(err.message.contains("relative"), "{}", err.message);
+        let file: FileConfig =
+            toml::from_str("[pricing.\"nope/x\"]\nper_video_usd = 1.0\n").unwrap();
+        let err = Config::from_layers(file, None, &Overrides::default(), &env(&[])).unwrap_err();
+        assert!(err.message.contains("nope/x"), "{}", err.message);
+    }
+
+    #[test]
+    fn keys_are_not_in_debug_output() {
+        let e = env(&[("NOVITA_API_KEY", "super-secret-value")]);
+        let c = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e)
+            .unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-value"));
+        assert!(c.is_configured(ProviderId::Novita));
+        assert!(!c.is_configured(ProviderId::Piapi));
+    }
+}

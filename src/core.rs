@@ -1,0 +1,920 @@
+//! The application: create, get, list, cancel, estimate, models and LoRAs. Both faces (MCP and
+//! CLI) call these and only map arguments and render results.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rmcp::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, Lora, ModelSpec};
+use crate::config::{Config, RateLimits};
+use crate::error::{Category, Error, Result};
+use crate::media;
+use crate::model::{
+    AspectRatio, CameraMotion, CreateRequest, LoraRef, ProviderId, Resolution, Status, Task,
+    now_ms,
+};
+use crate::providers::{self, Acceptance, Providers, Submission};
+use crate::store::{Inserted, ListFilter, NewTask, Store};
+use crate::validate;
+use crate::watcher::Watcher;
+
+/// Create attempts when the provider surely refused for a passing reason (429, refused connection).
+const CREATE_ATTEMPTS: u32 = 3;
+/// How long a `get_task` without `wait_seconds` waits for its refresh poll.
+const REFRESH_WAIT: Duration = Duration::from_secs(10);
+/// Longest silence between progress notifications while a call waits.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// One progress report for a waiting caller: `progress` strictly increases, out of 100.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub progress: f64,
+    pub message: String,
+}
+
+/// Per-call context from a face: where progress goes (only if the client asked for it), the
+/// call's cancellation, and extra directories the caller may read images from (MCP roots; the
+/// CLI's own arguments).
+#[derive(Clone, Default)]
+pub struct CallCtx {
+    pub progress: Option<UnboundedSender<Progress>>,
+    pub cancel: CancellationToken,
+    pub roots: Vec<PathBuf>,
+}
+
+/// Turns task states into strictly increasing progress values with useful messages.
+struct Reporter {
+    tx: Option<UnboundedSender<Progress>>,
+    last: f64,
+    last_sent: Instant,
+    last_message: String,
+}
+
+impl Reporter {
+    fn new(tx: Option<UnboundedSender<Progress>>) -> Self {
+        Reporter {
+            tx,
+            last: 0.0,
+            last_sent: Instant::now(),
+            last_message: String::new(),
+        }
+    }
+
+    fn stage(task: &Task) -> (f64, String) {
+        match task.status {
+            Status::Queued => (2.0, "queued".to_string()),
+            Status::Running => {
+                let p = task.progress_percent.unwrap_or(0) as f64;
+                let mut msg = match task.progress_percent {
+                    Some(p) => format!("running {p}%"),
+                    None => "running".to_string(),
+                };
+                if let Some(eta) = task.eta_seconds {
+                    msg.push_str(&format!(" (eta {eta} s)"));
+                }
+                (5.0 + p * 0.85, msg)
+            }
+            Status::Succeeded if task.download_pending => (92.0, "downloading".to_string()),
+            s => (100.0, s.as_str().to_string()),
+        }
+    }
+
+    /// Report if something changed, or if `force` (a heartbeat).
+    fn report(&mut self, task: &Task, force: bool) {
+        let Some(tx) = &self.tx else { return };
+        let (base, message) = Reporter::stage(task);
+        let settled = task.is_settled();
+        if !force && !settled && message == self.last_message && base <= self.last {
+            return;
+        }
+        if settled && self.last >= 100.0 {
+            return;
+        }
+        // Strictly increasing: never repeat or go back; below 100 until the task settles.
+        let mut value = base.max(self.last + 0.01);
+        if !settled {
+            value = value.min(99.9_f64.max(self.last + 0.001));
+        } else {
+            value = 100.0_f64.max(self.last + 0.01);
+        }
+        self.last = value;
+        self.last_sent = Instant::now();
+        self.last_message = message.clone();
+        let _ = tx.send(Progress {
+            progress: (value * 1000.0).round() / 1000.0,
+            message,
+        });
+    }
+}
+
+/// Client-side create limits of one provider (several windows at once).
+struct Limiter {
+    windows: Vec<(String, DefaultDirectRateLimiter)>,
+}
+
+impl Limiter {
+    fn new(l: &RateLimits) -> Limiter {
+        let mut windows = Vec::new();
+        let mut add = |n: Option<u32>, period: Duration, name: &str| {
+            if let Some(n) = n.and_then(NonZeroU32::new)
+                && let Some(q) = Quota::with_period(period / n.get())
+            {
+                windows.push((name.to_string(), RateLimiter::direct(q.allow_burst(n))));
+            }
+        };
+        add(l.per_10_seconds, Duration::from_secs(10), "10 s");
+        add(l.per_minute, Duration::from_secs(60), "minute");
+        add(l.per_hour, Duration::from_secs(3600), "hour");
+        add(l.per_day, Duration::from_secs(86_400), "day");
+        Limiter { windows }
+    }
+
+    /// Time until every window admits one more create, without taking a slot.
+    fn wait_needed(&self) -> Option<(Duration, &str)> {
+        use governor::clock::{Clock, DefaultClock};
+        let clock = DefaultClock::default();
+        self.windows
+            .iter()
+            .filter_map(|(name, l)| {
+                // `check` takes a slot when it admits; the caller takes one right after anyway,
+                // so a probe that succeeds is put to use immediately by `take`.
+                match l.check() {
+                    Ok(()) => None,
+                    Err(nu) => Some((nu.wait_time_from(clock.now()), name.as_str())),
+                }
+            })
+            .max_by_key(|(d, _)| *d)
+    }
+}
+
+/// `list_models` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelEntry {
+    #[serde(flatten)]
+    pub spec: ModelSpec,
+    /// The provider's key is set (local: always).
+    pub configured: bool,
+}
+
+/// `list_loras` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LoraList {
+    pub loras: Vec<Lora>,
+    /// Names not listed here are passed through to the provider as given.
+    pub note: String,
+}
+
+/// `list_tasks` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+}
+
+/// What `estimate_cost` takes: the create arguments that decide the price and the model.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateRequest {
+    /// Optional; checked like create's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<AspectRatio>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_motion: Option<CameraMotion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<bool>,
+    /// Quote every model that can honour these arguments.
+    #[serde(default)]
+    pub compare: bool,
+}
+
+impl EstimateRequest {
+    fn as_create(&self) -> CreateRequest {
+        CreateRequest {
+            image: self
+                .image
+                .clone()
+                .unwrap_or_else(|| "https://example.invalid/image.png".into()),
+            prompt: self.prompt.clone().unwrap_or_else(|| "estimate".into()),
+            negative_prompt: self.negative_prompt.clone(),
+            provider: self.provider,
+            model: self.model.clone(),
+            resolution: self.resolution,
+            aspect_ratio: self.aspect_ratio,
+            duration_seconds: self.duration_seconds,
+            loras: self.loras.clone(),
+            camera_motion: self.camera_motion.clone(),
+            end_image: self.end_image.clone(),
+            audio: self.audio,
+            ..CreateRequest::default()
+        }
+    }
+}
+
+/// One price quote.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Quote {
+    pub provider: ProviderId,
+    pub model: String,
+    /// Null when nobody published a price and none is configured.
+    pub usd: Option<f64>,
+    /// How the figure is made up.
+    pub basis: String,
+    pub unpriced: bool,
+    pub price_source: String,
+    pub configured: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BudgetStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_task_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_usd: Option<f64>,
+    /// Estimated spend since 00:00 UTC.
+    pub spent_today_usd: f64,
+}
+
+/// `estimate_cost` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Estimate {
+    pub quotes: Vec<Quote>,
+    pub budget: BudgetStatus,
+}
+
+pub struct Core {
+    pub cfg: Arc<Config>,
+    store: Arc<Store>,
+    providers: Arc<Providers>,
+    watcher: Watcher,
+    limiters: BTreeMap<ProviderId, Limiter>,
+    /// One create at a time per idempotency key inside this process (the journal's UNIQUE key
+    /// guards across processes).
+    key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Core {
+    /// Open the journal, build the providers and start the watcher (resuming open tasks).
+    pub fn start(cfg: Config) -> Result<Arc<Core>> {
+        let cfg = Arc::new(cfg);
+        std::fs::create_dir_all(&cfg.output_dir).map_err(|e| {
+            Error::internal(format!(
+                "cannot create output dir '{}': {e}",
+                cfg.output_dir.display()
+            ))
+            .with_next_step("set I2V_MCP_OUTPUT_DIR to a writable directory")
+        })?;
+        let store = Arc::new(Store::open(&cfg.data_dir.join("journal.sqlite"))?);
+        let http = providers::http::client()?;
+        let providers = Arc::new(Providers::new(&cfg, &http, store.clone()));
+        let watcher = Watcher::new(store.clone(), providers.clone(), cfg.clone(), http);
+        let limiters = cfg
+            .providers
+            .iter()
+            .map(|(id, pc)| (*id, Limiter::new(&pc.rate_limit)))
+            .collect();
+        let core = Arc::new(Core {
+            cfg,
+            store,
+            providers,
+            watcher,
+            limiters,
+            key_locks: Mutex::new(HashMap::new()),
+        });
+        core.watcher.recover()?;
+        Ok(core)
+    }
+
+    pub fn watcher(&self) -> &Watcher {
+        &self.watcher
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The provider a request goes to: its own, the configured default, else the first remote
+    /// provider with a key. With none, an `auth` error that says how to get going.
+    fn pick_provider(&self, requested: Option<ProviderId>) -> Result<ProviderId> {
+        if let Some(p) = requested.or(self.cfg.default_provider) {
+            return Ok(p);
+        }
+        ProviderId::ALL
+            .into_iter()
+            .find(|p| *p != ProviderId::Local && self.cfg.is_configured(*p))
+            .ok_or_else(|| {
+                Error::new(
+                    Category::Auth,
+                    "no provider has an API key: set PIAPI_API_KEY, QUBICO_API_KEY, NOVITA_API_KEY or APIKLEY_API_KEY, or pass provider \"local\" for a free offline camera-motion preview",
+                )
+            })
+    }
+
+    fn pick_model(&self, provider: ProviderId, model: Option<&str>) -> Result<&'static ModelSpec> {
+        match model {
+            None => Ok(catalog::default_model(provider)),
+            Some(m) => catalog::find(provider, m).ok_or_else(|| {
+                let known: Vec<String> = catalog::models()
+                    .iter()
+                    .filter(|s| s.provider == provider)
+                    .map(|s| s.model.clone())
+                    .collect();
+                Error::invalid_input(format!(
+                    "unknown model '{m}' for {provider}: use {} (see list_models)",
+                    known.join(" or ")
+                ))
+            }),
+        }
+    }
+
+    fn allowed_dirs(&self, ctx: &CallCtx) -> Vec<PathBuf> {
+        let mut dirs = self.cfg.allowed_dirs.clone();
+        dirs.extend(ctx.roots.iter().cloned());
+        dirs.push(self.cfg.output_dir.clone());
+        dirs
+    }
+
+    /// The price of one request on one model, with the configured override first.
+    pub fn quote(&self, spec: &ModelSpec, req: &CreateRequest) -> Quote {
+        let duration = req.duration_seconds.unwrap_or(spec.default_duration);
+        let key = spec.key();
+        let (per_video, per_second, source) = match self.cfg.pricing.get(&key) {
+            Some(o) => (
+                o.per_video_usd,
+                o.per_second_usd,
+                format!("configured under [pricing.\"{key}\"]"),
+            ),
+            None => (
+                spec.price.usd_per_video,
+                spec.price.usd_per_second,
+                spec.price.source.clone(),
+            ),
+        };
+        let (usd, basis) = match (per_video, per_second) {
+            (Some(v), _) => (Some(v), format!("${v} per video")),
+            (None, Some(s)) => (
+                Some((s * duration as f64 * 1e6).round() / 1e6),
+                format!("${s} per second x {duration} s"),
+            ),
+            (None, None) => (None, "no published price".to_string()),
+        };
+        Quote {
+            provider: spec.provider,
+            model: spec.model.clone(),
+            usd,
+            basis,
+            unpriced: usd.is_none(),
+            price_source: source,
+            configured: self.cfg.is_configured(spec.provider),
+        }
+    }
+
+    fn start_of_day_ms() -> i64 {
+        let now = chrono::Utc::now();
+        now.date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis())
+            .unwrap_or(0)
+    }
+
+    /// Refuse before any paid call when the estimate breaks a cap.
+    fn check_budget(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
+        let caps = [
+            (req.max_cost_usd, "max_cost_usd"),
+            (self.cfg.budget.per_task_usd, "[budget].per_task_usd"),
+        ];
+        for (cap, name) in caps {
+            let Some(cap) = cap else { continue };
+            match quote.usd {
+                None if cap >= 0.0 => {
+                    return Err(Error::budget(format!(
+                        "{name} is set to ${cap} but {}/{} has no known price ({}): set a price under [pricing] or drop the cap",
+                        quote.provider, quote.model, quote.price_source
+                    )));
+                }
+                Some(usd) if usd > cap => {
+                    return Err(Error::budget(format!(
+                        "estimated ${usd} ({}) is over {name} ${cap}: raise the cap or pick a cheaper model (estimate_cost with compare)",
+                        quote.basis
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if let Some(daily) = self.cfg.budget.daily_usd {
+            let spent = self.store.spent_since(Self::start_of_day_ms())?;
+            let usd = quote.usd.ok_or_else(|| {
+                Error::budget(format!(
+                    "a daily budget is set but {}/{} has no known price: set one under [pricing]",
+                    quote.provider, quote.model
+                ))
+            })?;
+            if spent + usd > daily + 1e-9 {
+                return Err(Error::budget(format!(
+                    "this ${usd} task would bring today's spend to ${:.2}, over [budget].daily_usd ${daily}: wait until 00:00 UTC or raise the budget",
+                    spent + usd
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for a create slot within `deadline`, or say when to retry.
+    async fn rate_limit(&self, provider: ProviderId, deadline: Instant) -> Result<()> {
+        let Some(limiter) = self.limiters.get(&provider) else { return Ok(()) };
+        loop {
+            match limiter.wait_needed() {
+                None => return Ok(()),
+                Some((wait, window)) => {
+                    if Instant::now() + wait > deadline {
+                        return Err(Error::new(
+                            Category::RateLimited,
+                            format!(
+                                "client-side rate limit for {provider} (per {window}) reached: retry in {} s",
+                                wait.as_secs().max(1)
+                            ),
+                        )
+                        .with_next_step(format!(
+                            "create again in {} s, or pass wait_seconds to let the server wait",
+                            wait.as_secs().max(1)
+                        )));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.key_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    pub async fn create(&self, req: CreateRequest, ctx: CallCtx) -> Result<Task> {
+        let provider = self.pick_provider(req.provider)?;
+        let spec = self.pick_model(provider, req.model.as_deref())?;
+        if !self.cfg.is_configured(provider) {
+            let var = provider.key_env().unwrap_or_default();
+            return Err(Error::new(
+                Category::Auth,
+                format!("{provider} has no API key: set {var} (or [providers.{provider}].api_key), or use provider \"local\" for a free preview"),
+            ));
+        }
+        validate::check(&req, spec)?;
+        let wait = req.wait_seconds.unwrap_or(0).min(self.cfg.max_wait_seconds);
+        let started = Instant::now();
+
+        let _guard = match &req.idempotency_key {
+            Some(k) => Some(self.key_lock(k).lock_owned().await),
+            None => None,
+        };
+        let fingerprint = req.fingerprint();
+        if let Some(key) = &req.idempotency_key
+            && let Some(existing) = self.existing_for_key(key, &fingerprint)?
+        {
+            return self.finish_wait(existing, wait, started, &ctx).await;
+        }
+
+        let allowed = self.allowed_dirs(&ctx);
+        let image = media::resolve(&req.image, "image", spec, &allowed)?;
+        let end_image = match &req.end_image {
+            Some(e) => Some(media::resolve(e, "end_image", spec, &allowed)?),
+            None => None,
+        };
+        if provider == ProviderId::Local {
+            providers::local::Client::plan(&req, &image)?;
+        }
+        let quote = self.quote(spec, &req);
+        self.check_budget(&quote, &req)?;
+        self.rate_limit(provider, started + Duration::from_secs(wait as u64))
+            .await?;
+
+        let id = new_task_id();
+        let now = now_ms();
+        let new = NewTask {
+            id: id.clone(),
+            provider,
+            model: spec.model.clone(),
+            request: serde_json::to_string(&req)
+                .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?,
+            fingerprint: fingerprint.clone(),
+            idempotency_key: req.idempotency_key.clone(),
+            estimated_cost: quote.usd,
+            webhook_secret: None,
+            created_at: now,
+        };
+        if let Inserted::Existing(row) = self.store.insert(&new)? {
+            // Another process took the key first.
+            let task = self.dedup(&row, &fingerprint)?;
+            return self.finish_wait(task, wait, started, &ctx).await;
+        }
+
+        let p = self.providers.get(provider)?;
+        let sub = Submission {
+            task_id: &id,
+            req: &req,
+            spec,
+            image: &image,
+            end_image: end_image.as_ref(),
+            webhook: None,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match p.submit(&sub).await {
+                Ok(ptid) => {
+                    self.store.mark_submitted(&id, &ptid, now_ms())?;
+                    tracing::info!(task = %id, provider = %provider, provider_task_id = %ptid, "submitted");
+                    break;
+                }
+                Err(pe) if pe.create_may_retry() && attempt < CREATE_ATTEMPTS => {
+                    let backoff = pe
+                        .retry_after
+                        .unwrap_or(Duration::from_secs(1 << attempt))
+                        .min(Duration::from_secs(60));
+                    tracing::warn!(task = %id, error = %pe.error, ?backoff, "create refused for a passing reason; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = ctx.cancel.cancelled() => {
+                            let e = pe.error.clone();
+                            self.store.fail(&id, &e, now_ms())?;
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(pe) => {
+                    let error = match pe.acceptance {
+                        Acceptance::Unknown => Error::new(
+                            Category::SubmitUnknown,
+                            format!(
+                                "the create may or may not have reached {provider} ({}); it was not resubmitted, to avoid paying twice. Journal task {id}",
+                                pe.error.message
+                            ),
+                        )
+                        .with_next_step("check the provider dashboard before creating again: the task may exist and be charged"),
+                        Acceptance::Rejected => {
+                            let mut e = pe.error.clone();
+                            e.message = format!("{} (nothing was charged; journal task {id})", e.message);
+                            e
+                        }
+                    };
+                    self.store.fail(&id, &error, now_ms())?;
+                    self.watcher.publish(&id);
+                    return Err(error);
+                }
+            }
+        }
+        self.watcher.watch(&id);
+        let task = self.load(&id)?;
+        self.finish_wait(task, wait, started, &ctx).await
+    }
+
+    fn existing_for_key(&self, key: &str, fingerprint: &str) -> Result<Option<Task>> {
+        match self.store.find_by_key(key)? {
+            Some(row) => Ok(Some(self.dedup(&row, fingerprint)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn dedup(&self, row: &crate::store::TaskRow, fingerprint: &str) -> Result<Task> {
+        if row.fingerprint != fingerprint {
+            return Err(Error::invalid_input(format!(
+                "idempotency_key was already used for a different request (task {}): use a new key for a new request, or resend the same arguments to get that task",
+                row.id
+            )));
+        }
+        let mut task = row.to_task();
+        task.deduplicated = true;
+        Ok(task)
+    }
+
+    async fn finish_wait(&self, task: Task, wait: u32, started: Instant, ctx: &CallCtx) -> Result<Task> {
+        let dedup = task.deduplicated;
+        if wait == 0 || task.is_settled() {
+            return Ok(task);
+        }
+        let deadline = started + Duration::from_secs(wait as u64);
+        let mut t = self.wait_until(&task.task_id, deadline, ctx).await?;
+        t.deduplicated = dedup;
+        Ok(t)
+    }
+
+    fn load(&self, id: &str) -> Result<Task> {
+        self.store
+            .get(id)?
+            .map(|r| r.to_task())
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "unknown task_id '{id}': list_tasks shows the tasks this server knows"
+                ))
+            })
+    }
+
+    /// Wait until the task settles or the deadline passes, reporting progress on the way. A
+    /// cancelled call returns at once; the task goes on.
+    async fn wait_until(&self, id: &str, deadline: Instant, ctx: &CallCtx) -> Result<Task> {
+        let mut rx = self.watcher.subscribe();
+        let mut reporter = Reporter::new(ctx.progress.clone());
+        let mut task = self.load(id)?;
+        loop {
+            reporter.report(&task, false);
+            let now = Instant::now();
+            if task.is_settled() || now >= deadline {
+                return Ok(task);
+            }
+            let next_beat = (reporter.last_sent + HEARTBEAT).max(now + Duration::from_millis(50));
+            let wake_at = next_beat.min(deadline);
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return Ok(task),
+                msg = rx.recv() => match msg {
+                    Ok(t) if t.task_id == id => task = t,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => task = self.load(id)?,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(task),
+                },
+                _ = tokio::time::sleep_until(wake_at.into()) => {
+                    if Instant::now() < deadline {
+                        reporter.report(&task, true);
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &str, wait_seconds: Option<u32>, ctx: CallCtx) -> Result<Task> {
+        let row = self.store.get(id)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown task_id '{id}': list_tasks shows the tasks this server knows"
+            ))
+        })?;
+        let started = Instant::now();
+        let task = row.to_task();
+        // A download that gave up is tried again; a task we stopped watching on timeout gets one
+        // more look (the provider may have finished late).
+        let timed_out = task.error.as_ref().is_some_and(|e| e.category == Category::Timeout)
+            && row.provider_task_id.is_some();
+        if self.store.retry_download(id, now_ms())? {
+            self.watcher.watch(id);
+        } else if timed_out {
+            self.refresh_timed_out(&row).await;
+        }
+        let task = self.load(id)?;
+        if task.is_settled() {
+            return Ok(task);
+        }
+        if !self.watcher.is_watching(id) && !row.is_submitting() {
+            self.watcher.watch(id);
+        }
+        let wait = wait_seconds.unwrap_or(0).min(self.cfg.max_wait_seconds);
+        if wait == 0 {
+            // Fresh news: poll now and wait briefly for that poll.
+            self.watcher.wake(id);
+            let deadline = started + REFRESH_WAIT;
+            return self.wait_for_change(id, deadline, &ctx).await;
+        }
+        self.watcher.wake(id);
+        self.wait_until(id, started + Duration::from_secs(wait as u64), &ctx)
+            .await
+    }
+
+    /// Wait for the next news of one task (a poll completing), bounded.
+    async fn wait_for_change(&self, id: &str, deadline: Instant, ctx: &CallCtx) -> Result<Task> {
+        let mut rx = self.watcher.subscribe();
+        loop {
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return self.load(id),
+                _ = tokio::time::sleep_until(deadline.into()) => return self.load(id),
+                msg = rx.recv() => match msg {
+                    Ok(t) if t.task_id == id => return Ok(t),
+                    Ok(_) => {}
+                    Err(_) => return self.load(id),
+                },
+            }
+        }
+    }
+
+    async fn refresh_timed_out(&self, row: &crate::store::TaskRow) {
+        let Ok(p) = self.providers.get(row.provider) else { return };
+        if let Ok(snap) = p.poll(row).await
+            && snap.status == Status::Succeeded
+        {
+            let update = crate::store::Update {
+                status: Some(Status::Succeeded),
+                video_url: snap.video_url,
+                url_expires_at: snap.url_expires_at,
+                ..Default::default()
+            };
+            if self.store.apply(&row.id, &update, now_ms()).unwrap_or(false) {
+                self.watcher.watch(&row.id);
+            }
+        }
+    }
+
+    pub fn list(&self, status: Option<Status>, provider: Option<ProviderId>, limit: Option<u32>) -> Result<TaskList> {
+        let rows = self.store.list(&ListFilter {
+            status,
+            provider,
+            limit: limit.unwrap_or(20).clamp(1, 500),
+        })?;
+        Ok(TaskList {
+            tasks: rows.iter().map(|r| r.to_task()).collect(),
+        })
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Task> {
+        let row = self.store.get(id)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown task_id '{id}': list_tasks shows the tasks this server knows"
+            ))
+        })?;
+        let task = row.to_task();
+        if task.status.is_terminal() {
+            let mut t = task;
+            t.note = Some(format!("already {}; nothing to cancel", t.status));
+            return Ok(t);
+        }
+        if row.is_submitting() {
+            return Err(Error::invalid_input(format!(
+                "task {id} is being submitted right now: call cancel_task again in a few seconds"
+            )));
+        }
+        let p = self.providers.get(row.provider)?;
+        let note = match p.cancel(&row).await {
+            Ok(providers::CancelOutcome::Cancelled) => format!("cancelled at {}", row.provider),
+            Ok(providers::CancelOutcome::NotCancelled(reason)) => format!(
+                "{reason}; stopped watching here: the provider may still finish and charge, and the result will not be downloaded"
+            ),
+            Err(pe) => {
+                return Err(Error::new(
+                    pe.error.category,
+                    format!("cancel failed: {}; the task is still being watched", pe.error.message),
+                ));
+            }
+        };
+        self.store.cancel(id, &note, now_ms())?;
+        self.watcher.publish(id);
+        self.load(id)
+    }
+
+    pub fn list_models(&self, provider: Option<ProviderId>) -> ModelList {
+        let models = catalog::models()
+            .iter()
+            .filter(|m| provider.is_none_or(|p| m.provider == p))
+            .map(|m| {
+                let mut spec = m.clone();
+                if let Some(o) = self.cfg.pricing.get(&m.key()) {
+                    spec.price.usd_per_video = o.per_video_usd;
+                    spec.price.usd_per_second = o.per_second_usd;
+                    spec.price.source = format!("configured under [pricing.\"{}\"]", m.key());
+                }
+                ModelEntry {
+                    configured: self.cfg.is_configured(m.provider),
+                    spec,
+                }
+            })
+            .collect();
+        ModelList { models }
+    }
+
+    pub fn list_loras(&self, provider: Option<ProviderId>, model: Option<&str>) -> Result<LoraList> {
+        if let (Some(p), Some(m)) = (provider, model) {
+            self.pick_model(p, Some(m))?;
+        }
+        let loras = catalog::loras()
+            .iter()
+            .filter(|l| provider.is_none_or(|p| l.provider == p))
+            .filter(|l| model.is_none_or(|m| l.model.eq_ignore_ascii_case(m)))
+            .cloned()
+            .collect();
+        Ok(LoraList {
+            loras,
+            note: "PiAPI/Qubico take other LoRA type names as given; Novita wan2.1-i2v takes a LoRA path as the name (up to 3).".into(),
+        })
+    }
+
+    pub fn estimate(&self, req: &EstimateRequest) -> Result<Estimate> {
+        let create = req.as_create();
+        let specs: Vec<&'static ModelSpec> = if req.compare {
+            catalog::models()
+                .iter()
+                .filter(|m| {
+                    let mut c = create.clone();
+                    c.provider = Some(m.provider);
+                    validate::check(&c, m).is_ok()
+                })
+                .collect()
+        } else {
+            let provider = match req.provider.or(self.cfg.default_provider) {
+                Some(p) => p,
+                None => self.pick_provider(None).unwrap_or(ProviderId::Piapi),
+            };
+            let spec = self.pick_model(provider, req.model.as_deref())?;
+            validate::check(&create, spec)?;
+            vec![spec]
+        };
+        if specs.is_empty() {
+            return Err(Error::unsupported(
+                "no model can honour these arguments together: drop one (see list_models)",
+            ));
+        }
+        let spent = self.store.spent_since(Self::start_of_day_ms())?;
+        Ok(Estimate {
+            quotes: specs.into_iter().map(|s| self.quote(s, &create)).collect(),
+            budget: BudgetStatus {
+                per_task_usd: self.cfg.budget.per_task_usd,
+                daily_usd: self.cfg.budget.daily_usd,
+                spent_today_usd: (spent * 1e6).round() / 1e6,
+            },
+        })
+    }
+}
+
+/// Time-ordered, unguessable task ids.
+fn new_task_id() -> String {
+    format!("tsk_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(status: Status, progress: Option<u8>) -> Task {
+        Task {
+            task_id: "t".into(),
+            provider: ProviderId::Local,
+            model: "m".into(),
+            provider_task_id: None,
+            status,
+            progress_percent: progress,
+            eta_seconds: None,
+            estimated_cost_usd: None,
+            video: None,
+            error: None,
+            note: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            finished_at: None,
+            deduplicated: false,
+            download_pending: false,
+        }
+    }
+
+    #[test]
+    fn progress_strictly_increases_and_ends_at_100() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut r = Reporter::new(Some(tx));
+        r.report(&task(Status::Queued, None), false);
+        r.report(&task(Status::Queued, None), false); // unchanged: nothing
+        r.report(&task(Status::Queued, None), true); // heartbeat
+        r.report(&task(Status::Running, Some(35)), false);
+        r.report(&task(Status::Running, Some(20)), false); // provider went back: still increasing
+        r.report(&task(Status::Succeeded, None), false);
+        let mut seen = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            seen.push(p);
+        }
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        for w in seen.windows(2) {
+            assert!(w[1].progress > w[0].progress, "{seen:?}");
+        }
+        assert_eq!(seen.last().unwrap().progress, 100.0);
+        assert_eq!(seen[2].message, "running 35%");
+    }
+
+    #[test]
+    fn no_token_no_progress() {
+        let mut r = Reporter::new(None);
+        r.report(&task(Status::Running, Some(10)), true);
+        assert_eq!(r.last, 0.0);
+    }
+}

@@ -1,0 +1,265 @@
+//! The seven tool definitions: names, titles, descriptions, inline input and output schemas, and
+//! annotations. Schemas come from the same Rust types the core uses (schemars), then are made
+//! client-friendly: every `$ref` inlined (several clients fail on them), no `$schema`, no
+//! non-standard `format`s, and optional fields as plain types. `export-tools` writes these to
+//! `tools/`, and a test fails when the files drift from the code.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::common::schema_for_type;
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use rmcp::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::core::{Estimate, EstimateRequest, LoraList, ModelList, TaskList};
+use crate::model::{CreateRequest, ProviderId, Status, Task};
+
+/// `get_task` arguments.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetArgs {
+    pub task_id: String,
+    /// Wait up to this many seconds for the task to finish (0 = refresh and return).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<u32>,
+}
+
+/// `list_tasks` arguments.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
+    /// Newest first; default 20, max 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `cancel_task` arguments.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelArgs {
+    pub task_id: String,
+}
+
+/// `list_loras` arguments.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoraArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// `list_models` arguments.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
+}
+
+/// Inline every `$ref` from `$defs` and drop what clients do not need.
+pub fn compact(schema: &JsonObject) -> JsonObject {
+    let defs = schema
+        .get("$defs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Map::new();
+    for (k, v) in schema {
+        if k == "$defs" || k == "$schema" {
+            continue;
+        }
+        out.insert(k.clone(), inline(v, &defs, 0));
+    }
+    out
+}
+
+fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get("$ref")
+                && let Some(name) = r.strip_prefix("#/$defs/")
+                && let Some(def) = defs.get(name)
+                && depth < 16
+            {
+                let mut merged = match inline(def, defs, depth + 1) {
+                    Value::Object(m) => m,
+                    other => return other,
+                };
+                // Keep a description written on the field itself.
+                if let Some(d) = o.get("description") {
+                    merged.insert("description".into(), d.clone());
+                }
+                return Value::Object(merged);
+            }
+            let mut m = Map::new();
+            for (k, val) in o {
+                match k.as_str() {
+                    // Non-standard formats (uint32, double, ...) and null defaults cost tokens
+                    // and tell an agent nothing the type does not.
+                    "format" => continue,
+                    "default" if val.is_null() => continue,
+                    "type" => {
+                        m.insert(k.clone(), drop_null_type(val));
+                    }
+                    "anyOf" | "oneOf" => {
+                        let arms: Vec<Value> = val
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter(|x| x.get("type") != Some(&Value::String("null".into())))
+                                    .map(|x| inline(x, defs, depth + 1))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        if arms.len() == 1 {
+                            if let Value::Object(single) = &arms[0] {
+                                for (sk, sv) in single {
+                                    m.entry(sk.clone()).or_insert_with(|| sv.clone());
+                                }
+                            }
+                        } else {
+                            m.insert(k.clone(), Value::Array(arms));
+                        }
+                    }
+                    _ => {
+                        m.insert(k.clone(), inline(val, defs, depth + 1));
+                    }
+                }
+            }
+            Value::Object(m)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| inline(x, defs, depth + 1)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `["string","null"]` -> `"string"`: optional fields are simply not required.
+fn drop_null_type(v: &Value) -> Value {
+    match v {
+        Value::Array(types) => {
+            let rest: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+            match rest.as_slice() {
+                [single] => (*single).clone(),
+                _ => Value::Array(rest.into_iter().cloned().collect()),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+fn schema<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
+    Arc::new(compact(&schema_for_type::<T>()))
+}
+
+fn output<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings = settings.for_serialize();
+    let generated = settings.into_generator().into_root_schema_for::<T>();
+    let obj = serde_json::to_value(generated)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let mut c = compact(&obj);
+    c.remove("title");
+    c.remove("description");
+    Arc::new(c)
+}
+
+fn annotations(title: &str, read_only: bool, idempotent: bool, open_world: bool, destructive: bool) -> ToolAnnotations {
+    ToolAnnotations::with_title(title)
+        .read_only(read_only)
+        .idempotent(idempotent)
+        .open_world(open_world)
+        .destructive(destructive)
+}
+
+/// The tool list, sorted by name.
+pub fn all() -> Vec<Tool> {
+    let mut tools = vec![
+        Tool::new(
+            "create_i2v_task",
+            "Start turning a still image into a video. Returns a task at once; then call get_task with wait_seconds until status is succeeded/failed/cancelled. Reuse the same idempotency_key when retrying. Paid unless provider is local (free camera-motion preview).",
+            schema::<CreateRequest>(),
+        )
+        .with_title("Create image-to-video task")
+        .with_raw_output_schema(output::<Task>())
+        .with_annotations(annotations("Create image-to-video task", false, false, true, false)),
+        Tool::new(
+            "get_task",
+            "Get a task, refreshed from its provider. With wait_seconds, waits (with progress) until it finishes or the time is up. A succeeded task has video.local_path and sha256.",
+            schema::<GetArgs>(),
+        )
+        .with_title("Get task")
+        .with_raw_output_schema(output::<Task>())
+        .with_annotations(annotations("Get task", true, true, true, false)),
+        Tool::new(
+            "list_tasks",
+            "List tasks from the journal, newest first.",
+            schema::<ListArgs>(),
+        )
+        .with_title("List tasks")
+        .with_raw_output_schema(output::<TaskList>())
+        .with_annotations(annotations("List tasks", true, true, false, false)),
+        Tool::new(
+            "cancel_task",
+            "Cancel a task: upstream where the provider allows it, else stop watching it (the note says which).",
+            schema::<CancelArgs>(),
+        )
+        .with_title("Cancel task")
+        .with_raw_output_schema(output::<Task>())
+        .with_annotations(annotations("Cancel task", false, true, true, true)),
+        Tool::new(
+            "list_loras",
+            "List known LoRAs per provider and model.",
+            schema::<LoraArgs>(),
+        )
+        .with_title("List LoRAs")
+        .with_raw_output_schema(output::<LoraList>())
+        .with_annotations(annotations("List LoRAs", true, true, false, false)),
+        Tool::new(
+            "list_models",
+            "List providers x models: capabilities, limits, prices (null = unpublished) and whether each is configured.",
+            schema::<ModelArgs>(),
+        )
+        .with_title("List models")
+        .with_raw_output_schema(output::<ModelList>())
+        .with_annotations(annotations("List models", true, true, false, false)),
+        Tool::new(
+            "estimate_cost",
+            "Estimate the USD cost of a create before paying; compare=true quotes every model that can do it.",
+            schema::<EstimateRequest>(),
+        )
+        .with_title("Estimate cost")
+        .with_raw_output_schema(output::<Estimate>())
+        .with_annotations(annotations("Estimate cost", true, true, false, false)),
+    ];
+    tools.sort_by(|a, b| a.name.cmp(&b.name));
+    tools
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_are_inline_objects() {
+        for t in all() {
+            let text = serde_json::to_string(&t).unwrap();
+            assert!(!text.contains("$ref"), "{} has a $ref", t.name);
+            assert!(!text.contains("$defs"), "{} has $defs", t.name);
+            assert_eq!(t.input_schema.get("type"), Some(&Value::String("object".into())), "{}", t.name);
+            assert!(t.output_schema.is_some(), "{} has no output schema", t.name);
+            assert!(t.annotations.is_some() && t.title.is_some(), "{}", t.name);
+        }
+        let create = all().into_iter().find(|t| t.name == "create_i2v_task").unwrap();
+        let req = create.input_schema.get("required").unwrap();
+        assert_eq!(req, &serde_json::json!(["image", "prompt"]));
+    }
+}

@@ -1,0 +1,225 @@
+//! The built-in `local` provider, model `camera-preview`: renders the requested camera motion over
+//! the still image with `crate::render` and writes an H.264 MP4 straight into the output dir. No AI
+//! model, no key, no network, cost 0. It runs through the same lifecycle as the remote providers:
+//! submit starts a render job, polls read its progress, the result arrives as a local file.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::{CancelOutcome, LocalFile, ProviderError, Snapshot, Submission};
+use crate::catalog;
+use crate::error::{Category, Error};
+use crate::media::{self, ImageInput};
+use crate::model::{AspectRatio, CreateRequest, ProviderId, Resolution, Status};
+use crate::render::{self, Aspect, Motion, RenderError, RenderSpec};
+use crate::store::TaskRow;
+
+struct Job {
+    done: AtomicU32,
+    total: AtomicU32,
+    cancel: AtomicBool,
+    started: Instant,
+    result: Mutex<Option<Result<LocalFile, Error>>>,
+}
+
+pub struct Client {
+    output_dir: PathBuf,
+    /// Where a restarted render may re-read its image from.
+    allowed: Vec<PathBuf>,
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+}
+
+/// The render settings a request asks for (pure). Motion: `camera_motion`, else one named in the
+/// prompt, else a gentle zoom in.
+pub fn render_spec(req: &CreateRequest) -> Result<RenderSpec, Error> {
+    let (motion, speed) = match &req.camera_motion {
+        Some(cm) => (
+            cm.kind
+                .parse::<Motion>()
+                .map_err(|e| Error::invalid_input(e.to_string()))?,
+            cm.speed.map(|s| s as f32).unwrap_or(render::SPEED_DEFAULT),
+        ),
+        None => match render::motion_from_prompt(&req.prompt) {
+            Some(m) => (m, render::SPEED_DEFAULT),
+            None => (Motion::ZoomIn, 0.5),
+        },
+    };
+    let resolution = match req.resolution.unwrap_or(Resolution::P480) {
+        Resolution::P480 => render::Resolution::P480,
+        Resolution::P720 => render::Resolution::P720,
+        other => {
+            return Err(Error::unsupported(format!(
+                "resolution {} is not available on local/camera-preview: use 480p or 720p",
+                other.as_str()
+            )));
+        }
+    };
+    let aspect = match req.aspect_ratio.unwrap_or(AspectRatio::Auto) {
+        AspectRatio::Auto => Aspect::Auto,
+        AspectRatio::Landscape => Aspect::Landscape16x9,
+        AspectRatio::Portrait => Aspect::Portrait9x16,
+        AspectRatio::Square => Aspect::Square,
+    };
+    Ok(RenderSpec {
+        motion,
+        speed,
+        duration_seconds: req.duration_seconds.unwrap_or(5),
+        resolution,
+        aspect,
+    })
+}
+
+fn render_error(e: RenderError) -> Error {
+    match e {
+        RenderError::Io(io) => Error::internal(format!("cannot write the video: {io}")),
+        RenderError::Encode(m) => Error::internal(format!("encoding failed: {m}")),
+        RenderError::Cancelled => Error::new(Category::InvalidInput, "render cancelled"),
+        other => Error::invalid_input(other.to_string()),
+    }
+}
+
+impl Client {
+    pub fn new(output_dir: PathBuf, allowed: Vec<PathBuf>) -> Self {
+        Client {
+            output_dir,
+            allowed,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Check the request against the image (cheap: header only) without rendering.
+    pub fn plan(req: &CreateRequest, image: &ImageInput) -> Result<render::RenderPlan, Error> {
+        let img = image.as_local().ok_or_else(|| {
+            Error::unsupported("local/camera-preview reads local files and data URIs only")
+        })?;
+        render::plan(&img.bytes, &render_spec(req)?).map_err(render_error)
+    }
+
+    pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
+        Self::plan(s.req, s.image).map_err(ProviderError::rejected)?;
+        let spec = render_spec(s.req).map_err(ProviderError::rejected)?;
+        let ImageInput::Local(img) = s.image.clone() else {
+            return Err(ProviderError::rejected(Error::unsupported(
+                "local/camera-preview needs a local image",
+            )));
+        };
+        self.start(s.task_id, img.bytes.clone(), spec);
+        Ok(s.task_id.to_string())
+    }
+
+    fn start(&self, task_id: &str, bytes: Vec<u8>, spec: RenderSpec) -> Arc<Job> {
+        let job = Arc::new(Job {
+            done: AtomicU32::new(0),
+            total: AtomicU32::new(spec.duration_seconds * render::FPS),
+            cancel: AtomicBool::new(false),
+            started: Instant::now(),
+            result: Mutex::new(None),
+        });
+        self.jobs().insert(task_id.to_string(), job.clone());
+        let out_dir = self.output_dir.clone();
+        let id = task_id.to_string();
+        let j = job.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = render_to_file(&bytes, &spec, &out_dir, &id, &j);
+            *j.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        });
+        job
+    }
+
+    pub async fn poll(&self, row: &TaskRow) -> Result<Snapshot, ProviderError> {
+        let existing = self.jobs().get(&row.id).cloned();
+        let job = match existing {
+            Some(j) => j,
+            // The server restarted mid-render: rendering is free and deterministic, so start over.
+            None => self.restart(row).map_err(ProviderError::rejected)?,
+        };
+        let result = job.result.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(match result {
+            Some(Ok(file)) => {
+                self.jobs().remove(&row.id);
+                let mut s = Snapshot::new(Status::Succeeded, "rendered");
+                s.progress = Some(100);
+                s.local_file = Some(file);
+                s
+            }
+            Some(Err(e)) => {
+                self.jobs().remove(&row.id);
+                let mut s = Snapshot::new(Status::Failed, "render failed");
+                s.error = Some(e);
+                s
+            }
+            None => {
+                let done = job.done.load(Ordering::Relaxed);
+                let total = job.total.load(Ordering::Relaxed).max(1);
+                let mut s = Snapshot::new(
+                    if done == 0 { Status::Queued } else { Status::Running },
+                    "rendering",
+                );
+                s.progress = Some(((done as u64 * 99) / total as u64) as u8);
+                if done > 0 {
+                    let per_frame = job.started.elapsed().as_secs_f64() / done as f64;
+                    s.eta = Some((per_frame * (total - done.min(total)) as f64).ceil() as u32);
+                }
+                s
+            }
+        })
+    }
+
+    fn restart(&self, row: &TaskRow) -> Result<Arc<Job>, Error> {
+        let req: CreateRequest = serde_json::from_str(&row.request)
+            .map_err(|e| Error::internal(format!("journal request unreadable: {e}")))?;
+        let spec = catalog::default_model(ProviderId::Local);
+        let mut allowed = self.allowed.clone();
+        allowed.push(self.output_dir.clone());
+        let image = media::resolve(&req.image, "image", spec, &allowed)?;
+        let ImageInput::Local(img) = image else {
+            return Err(Error::unsupported("local/camera-preview needs a local image"));
+        };
+        Ok(self.start(&row.id, img.bytes.clone(), render_spec(&req)?))
+    }
+
+    pub fn cancel(&self, task_id: &str) -> CancelOutcome {
+        if let Some(job) = self.jobs().remove(task_id) {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+        CancelOutcome::Cancelled
+    }
+}
+
+/// Render into memory, then write `<id>.mp4` through a temp file and a rename, so the output dir
+/// never holds a half-written video.
+fn render_to_file(
+    bytes: &[u8],
+    spec: &RenderSpec,
+    out_dir: &std::path::Path,
+    id: &str,
+    job: &Job,
+) -> Result<LocalFile, Error> {
+    let mut buf = Cursor::new(Vec::new());
+    let mut progress = |done: u32, total: u32| {
+        job.done.store(done, Ordering::Relaxed);
+        job.total.store(total, Ordering::Relaxed);
+    };
+    render::render_mp4(bytes, spec, &mut buf, &mut progress, &job.cancel).map_err(render_error)?;
+    let data = buf.into_inner();
+    std::fs::create_dir_all(out_dir)?;
+    let final_path = out_dir.join(format!("{id}.mp4"));
+    let tmp = out_dir.join(format!(".{id}.mp4.part"));
+    std::fs::write(&tmp, &data)?;
+    std::fs::rename(&tmp, &final_path)?;
+    Ok(LocalFile {
+        path: final_path.display().to_string(),
+        bytes: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(&data)),
+    })
+}

@@ -1,0 +1,506 @@
+//! PiAPI and Qubico: model `Qubico/wanx`, image-to-video task types chosen from the request.
+//!
+//! Docs: https://piapi.ai/docs/wanx-api/create-task, https://api.qubico.ai (WanX 2.1 img2video),
+//! unified schema https://piapi.ai/docs/unified-api-schema. Pricing: $0.28 per 14B generation
+//! (same pages). Contract: `shared/providers/CONTRACTS.md` section 1.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::http::{self, Reply};
+use super::{CancelOutcome, ProviderError, Snapshot, Submission};
+use crate::config::ProviderConfig;
+use crate::error::{Category, Error, snippet};
+use crate::media::ImageInput;
+use crate::model::{AspectRatio, ProviderId, Status};
+
+const MODEL: &str = "Qubico/wanx";
+
+pub struct Client {
+    id: ProviderId,
+    base_url: String,
+    key: Option<secrecy::SecretString>,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+// ---- wire types (private to this provider) ----
+
+#[derive(Debug, Serialize)]
+struct CreateBody<'a> {
+    model: &'a str,
+    task_type: &'static str,
+    input: Input,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<TaskConfig>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Input {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_image: Option<String>,
+    prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    negative_prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aspect_ratio: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lora_settings: Vec<LoraSetting>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    control_camera_settings: Vec<CameraSetting>,
+}
+
+#[derive(Debug, Serialize)]
+struct LoraSetting {
+    lora_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lora_strength: Option<f64>,
+}
+
+/// CONTRACTS.md 1.4: the item shape is CONFLICTING; `{motion_type, motion_speed}` matches the
+/// official wording ("Motion Type", "Motion Speed"), so that is what we send.
+#[derive(Debug, Serialize)]
+struct CameraSetting {
+    motion_type: String,
+    motion_speed: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskConfig {
+    webhook_config: WebhookConfig,
+}
+
+#[derive(Debug, Serialize)]
+struct WebhookConfig {
+    endpoint: String,
+    secret: String,
+}
+
+/// Unified envelope `{code, message, data}`; `code != 200` is an error even on HTTP 200.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    data: Option<Value>,
+    /// The flat create shape: `{task_id, status, ...}` (CONTRACTS.md 1.5).
+    #[serde(default)]
+    task_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireTask {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    raw_message: Option<String>,
+}
+
+// ---- pure translation ----
+
+/// The WanX task type a request needs (CONTRACTS.md 1.2). `validate` already refused combinations.
+fn task_type(s: &Submission<'_>) -> &'static str {
+    if s.end_image.is_some() {
+        "img2video-14b-keyframe"
+    } else if !s.req.loras.is_empty() {
+        "img2video-14b-lora"
+    } else if s.req.camera_motion.is_some() {
+        "img2video-14b-control-camera"
+    } else {
+        "img2video-14b"
+    }
+}
+
+/// CONTRACTS.md 1.2: `image` is "URL or base64 encoded string"; local bytes go as plain base64
+/// (the documented form; whether a data URI prefix is accepted is not stated).
+fn image_value(img: &ImageInput) -> String {
+    match img {
+        ImageInput::Url(u) => u.clone(),
+        ImageInput::Local(l) => l.base64(),
+    }
+}
+
+/// The create body for a submission.
+pub(crate) fn create_body(s: &Submission<'_>) -> Value {
+    let tt = task_type(s);
+    let mut input = Input {
+        prompt: s.req.prompt.clone(),
+        negative_prompt: s.req.negative_prompt.clone(),
+        aspect_ratio: s.req.aspect_ratio.map(|a| match a {
+            AspectRatio::Portrait => "9:16",
+            _ => "16:9",
+        }),
+        ..Input::default()
+    };
+    if let Some(end) = s.end_image {
+        input.start_image = Some(image_value(s.image));
+        input.end_image = Some(image_value(end));
+    } else {
+        input.image = Some(image_value(s.image));
+    }
+    input.lora_settings = s
+        .req
+        .loras
+        .iter()
+        .map(|l| LoraSetting {
+            lora_type: l.name.clone(),
+            lora_strength: l.strength,
+        })
+        .collect();
+    if let Some(cm) = &s.req.camera_motion {
+        input.control_camera_settings = vec![CameraSetting {
+            motion_type: cm.kind.clone(),
+            // CONTRACTS.md 1.4: default 0.2.
+            motion_speed: cm.speed.unwrap_or(0.2),
+        }];
+    }
+    let body = CreateBody {
+        model: MODEL,
+        task_type: tt,
+        input,
+        config: s.webhook.map(|w| TaskConfig {
+            webhook_config: WebhookConfig {
+                endpoint: w.url.clone(),
+                secret: w.secret.clone(),
+            },
+        }),
+    };
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+/// The provider task id from either create shape (CONTRACTS.md 1.5).
+pub(crate) fn parse_create(body: &[u8]) -> Result<String, Error> {
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| {
+        Error::new(
+            Category::SubmitUnknown,
+            format!("the create answer does not parse ({e}); it began: {}", snippet(body)),
+        )
+    })?;
+    if let Some(code) = env.code
+        && code != 200
+    {
+        return Err(Error::new(
+            Category::ProviderUnavailable,
+            format!(
+                "create refused (code {code}): {}",
+                env.message.unwrap_or_default()
+            ),
+        ));
+    }
+    let id = env
+        .data
+        .as_ref()
+        .and_then(|d| d.get("task_id"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or(env.task_id)
+        .filter(|s| !s.is_empty());
+    id.ok_or_else(|| {
+        Error::new(
+            Category::SubmitUnknown,
+            format!("the create answer has no task_id; it began: {}", snippet(body)),
+        )
+    })
+}
+
+/// Map a task to a snapshot (CONTRACTS.md section 0: case-insensitive; unknown -> running).
+pub(crate) fn parse_task(t: &WireTask) -> Snapshot {
+    let raw = t.status.clone();
+    let status = match raw.to_ascii_lowercase().as_str() {
+        "pending" | "staged" => Status::Queued,
+        "processing" => Status::Running,
+        "completed" => Status::Succeeded,
+        "failed" => Status::Failed,
+        other => {
+            tracing::warn!(status = other, "unknown PiAPI status; treating as running");
+            Status::Running
+        }
+    };
+    let mut snap = Snapshot::new(status, raw);
+    if status == Status::Succeeded {
+        snap.video_url = t
+            .output
+            .as_ref()
+            .and_then(|o| o.get("video_url"))
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(String::from);
+        if snap.video_url.is_none() {
+            snap.status = Status::Failed;
+            snap.error = Some(Error::new(
+                Category::GenerationFailed,
+                "the provider reported completion without a video_url",
+            ));
+        }
+    }
+    if status == Status::Failed {
+        let (code, message) = t
+            .error
+            .as_ref()
+            .map(|e| {
+                let msg = e
+                    .message
+                    .clone()
+                    .filter(|m| !m.is_empty())
+                    .or_else(|| e.raw_message.clone())
+                    .unwrap_or_default();
+                (e.code.unwrap_or(0), msg)
+            })
+            .unwrap_or((0, String::new()));
+        let message = if message.is_empty() {
+            "the provider reported failure without a reason".to_string()
+        } else {
+            message
+        };
+        snap.error = Some(
+            Error::new(
+                Category::GenerationFailed,
+                format!("generation failed (code {code}): {message}"),
+            )
+            .with_next_step("adjust the prompt or image and create a new task"),
+        );
+    }
+    snap
+}
+
+/// Map an error answer: the unified envelope's message when there is one.
+fn failure(id: ProviderId, reply: &Reply, what: &str) -> ProviderError {
+    let env: Option<Envelope> = serde_json::from_slice(&reply.body).ok();
+    let message = env
+        .and_then(|e| e.message)
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| snippet(&reply.body));
+    let status = reply.status;
+    let category = http::category_for_status(status);
+    let hint = match status {
+        413 => " (the image is over 10 MB)",
+        _ => "",
+    };
+    http::failure(
+        reply,
+        category,
+        format!("{what}: {id} answered HTTP {status}: {message}{hint}"),
+        id.key_env().unwrap_or_default(),
+    )
+}
+
+impl Client {
+    pub fn new(id: ProviderId, cfg: &ProviderConfig, http: reqwest::Client) -> Self {
+        Client {
+            id,
+            base_url: cfg.base_url.clone(),
+            key: cfg.api_key.clone(),
+            timeout: cfg.timeout,
+            http,
+        }
+    }
+
+    fn key(&self) -> Result<String, ProviderError> {
+        use secrecy::ExposeSecret;
+        self.key
+            .as_ref()
+            .map(|k| k.expose_secret().to_string())
+            .ok_or_else(|| {
+                ProviderError::rejected(
+                    Error::new(
+                        Category::Auth,
+                        format!("no API key for {}", self.id),
+                    )
+                    .with_next_step(format!(
+                        "set {} or use provider \"local\"",
+                        self.id.key_env().unwrap_or_default()
+                    )),
+                )
+            })
+    }
+
+    pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
+        let body = create_body(s);
+        let req = self
+            .http
+            .post(format!("{}/task", self.base_url))
+            .header("x-api-key", self.key()?)
+            .json(&body);
+        let reply = http::send(req, self.timeout, "create").await?;
+        if !reply.is_success() {
+            return Err(failure(self.id, &reply, "create"));
+        }
+        parse_create(&reply.body).map_err(|e| match e.category {
+            // A 2xx whose body we cannot read: the task may exist upstream.
+            Category::SubmitUnknown => ProviderError::unknown(e),
+            _ => ProviderError::rejected(e),
+        })
+    }
+
+    pub async fn poll(&self, ptid: &str) -> Result<Snapshot, ProviderError> {
+        let req = self
+            .http
+            .get(format!("{}/task/{}", self.base_url, ptid))
+            .header("x-api-key", self.key()?);
+        let reply = http::send(req, self.timeout, "poll").await?;
+        if !reply.is_success() {
+            return Err(failure(self.id, &reply, "poll"));
+        }
+        let env: Envelope = reply.json("poll").map_err(ProviderError::unknown)?;
+        if let Some(code) = env.code
+            && code != 200
+        {
+            return Err(ProviderError::unknown(Error::new(
+                Category::ProviderUnavailable,
+                format!("poll: code {code}: {}", env.message.unwrap_or_default()),
+            )));
+        }
+        let data = env.data.unwrap_or(Value::Null);
+        let task: WireTask = serde_json::from_value(data).map_err(|e| {
+            ProviderError::unknown(Error::new(
+                Category::ProviderUnavailable,
+                format!("poll: unexpected task shape ({e}); it began: {}", snippet(&reply.body)),
+            ))
+        })?;
+        Ok(parse_task(&task))
+    }
+
+    /// CONTRACTS.md 1.7: `DELETE /task/{id}`, only while pending; WanX support is unconfirmed, so
+    /// anything but `code == 200` means "not cancelled" and the task keeps being watched.
+    pub async fn cancel(&self, ptid: &str) -> Result<CancelOutcome, ProviderError> {
+        let req = self
+            .http
+            .delete(format!("{}/task/{}", self.base_url, ptid))
+            .header("x-api-key", self.key()?);
+        let reply = http::send(req, self.timeout, "cancel").await?;
+        let env: Option<Envelope> = serde_json::from_slice(&reply.body).ok();
+        let ok = reply.is_success() && env.as_ref().and_then(|e| e.code).unwrap_or(200) == 200;
+        if ok {
+            Ok(CancelOutcome::Cancelled)
+        } else {
+            let msg = env.and_then(|e| e.message).unwrap_or_else(|| snippet(&reply.body));
+            Ok(CancelOutcome::NotCancelled(format!(
+                "{} refused the cancel (HTTP {}: {msg}); only queued tasks can be cancelled",
+                self.id, reply.status
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::find_key;
+    use crate::media::LocalImage;
+    use crate::model::{CameraMotion, CreateRequest, LoraRef};
+    use std::sync::Arc;
+
+    fn sub<'a>(req: &'a CreateRequest, image: &'a ImageInput, end: Option<&'a ImageInput>) -> Submission<'a> {
+        Submission {
+            task_id: "t",
+            req,
+            spec: find_key("piapi/wan2.1-i2v-14b").unwrap(),
+            image,
+            end_image: end,
+            webhook: None,
+        }
+    }
+
+    #[test]
+    fn task_types_follow_the_request() {
+        let url = ImageInput::Url("https://x.test/a.jpg".into());
+        let mut req = CreateRequest {
+            image: "https://x.test/a.jpg".into(),
+            prompt: "p".into(),
+            aspect_ratio: Some(AspectRatio::Portrait),
+            ..CreateRequest::default()
+        };
+        let b = create_body(&sub(&req, &url, None));
+        assert_eq!(
+            b,
+            serde_json::json!({"model":"Qubico/wanx","task_type":"img2video-14b",
+                "input":{"image":"https://x.test/a.jpg","prompt":"p","aspect_ratio":"9:16"}})
+        );
+        req.camera_motion = Some(CameraMotion { kind: "zoom_in".into(), speed: None });
+        let b = create_body(&sub(&req, &url, None));
+        assert_eq!(b["task_type"], "img2video-14b-control-camera");
+        assert_eq!(
+            b["input"]["control_camera_settings"],
+            serde_json::json!([{"motion_type":"zoom_in","motion_speed":0.2}])
+        );
+        req.camera_motion = None;
+        req.loras = vec![LoraRef { name: "ghibli".into(), strength: Some(0.8) }];
+        let b = create_body(&sub(&req, &url, None));
+        assert_eq!(b["task_type"], "img2video-14b-lora");
+        assert_eq!(b["input"]["lora_settings"], serde_json::json!([{"lora_type":"ghibli","lora_strength":0.8}]));
+        req.loras.clear();
+        let end = ImageInput::Url("https://x.test/b.jpg".into());
+        let b = create_body(&sub(&req, &url, Some(&end)));
+        assert_eq!(b["task_type"], "img2video-14b-keyframe");
+        assert_eq!(b["input"]["start_image"], "https://x.test/a.jpg");
+        assert_eq!(b["input"]["end_image"], "https://x.test/b.jpg");
+        assert!(b["input"].get("image").is_none());
+    }
+
+    #[test]
+    fn local_images_go_inline_as_base64() {
+        let img = ImageInput::Local(Arc::new(LocalImage {
+            bytes: vec![1, 2, 3],
+            format: crate::media::Format::Png,
+            width: 1,
+            height: 1,
+            has_alpha: false,
+            sha256: "0".repeat(64),
+            origin: "x".into(),
+        }));
+        let req = CreateRequest { prompt: "p".into(), ..CreateRequest::default() };
+        assert_eq!(create_body(&sub(&req, &img, None))["input"]["image"], "AQID");
+    }
+
+    #[test]
+    fn both_create_shapes() {
+        let unified = br#"{"code":200,"data":{"task_id":"abc","status":"pending"},"message":"success"}"#;
+        assert_eq!(parse_create(unified).unwrap(), "abc");
+        let flat = br#"{"task_id":"def","status":"pending","created_at":"2025-05-01T10:00:00Z"}"#;
+        assert_eq!(parse_create(flat).unwrap(), "def");
+        let refused = br#"{"code":400,"data":null,"message":"invalid params"}"#;
+        assert!(parse_create(refused).unwrap_err().message.contains("invalid params"));
+        let garbled = br#"{"code":200,"data":{"task_"#;
+        assert_eq!(parse_create(garbled).unwrap_err().category, Category::SubmitUnknown);
+    }
+
+    #[test]
+    fn statuses_map_per_contract() {
+        let t = |s: &str, output: Value, error: Value| {
+            let v = serde_json::json!({"task_id":"a","status":s,"output":output,"error":error});
+            parse_task(&serde_json::from_value(v).unwrap())
+        };
+        assert_eq!(t("pending", Value::Null, Value::Null).status, Status::Queued);
+        assert_eq!(t("Processing", Value::Null, Value::Null).status, Status::Running);
+        assert_eq!(t("staged", Value::Null, Value::Null).status, Status::Queued);
+        assert_eq!(t("brand-new", Value::Null, Value::Null).status, Status::Running);
+        let done = t("completed", serde_json::json!({"video_url":"https://img.theapi.app/temp/v.mp4"}), Value::Null);
+        assert_eq!(done.status, Status::Succeeded);
+        assert_eq!(done.video_url.as_deref(), Some("https://img.theapi.app/temp/v.mp4"));
+        let failed = t("failed", Value::Null, serde_json::json!({"code":10000,"raw_message":"upstream","message":"nsfw content","detail":null}));
+        assert_eq!(failed.status, Status::Failed);
+        let e = failed.error.unwrap();
+        assert_eq!(e.category, Category::GenerationFailed);
+        assert!(e.message.contains("nsfw content"));
+    }
+}

@@ -1,0 +1,403 @@
+//! The watcher: one background component that follows every open task to its end. It polls on an
+//! adaptive schedule (the provider's eta when given; fast first, then slower; bounded in total),
+//! records what it learns in the journal, downloads results (temp file + rename, sha256), and
+//! tells whoever waits through one broadcast channel. Waiting calls never poll on their own; they
+//! subscribe, and may `wake` a task to have it polled now. On start, `recover` resumes every open
+//! task and every unfinished download from the journal.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, Semaphore, broadcast};
+
+use crate::config::Config;
+use crate::error::{Category, Error};
+use crate::model::{Status, Task, now_ms};
+use crate::providers::{Providers, Snapshot};
+use crate::store::{Download, Store, TaskRow, Update};
+
+/// Download attempts before giving up (each with backoff; an expired URL is re-fetched).
+const DOWNLOAD_ATTEMPTS: u32 = 5;
+/// Consecutive permanent poll failures (auth, not found) before a task is failed.
+const PERMANENT_POLL_FAILURES: u32 = 3;
+/// Polls in flight at once, across all tasks.
+const MAX_CONCURRENT_POLLS: usize = 32;
+
+struct Inner {
+    store: Arc<Store>,
+    providers: Arc<Providers>,
+    cfg: Arc<Config>,
+    http: reqwest::Client,
+    tx: broadcast::Sender<Task>,
+    active: Mutex<HashMap<String, Arc<Notify>>>,
+    polls: Semaphore,
+}
+
+#[derive(Clone)]
+pub struct Watcher {
+    inner: Arc<Inner>,
+}
+
+impl Watcher {
+    pub fn new(
+        store: Arc<Store>,
+        providers: Arc<Providers>,
+        cfg: Arc<Config>,
+        http: reqwest::Client,
+    ) -> Watcher {
+        let (tx, _) = broadcast::channel(4096);
+        Watcher {
+            inner: Arc::new(Inner {
+                store,
+                providers,
+                cfg,
+                http,
+                tx,
+                active: Mutex::new(HashMap::new()),
+                polls: Semaphore::new(MAX_CONCURRENT_POLLS),
+            }),
+        }
+    }
+
+    /// Every task change, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<Task> {
+        self.inner.tx.subscribe()
+    }
+
+    /// Announce the current state of a task to every subscriber.
+    pub fn publish(&self, id: &str) {
+        self.inner.publish(id);
+    }
+
+    /// Follow a task until it settles. Idempotent.
+    pub fn watch(&self, id: &str) {
+        let notify = {
+            let mut active = self.inner.active();
+            if active.contains_key(id) {
+                return;
+            }
+            let n = Arc::new(Notify::new());
+            active.insert(id.to_string(), n.clone());
+            n
+        };
+        let inner = self.inner.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            inner.clone().run(&id, notify).await;
+            // Deregister, then look once more: work that arrived meanwhile gets a new loop.
+            inner.active().remove(&id);
+            if let Ok(Some(row)) = inner.store.get(&id)
+                && needs_work(&row)
+            {
+                Watcher { inner }.watch(&id);
+            }
+        });
+    }
+
+    /// Poll a watched task now (a waiting caller wants fresh news, or a webhook arrived).
+    /// Returns false if the task is not being watched.
+    pub fn wake(&self, id: &str) -> bool {
+        match self.inner.active().get(id) {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_watching(&self, id: &str) -> bool {
+        self.inner.active().contains_key(id)
+    }
+
+    /// Resume after a restart. A task still `submitting` was cut off between the journal write and
+    /// the provider's answer: whether the provider took it is unknown, so it is never resubmitted.
+    pub fn recover(&self) -> Result<usize, Error> {
+        let rows = self.inner.store.unfinished()?;
+        let mut resumed = 0;
+        for row in rows {
+            if row.is_submitting() {
+                let e = Error::new(
+                    Category::SubmitUnknown,
+                    "the server stopped while this task was being submitted; whether the provider accepted it is unknown",
+                )
+                .with_next_step("check the provider dashboard before creating again: it may exist and be charged");
+                self.inner.store.fail(&row.id, &e, now_ms())?;
+                continue;
+            }
+            self.watch(&row.id);
+            resumed += 1;
+        }
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed watching open tasks");
+        }
+        Ok(resumed)
+    }
+}
+
+fn needs_work(row: &TaskRow) -> bool {
+    matches!(row.status.as_str(), "queued" | "running")
+        || (row.status == "succeeded" && row.download == Some(Download::Pending))
+}
+
+/// `d` scaled by a random factor in [0.9, 1.1], so many tasks do not poll in lockstep.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+impl Inner {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, id: &str) {
+        if let Ok(Some(row)) = self.store.get(id) {
+            // No subscriber is fine.
+            let _ = self.tx.send(row.to_task());
+        }
+    }
+
+    async fn run(self: Arc<Self>, id: &str, notify: Arc<Notify>) {
+        let poll = self.cfg.poll;
+        let mut delay = poll.first;
+        let mut permanent_failures = 0;
+        loop {
+            let row = match self.store.get(id) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(task = id, error = %e, "journal read failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if row.status == "succeeded" {
+                if row.download == Some(Download::Pending) {
+                    self.download(&row).await;
+                }
+                return;
+            }
+            if !needs_work(&row) {
+                return;
+            }
+            let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
+            if age > poll.give_up_after {
+                let e = Error::new(
+                    Category::Timeout,
+                    format!(
+                        "the provider did not finish within {} minutes; stopped polling",
+                        poll.give_up_after.as_secs() / 60
+                    ),
+                )
+                .with_next_step("get_task checks once more; the provider dashboard shows the task too");
+                let _ = self.store.fail(id, &e, now_ms());
+                self.publish(id);
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(jitter(delay)) => {}
+                _ = notify.notified() => {}
+            }
+            let snap = {
+                let _permit = self.polls.acquire().await;
+                let Ok(provider) = self.providers.get(row.provider) else { return };
+                provider.poll(&row).await
+            };
+            match snap {
+                Ok(snap) => {
+                    permanent_failures = 0;
+                    delay = next_delay(delay, &snap, &poll);
+                    self.record(id, &snap);
+                }
+                Err(pe) => {
+                    let retry = pe.error.category.is_retryable()
+                        || pe.acceptance == crate::providers::Acceptance::Unknown;
+                    tracing::warn!(task = id, error = %pe.error, "poll failed");
+                    if !retry {
+                        permanent_failures += 1;
+                        if permanent_failures >= PERMANENT_POLL_FAILURES {
+                            let _ = self.store.fail(id, &pe.error, now_ms());
+                            self.publish(id);
+                            return;
+                        }
+                    }
+                    // Back off: at least the provider's Retry-After, growing with failures.
+                    let backoff = (delay.mul_f64(poll.factor)).min(poll.max);
+                    delay = pe.retry_after.map_or(backoff, |r| r.max(backoff));
+                }
+            }
+        }
+    }
+
+    /// Store one poll's news and tell subscribers.
+    fn record(&self, id: &str, snap: &Snapshot) {
+        let now = now_ms();
+        let update = Update {
+            status: Some(snap.status),
+            progress: snap.progress,
+            eta: snap.eta,
+            video_url: snap.video_url.clone(),
+            url_expires_at: snap.url_expires_at,
+            error: snap.error.clone(),
+        };
+        match self.store.apply(id, &update, now) {
+            Ok(_) => {
+                if let Some(file) = &snap.local_file {
+                    let _ = self
+                        .store
+                        .set_downloaded(id, &file.path, file.bytes, &file.sha256, now);
+                }
+            }
+            Err(e) => tracing::error!(task = id, error = %e, "journal write failed"),
+        }
+        self.publish(id);
+    }
+
+    /// Download a succeeded task's video: streamed to a temp file, hashed on the way, renamed into
+    /// place. Transient failures back off and retry; an expired URL is fetched again from the
+    /// provider. After the last attempt the task keeps its URL and says so in its note.
+    async fn download(&self, row: &TaskRow) {
+        let mut url = row.video_url.clone().unwrap_or_default();
+        let mut last = String::new();
+        for attempt in 0..DOWNLOAD_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(jitter(Duration::from_secs(1 << attempt.min(4)))).await;
+            }
+            match self.fetch(&row.id, &url).await {
+                Ok((path, bytes, sha)) => {
+                    let _ = self.store.set_downloaded(
+                        &row.id,
+                        &path.display().to_string(),
+                        bytes,
+                        &sha,
+                        now_ms(),
+                    );
+                    self.publish(&row.id);
+                    return;
+                }
+                Err((e, expired)) => {
+                    tracing::warn!(task = %row.id, attempt, error = %e, "download failed");
+                    last = e.message;
+                    if expired && let Some(fresh) = self.fresh_url(row).await {
+                        url = fresh;
+                    }
+                }
+            }
+        }
+        let note = format!(
+            "download failed after {DOWNLOAD_ATTEMPTS} attempts ({last}); the video is still at its URL until it expires; get_task tries again"
+        );
+        let _ = self.store.set_download_failed(&row.id, &note, now_ms());
+        self.publish(&row.id);
+    }
+
+    async fn fresh_url(&self, row: &TaskRow) -> Option<String> {
+        let provider = self.providers.get(row.provider).ok()?;
+        let snap = provider.poll(row).await.ok()?;
+        let url = snap.video_url?;
+        let _ = self
+            .store
+            .refresh_url(&row.id, &url, snap.url_expires_at, now_ms());
+        Some(url)
+    }
+
+    /// One download attempt. The error says whether the URL looks expired (403/404/410).
+    async fn fetch(&self, id: &str, url: &str) -> Result<(PathBuf, u64, String), (Error, bool)> {
+        let dir = &self.cfg.output_dir;
+        let io = |e: std::io::Error| (Error::internal(format!("cannot write to '{}': {e}", dir.display())), false);
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        let resp = self
+            .http
+            .get(url)
+            .timeout(self.cfg.download_timeout)
+            .send()
+            .await
+            .map_err(|e| (Error::new(Category::ProviderUnavailable, format!("download: {e}")), false))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let expired = matches!(status, 403 | 404 | 410);
+            return Err((
+                Error::new(Category::ProviderUnavailable, format!("download: HTTP {status}")),
+                expired,
+            ));
+        }
+        let max = self.cfg.download_max_bytes;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err((
+                Error::invalid_input(format!("download: the video is larger than the {max}-byte cap")),
+                false,
+            ));
+        }
+        let tmp = dir.join(format!(".{id}.mp4.part"));
+        let path = dir.join(format!("{id}.mp4"));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+            let mut hasher = Sha256::new();
+            let mut total: u64 = 0;
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    (Error::new(Category::ProviderUnavailable, format!("download: {e}")), false)
+                })?;
+                total += chunk.len() as u64;
+                if total > max {
+                    return Err((
+                        Error::invalid_input(format!("download: the video is larger than the {max}-byte cap")),
+                        false,
+                    ));
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(io)?;
+            }
+            file.sync_all().await.map_err(io)?;
+            drop(file);
+            tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+            Ok((path.clone(), total, hex::encode(hasher.finalize())))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+/// The next poll delay: the provider's eta when it gives one (poll around when it expects to be
+/// done, never faster than `first` nor slower than `max`), else grow by `factor`.
+fn next_delay(current: Duration, snap: &Snapshot, poll: &crate::config::PollSchedule) -> Duration {
+    if snap.status == Status::Succeeded {
+        return poll.first;
+    }
+    match snap.eta {
+        Some(eta) if eta > 0 => Duration::from_secs_f64(eta as f64 * 0.5).clamp(poll.first, poll.max),
+        _ => current.mul_f64(poll.factor).clamp(poll.first, poll.max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PollSchedule;
+
+    #[test]
+    fn delays_grow_and_follow_eta() {
+        let p = PollSchedule::default();
+        let s = Snapshot::new(Status::Running, "x");
+        let d1 = next_delay(p.first, &s, &p);
+        assert!(d1 > p.first && d1 <= p.max);
+        let mut d = p.first;
+        for _ in 0..50 {
+            d = next_delay(d, &s, &p);
+        }
+        assert_eq!(d, p.max);
+        let mut e = s.clone();
+        e.eta = Some(8);
+        assert_eq!(next_delay(p.max, &e, &p), Duration::from_secs(4));
+    }
+}
