@@ -386,7 +386,11 @@ static LORAS: LazyLock<Vec<Lora>> = LazyLock::new(|| {
     let mut out = Vec::new();
     for p in [ProviderId::Piapi, ProviderId::Qubico] {
         out.push(piapi(p, "ghibli", "Studio Ghibli look"));
-        out.push(piapi(p, "inflate-effect", "objects inflate like balloons (unconfirmed name)"));
+        out.push(piapi(
+            p,
+            "inflate-effect",
+            "objects inflate like balloons (unconfirmed name)",
+        ));
     }
     out
 });
@@ -454,12 +458,28 @@ mod tests {
 
     #[test]
     fn unpublished_prices_are_null_with_a_reason() {
-        for key in ["novita/wan2.1-i2v", "novita/wan2.6-i2v", "apikley/wan2.2-i2v-a14b-turbo"] {
+        for key in [
+            "novita/wan2.1-i2v",
+            "novita/wan2.6-i2v",
+            "apikley/wan2.2-i2v-a14b-turbo",
+        ] {
             let m = find_key(key).unwrap();
             assert!(!m.price.is_known(), "{key}");
             assert!(m.price.source.contains("[pricing"), "{key}");
         }
-        assert_eq!(find_key("piapi/wan2.1-i2v-14b").unwrap().price.usd_per_video, Some(0.28));
-        assert_eq!(find_key("local/camera-preview").unwrap().price.usd_per_video, Some(0.0));
+        assert_eq!(
+            find_key("piapi/wan2.1-i2v-14b")
+                .unwrap()
+                .price
+                .usd_per_video,
+            Some(0.28)
+        );
+        assert_eq!(
+            find_key("local/camera-preview")
+                .unwrap()
+                .price
+                .usd_per_video,
+            Some(0.0)
+        );
     }
 }

@@ -16,7 +16,11 @@ use crate::model::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "i2v-mcp", version, about = "Image-to-video MCP server and CLI (Wan 2.x providers and a free local camera-motion preview)")]
+#[command(
+    name = "i2v-mcp",
+    version,
+    about = "Image-to-video MCP server and CLI (Wan 2.x providers and a free local camera-motion preview)"
+)]
 pub struct Cli {
     /// Config file (default: $I2V_MCP_CONFIG, else <user config dir>/i2v-mcp/config.toml).
     #[arg(long, global = true)]
@@ -331,14 +335,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 ..CallCtx::default()
             };
             let task = core.create(req, ctx).await?;
-            let task = if wait { wait_for(&core, task, cli.json).await? } else { task };
+            let task = if wait {
+                wait_for(&core, task, cli.json).await?
+            } else {
+                task
+            };
             print_task(&task, cli.json);
             Ok(())
         }
         Command::Get { task_id, wait } => {
             let core = Core::start(cfg)?;
             let task = core.get(&task_id, None, CallCtx::default()).await?;
-            let task = if wait { wait_for(&core, task, cli.json).await? } else { task };
+            let task = if wait {
+                wait_for(&core, task, cli.json).await?
+            } else {
+                task
+            };
             print_task(&task, cli.json);
             Ok(())
         }
@@ -411,7 +423,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 for q in &est.quotes {
                     match q.usd {
                         Some(usd) => println!("{}/{}: ${usd} ({})", q.provider, q.model, q.basis),
-                        None => println!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source),
+                        None => {
+                            println!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source)
+                        }
                     }
                 }
                 println!("spent today: ${:.2}", est.budget.spent_today_usd);
@@ -442,7 +456,9 @@ fn explicit_roots(inputs: &[Option<&String>]) -> Vec<PathBuf> {
     inputs
         .iter()
         .flatten()
-        .filter(|s| !s.starts_with("http://") && !s.starts_with("https://") && !s.starts_with("data:"))
+        .filter(|s| {
+            !s.starts_with("http://") && !s.starts_with("https://") && !s.starts_with("data:")
+        })
         .filter_map(|s| std::fs::canonicalize(s).ok())
         .filter_map(|p| p.parent().map(Path::to_path_buf))
         .collect()
@@ -461,7 +477,9 @@ async fn wait_for(core: &Arc<Core>, task: Task, json: bool) -> Result<Task, Erro
             Some(100),
             indicatif::ProgressDrawTarget::stderr(),
         );
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}") {
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}")
+        {
             b.set_style(style.progress_chars("=> "));
         }
         b
@@ -539,13 +557,28 @@ fn doctor(cfg: &Config, json: bool) {
         );
         println!("data dir:    {}", cfg.data_dir.display());
         println!("output dir:  {}", cfg.output_dir.display());
-        let dirs: Vec<String> = cfg.allowed_dirs.iter().map(|d| d.display().to_string()).collect();
-        println!("allowed dirs: {}", if dirs.is_empty() { "(none)".into() } else { dirs.join(", ") });
+        let dirs: Vec<String> = cfg
+            .allowed_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        println!(
+            "allowed dirs: {}",
+            if dirs.is_empty() {
+                "(none)".into()
+            } else {
+                dirs.join(", ")
+            }
+        );
         for (id, p) in &cfg.providers {
             println!(
                 "  {:<8} {:<14} {}",
                 id.as_str(),
-                if cfg.is_configured(*id) { "configured" } else { "no key" },
+                if cfg.is_configured(*id) {
+                    "configured"
+                } else {
+                    "no key"
+                },
                 p.base_url
             );
         }

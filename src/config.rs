@@ -230,11 +230,16 @@ impl Config {
         let allowed_dirs = if !overrides.allowed_dirs.is_empty() {
             overrides.allowed_dirs.clone()
         } else if let Some(list) = env.var("I2V_MCP_ALLOWED_DIRS") {
-            std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect()
+            std::env::split_paths(&list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
         } else {
             file.allowed_dirs.unwrap_or_default()
         };
-        for dir in [&data_dir, &output_dir].into_iter().chain(allowed_dirs.iter()) {
+        for dir in [&data_dir, &output_dir]
+            .into_iter()
+            .chain(allowed_dirs.iter())
+        {
             if dir.is_relative() {
                 return Err(Error::invalid_input(format!(
                     "directory '{}' is relative: use an absolute path (servers are often started in '/')",
@@ -308,7 +313,10 @@ impl Config {
             providers,
             pricing: file.pricing,
             budget: file.budget,
-            download_max_bytes: file.download.max_bytes.unwrap_or(DEFAULT_DOWNLOAD_MAX_BYTES),
+            download_max_bytes: file
+                .download
+                .max_bytes
+                .unwrap_or(DEFAULT_DOWNLOAD_MAX_BYTES),
             download_timeout: Duration::from_secs(file.download.timeout.unwrap_or(300)),
             source,
             poll: PollSchedule::default(),
@@ -350,7 +358,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -359,7 +370,10 @@ mod tests {
             "data_dir = \"/file/data\"\noutput_dir = \"/file/out\"\n[providers.piapi]\napi_key = \"file-key\"\nbase_url = \"http://file\"\n",
         )
         .unwrap();
-        let e = env(&[("I2V_MCP_DATA_DIR", "/env/data"), ("PIAPI_API_KEY", "env-key")]);
+        let e = env(&[
+            ("I2V_MCP_DATA_DIR", "/env/data"),
+            ("PIAPI_API_KEY", "env-key"),
+        ]);
         let o = Overrides {
             output_dir: Some("/cli/out".into()),
             ..Overrides::default()
@@ -382,12 +396,20 @@ mod tests {
 
     #[test]
     fn defaults_never_use_the_working_directory() {
-        let c = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &env(&[]))
-            .unwrap();
+        let c = Config::from_layers(
+            FileConfig::default(),
+            None,
+            &Overrides::default(),
+            &env(&[]),
+        )
+        .unwrap();
         assert!(c.data_dir.is_absolute());
         assert!(c.output_dir.starts_with(&c.data_dir));
         assert_eq!(
-            c.provider(ProviderId::Qubico).unwrap().rate_limit.per_minute,
+            c.provider(ProviderId::Qubico)
+                .unwrap()
+                .rate_limit
+                .per_minute,
             Some(10)
         );
     }
@@ -407,8 +429,8 @@ mod tests {
     #[test]
     fn keys_are_not_in_debug_output() {
         let e = env(&[("NOVITA_API_KEY", "super-secret-value")]);
-        let c = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e)
-            .unwrap();
+        let c =
+            Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e).unwrap();
         assert!(!format!("{c:?}").contains("super-secret-value"));
         assert!(c.is_configured(ProviderId::Novita));
         assert!(!c.is_configured(ProviderId::Piapi));

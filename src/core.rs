@@ -18,8 +18,7 @@ use crate::config::{Config, RateLimits};
 use crate::error::{Category, Error, Result};
 use crate::media;
 use crate::model::{
-    AspectRatio, CameraMotion, CreateRequest, LoraRef, ProviderId, Resolution, Status, Task,
-    now_ms,
+    AspectRatio, CameraMotion, CreateRequest, LoraRef, ProviderId, Resolution, Status, Task, now_ms,
 };
 use crate::providers::{self, Acceptance, Providers, Submission};
 use crate::store::{Inserted, ListFilter, NewTask, Store};
@@ -450,7 +449,9 @@ impl Core {
 
     /// Wait for a create slot within `deadline`, or say when to retry.
     async fn rate_limit(&self, provider: ProviderId, deadline: Instant) -> Result<()> {
-        let Some(limiter) = self.limiters.get(&provider) else { return Ok(()) };
+        let Some(limiter) = self.limiters.get(&provider) else {
+            return Ok(());
+        };
         loop {
             match limiter.wait_needed() {
                 None => return Ok(()),
@@ -487,7 +488,9 @@ impl Core {
             let var = provider.key_env().unwrap_or_default();
             return Err(Error::new(
                 Category::Auth,
-                format!("{provider} has no API key: set {var} (or [providers.{provider}].api_key), or use provider \"local\" for a free preview"),
+                format!(
+                    "{provider} has no API key: set {var} (or [providers.{provider}].api_key), or use provider \"local\" for a free preview"
+                ),
             ));
         }
         validate::check(&req, spec)?;
@@ -618,7 +621,13 @@ impl Core {
         Ok(task)
     }
 
-    async fn finish_wait(&self, task: Task, wait: u32, started: Instant, ctx: &CallCtx) -> Result<Task> {
+    async fn finish_wait(
+        &self,
+        task: Task,
+        wait: u32,
+        started: Instant,
+        ctx: &CallCtx,
+    ) -> Result<Task> {
         let dedup = task.deduplicated;
         if wait == 0 || task.is_settled() {
             return Ok(task);
@@ -630,14 +639,11 @@ impl Core {
     }
 
     fn load(&self, id: &str) -> Result<Task> {
-        self.store
-            .get(id)?
-            .map(|r| r.to_task())
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "unknown task_id '{id}': list_tasks shows the tasks this server knows"
-                ))
-            })
+        self.store.get(id)?.map(|r| r.to_task()).ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown task_id '{id}': list_tasks shows the tasks this server knows"
+            ))
+        })
     }
 
     /// Wait until the task settles or the deadline passes, reporting progress on the way. A
@@ -681,7 +687,10 @@ impl Core {
         let task = row.to_task();
         // A download that gave up is tried again; a task we stopped watching on timeout gets one
         // more look (the provider may have finished late).
-        let timed_out = task.error.as_ref().is_some_and(|e| e.category == Category::Timeout)
+        let timed_out = task
+            .error
+            .as_ref()
+            .is_some_and(|e| e.category == Category::Timeout)
             && row.provider_task_id.is_some();
         if self.store.retry_download(id, now_ms())? {
             self.watcher.watch(id);
@@ -724,7 +733,9 @@ impl Core {
     }
 
     async fn refresh_timed_out(&self, row: &crate::store::TaskRow) {
-        let Ok(p) = self.providers.get(row.provider) else { return };
+        let Ok(p) = self.providers.get(row.provider) else {
+            return;
+        };
         if let Ok(snap) = p.poll(row).await
             && snap.status == Status::Succeeded
         {
@@ -734,13 +745,22 @@ impl Core {
                 url_expires_at: snap.url_expires_at,
                 ..Default::default()
             };
-            if self.store.apply(&row.id, &update, now_ms()).unwrap_or(false) {
+            if self
+                .store
+                .apply(&row.id, &update, now_ms())
+                .unwrap_or(false)
+            {
                 self.watcher.watch(&row.id);
             }
         }
     }
 
-    pub fn list(&self, status: Option<Status>, provider: Option<ProviderId>, limit: Option<u32>) -> Result<TaskList> {
+    pub fn list(
+        &self,
+        status: Option<Status>,
+        provider: Option<ProviderId>,
+        limit: Option<u32>,
+    ) -> Result<TaskList> {
         let rows = self.store.list(&ListFilter {
             status,
             provider,
@@ -777,7 +797,10 @@ impl Core {
             Err(pe) => {
                 return Err(Error::new(
                     pe.error.category,
-                    format!("cancel failed: {}; the task is still being watched", pe.error.message),
+                    format!(
+                        "cancel failed: {}; the task is still being watched",
+                        pe.error.message
+                    ),
                 ));
             }
         };
@@ -806,7 +829,11 @@ impl Core {
         ModelList { models }
     }
 
-    pub fn list_loras(&self, provider: Option<ProviderId>, model: Option<&str>) -> Result<LoraList> {
+    pub fn list_loras(
+        &self,
+        provider: Option<ProviderId>,
+        model: Option<&str>,
+    ) -> Result<LoraList> {
         if let (Some(p), Some(m)) = (provider, model) {
             self.pick_model(p, Some(m))?;
         }

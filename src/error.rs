@@ -131,8 +131,9 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::internal(format!("journal error: {e}"))
-            .with_next_step("check that the data dir is writable and not shared with another version")
+        Error::internal(format!("journal error: {e}")).with_next_step(
+            "check that the data dir is writable and not shared with another version",
+        )
     }
 }
 

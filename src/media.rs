@@ -173,7 +173,12 @@ fn read_data_uri(rest: &str, field: &str, spec: &ModelSpec) -> Result<LocalImage
     identify(bytes, "data URI".into(), field, spec)
 }
 
-fn read_path(path: &Path, field: &str, spec: &ModelSpec, allowed: &[PathBuf]) -> Result<LocalImage> {
+fn read_path(
+    path: &Path,
+    field: &str,
+    spec: &ModelSpec,
+    allowed: &[PathBuf],
+) -> Result<LocalImage> {
     let shown = path.display().to_string();
     let real = path.canonicalize().map_err(|e| {
         Error::invalid_input(format!(
@@ -185,7 +190,11 @@ fn read_path(path: &Path, field: &str, spec: &ModelSpec, allowed: &[PathBuf]) ->
         return Err(Error::invalid_input(format!(
             "{field} '{shown}' resolves to '{}', outside the allowed directories ({}): move the file into one, or add its directory to allowed_dirs / I2V_MCP_ALLOWED_DIRS",
             real.display(),
-            if dirs.is_empty() { "none configured".to_string() } else { dirs.join(", ") }
+            if dirs.is_empty() {
+                "none configured".to_string()
+            } else {
+                dirs.join(", ")
+            }
         )));
     }
     let meta = std::fs::metadata(&real)?;
@@ -337,7 +346,10 @@ mod tests {
         std::fs::write(&good, png(64, 48, false)).unwrap();
         let img = resolve(good.to_str().unwrap(), "image", spec, &allowed).unwrap();
         let local = img.as_local().unwrap();
-        assert_eq!((local.width, local.height, local.format), (64, 48, Format::Png));
+        assert_eq!(
+            (local.width, local.height, local.format),
+            (64, 48, Format::Png)
+        );
 
         let outside = other.path().join("b.png");
         std::fs::write(&outside, png(8, 8, false)).unwrap();

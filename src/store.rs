@@ -123,8 +123,16 @@ impl TryFrom<&Row<'_>> for TaskRow {
         let category: Option<String> = r.get("error_category")?;
         let error = category.map(|c| Error {
             category: Category::parse(&c).unwrap_or(Category::Internal),
-            message: r.get::<_, Option<String>>("error_message").ok().flatten().unwrap_or_default(),
-            retryable: r.get::<_, Option<bool>>("error_retryable").ok().flatten().unwrap_or(false),
+            message: r
+                .get::<_, Option<String>>("error_message")
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            retryable: r
+                .get::<_, Option<bool>>("error_retryable")
+                .ok()
+                .flatten()
+                .unwrap_or(false),
             next_step: r.get("error_next_step").ok().flatten(),
         });
         let download: Option<String> = r.get("download")?;
@@ -137,7 +145,9 @@ impl TryFrom<&Row<'_>> for TaskRow {
             request: r.get("request")?,
             fingerprint: r.get("fingerprint")?,
             idempotency_key: r.get("idempotency_key")?,
-            progress: r.get::<_, Option<i64>>("progress")?.map(|v| v.clamp(0, 100) as u8),
+            progress: r
+                .get::<_, Option<i64>>("progress")?
+                .map(|v| v.clamp(0, 100) as u8),
             eta: r.get::<_, Option<i64>>("eta")?.map(|v| v.max(0) as u32),
             estimated_cost: r.get("estimated_cost")?,
             video_url: r.get("video_url")?,
@@ -189,7 +199,11 @@ impl TaskRow {
             model: self.model.clone(),
             provider_task_id: self.provider_task_id.clone(),
             status,
-            progress_percent: if status == Status::Succeeded { Some(100) } else { self.progress },
+            progress_percent: if status == Status::Succeeded {
+                Some(100)
+            } else {
+                self.progress
+            },
             eta_seconds: if status.is_terminal() { None } else { self.eta },
             estimated_cost_usd: self.estimated_cost,
             video,
@@ -199,7 +213,8 @@ impl TaskRow {
             updated_at: rfc3339(self.updated_at),
             finished_at: self.finished_at.map(rfc3339),
             deduplicated: false,
-            download_pending: status == Status::Succeeded && self.download == Some(Download::Pending),
+            download_pending: status == Status::Succeeded
+                && self.download == Some(Download::Pending),
         }
     }
 }
@@ -321,9 +336,11 @@ impl Store {
     pub fn find_by_key(&self, key: &str) -> Result<Option<TaskRow>> {
         Ok(self
             .conn()
-            .query_row("SELECT * FROM tasks WHERE idempotency_key = ?1", [key], |r| {
-                TaskRow::try_from(r)
-            })
+            .query_row(
+                "SELECT * FROM tasks WHERE idempotency_key = ?1",
+                [key],
+                |r| TaskRow::try_from(r),
+            )
             .optional()?)
     }
 
@@ -393,7 +410,10 @@ impl Store {
             .optional()?;
         let Some(row) = row else { return Ok(false) };
         let late_success = row.status == "failed"
-            && row.error.as_ref().is_some_and(|e| e.category == Category::Timeout)
+            && row
+                .error
+                .as_ref()
+                .is_some_and(|e| e.category == Category::Timeout)
             && u.status == Some(Status::Succeeded);
         if !(matches!(row.status.as_str(), "queued" | "running") || late_success) {
             return Ok(false);
@@ -464,7 +484,14 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_downloaded(&self, id: &str, path: &str, bytes: u64, sha256: &str, now: i64) -> Result<()> {
+    pub fn set_downloaded(
+        &self,
+        id: &str,
+        path: &str,
+        bytes: u64,
+        sha256: &str,
+        now: i64,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE tasks SET download = 'done', local_path = ?2, bytes = ?3, sha256 = ?4, note = NULL,
                 updated_at = ?5 WHERE id = ?1",
@@ -553,7 +580,12 @@ impl Store {
         Ok(v.unwrap_or(0.0))
     }
 
-    pub fn upload_get(&self, provider: ProviderId, sha256: &str, now: i64) -> Result<Option<String>> {
+    pub fn upload_get(
+        &self,
+        provider: ProviderId,
+        sha256: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
         Ok(self
             .conn()
             .query_row(
@@ -564,7 +596,13 @@ impl Store {
             .optional()?)
     }
 
-    pub fn upload_put(&self, provider: ProviderId, sha256: &str, url: &str, expires_at: i64) -> Result<()> {
+    pub fn upload_put(
+        &self,
+        provider: ProviderId,
+        sha256: &str,
+        url: &str,
+        expires_at: i64,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO uploads (provider, sha256, url, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(provider, sha256) DO UPDATE SET url = excluded.url, expires_at = excluded.expires_at",
@@ -596,15 +634,28 @@ mod tests {
     fn lifecycle_and_guards() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("j.sqlite")).unwrap();
-        assert!(matches!(s.insert(&new_task("t1", Some("k"))).unwrap(), Inserted::New));
+        assert!(matches!(
+            s.insert(&new_task("t1", Some("k"))).unwrap(),
+            Inserted::New
+        ));
         match s.insert(&new_task("t2", Some("k"))).unwrap() {
             Inserted::Existing(row) => assert_eq!(row.id, "t1"),
             Inserted::New => panic!("same key inserted twice"),
         }
-        assert_eq!(s.get("t1").unwrap().unwrap().to_task().status, Status::Queued);
+        assert_eq!(
+            s.get("t1").unwrap().unwrap().to_task().status,
+            Status::Queued
+        );
         assert!(s.mark_submitted("t1", "up-1", 2_000).unwrap());
-        assert!(!s.mark_submitted("t1", "up-2", 2_000).unwrap(), "only from submitting");
-        let run = Update { status: Some(Status::Running), progress: Some(40), ..Update::default() };
+        assert!(
+            !s.mark_submitted("t1", "up-2", 2_000).unwrap(),
+            "only from submitting"
+        );
+        let run = Update {
+            status: Some(Status::Running),
+            progress: Some(40),
+            ..Update::default()
+        };
         assert!(s.apply("t1", &run, 3_000).unwrap());
         let done = Update {
             status: Some(Status::Succeeded),
@@ -614,8 +665,14 @@ mod tests {
         assert!(s.apply("t1", &done, 4_000).unwrap());
         let t = s.get("t1").unwrap().unwrap().to_task();
         assert!(t.download_pending && !t.is_settled());
-        assert!(!s.cancel("t1", "x", 5_000).unwrap(), "terminal tasks cannot be cancelled");
-        assert!(!s.apply("t1", &run, 5_000).unwrap(), "terminal tasks do not move back");
+        assert!(
+            !s.cancel("t1", "x", 5_000).unwrap(),
+            "terminal tasks cannot be cancelled"
+        );
+        assert!(
+            !s.apply("t1", &run, 5_000).unwrap(),
+            "terminal tasks do not move back"
+        );
         s.set_downloaded("t1", "/v.mp4", 10, "abc", 6_000).unwrap();
         assert!(s.get("t1").unwrap().unwrap().to_task().is_settled());
         assert_eq!(s.unfinished().unwrap().len(), 0);
@@ -632,7 +689,8 @@ mod tests {
         let s = Store::open(&dir.path().join("j.sqlite")).unwrap();
         s.insert(&new_task("t1", None)).unwrap();
         s.mark_submitted("t1", "up", 1).unwrap();
-        s.fail("t1", &Error::new(Category::Timeout, "gave up"), 2).unwrap();
+        s.fail("t1", &Error::new(Category::Timeout, "gave up"), 2)
+            .unwrap();
         let done = Update {
             status: Some(Status::Succeeded),
             video_url: Some("http://x".into()),

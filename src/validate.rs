@@ -178,13 +178,21 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
         }
     }
 
-    optional_flag("end_image", req.end_image.is_some(), spec.end_image, spec, |m| {
-        m.end_image
-    })?;
+    optional_flag(
+        "end_image",
+        req.end_image.is_some(),
+        spec.end_image,
+        spec,
+        |m| m.end_image,
+    )?;
     optional_flag("audio", req.audio.is_some(), spec.audio, spec, |m| m.audio)?;
-    optional_flag("audio_url", req.audio_url.is_some(), spec.audio_url, spec, |m| {
-        m.audio_url
-    })?;
+    optional_flag(
+        "audio_url",
+        req.audio_url.is_some(),
+        spec.audio_url,
+        spec,
+        |m| m.audio_url,
+    )?;
     if let Some(url) = &req.audio_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
@@ -222,9 +230,13 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
             )));
         }
     }
-    optional_flag("watermark", req.watermark.is_some(), spec.watermark, spec, |m| {
-        m.watermark
-    })?;
+    optional_flag(
+        "watermark",
+        req.watermark.is_some(),
+        spec.watermark,
+        spec,
+        |m| m.watermark,
+    )?;
     if let Some(acc) = &req.acceleration {
         if !spec.acceleration {
             return Err(unsupported("acceleration", spec, |m| m.acceleration));
@@ -326,7 +338,10 @@ mod tests {
         let spec21 = find_key("novita/wan2.1-i2v").unwrap();
         let mut r = req();
         r.seed = Some(9_999_999_999);
-        assert!(check(&r, spec21).is_ok(), "seed beyond 32 bits is valid on wan2.1");
+        assert!(
+            check(&r, spec21).is_ok(),
+            "seed beyond 32 bits is valid on wan2.1"
+        );
         r.seed = Some(10_000_000_000);
         assert!(check(&r, spec21).is_err());
         r.seed = None;
@@ -362,11 +377,19 @@ mod tests {
             kind: "spin".into(),
             speed: None,
         });
-        assert_eq!(check(&r, spec).unwrap_err().category, Category::InvalidInput);
+        assert_eq!(
+            check(&r, spec).unwrap_err().category,
+            Category::InvalidInput
+        );
         r.camera_motion = Some(CameraMotion {
             kind: "zoom_in".into(),
             speed: Some(99.0),
         });
-        assert!(check(&r, spec).unwrap_err().message.contains("out of range"));
+        assert!(
+            check(&r, spec)
+                .unwrap_err()
+                .message
+                .contains("out of range")
+        );
     }
 }

@@ -195,7 +195,9 @@ impl Inner {
                         poll.give_up_after.as_secs() / 60
                     ),
                 )
-                .with_next_step("get_task checks once more; the provider dashboard shows the task too");
+                .with_next_step(
+                    "get_task checks once more; the provider dashboard shows the task too",
+                );
                 let _ = self.store.fail(id, &e, now_ms());
                 self.publish(id);
                 return;
@@ -206,7 +208,9 @@ impl Inner {
             }
             let snap = {
                 let _permit = self.polls.acquire().await;
-                let Ok(provider) = self.providers.get(row.provider) else { return };
+                let Ok(provider) = self.providers.get(row.provider) else {
+                    return;
+                };
                 provider.poll(&row).await
             };
             match snap {
@@ -249,9 +253,9 @@ impl Inner {
         match self.store.apply(id, &update, now) {
             Ok(_) => {
                 if let Some(file) = &snap.local_file {
-                    let _ = self
-                        .store
-                        .set_downloaded(id, &file.path, file.bytes, &file.sha256, now);
+                    let _ =
+                        self.store
+                            .set_downloaded(id, &file.path, file.bytes, &file.sha256, now);
                 }
             }
             Err(e) => tracing::error!(task = id, error = %e, "journal write failed"),
@@ -310,7 +314,12 @@ impl Inner {
     /// One download attempt. The error says whether the URL looks expired (403/404/410).
     async fn fetch(&self, id: &str, url: &str) -> Result<(PathBuf, u64, String), (Error, bool)> {
         let dir = &self.cfg.output_dir;
-        let io = |e: std::io::Error| (Error::internal(format!("cannot write to '{}': {e}", dir.display())), false);
+        let io = |e: std::io::Error| {
+            (
+                Error::internal(format!("cannot write to '{}': {e}", dir.display())),
+                false,
+            )
+        };
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
         let resp = self
             .http
@@ -318,19 +327,29 @@ impl Inner {
             .timeout(self.cfg.download_timeout)
             .send()
             .await
-            .map_err(|e| (Error::new(Category::ProviderUnavailable, format!("download: {e}")), false))?;
+            .map_err(|e| {
+                (
+                    Error::new(Category::ProviderUnavailable, format!("download: {e}")),
+                    false,
+                )
+            })?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let expired = matches!(status, 403 | 404 | 410);
             return Err((
-                Error::new(Category::ProviderUnavailable, format!("download: HTTP {status}")),
+                Error::new(
+                    Category::ProviderUnavailable,
+                    format!("download: HTTP {status}"),
+                ),
                 expired,
             ));
         }
         let max = self.cfg.download_max_bytes;
         if resp.content_length().is_some_and(|n| n > max) {
             return Err((
-                Error::invalid_input(format!("download: the video is larger than the {max}-byte cap")),
+                Error::invalid_input(format!(
+                    "download: the video is larger than the {max}-byte cap"
+                )),
                 false,
             ));
         }
@@ -343,12 +362,17 @@ impl Inner {
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| {
-                    (Error::new(Category::ProviderUnavailable, format!("download: {e}")), false)
+                    (
+                        Error::new(Category::ProviderUnavailable, format!("download: {e}")),
+                        false,
+                    )
                 })?;
                 total += chunk.len() as u64;
                 if total > max {
                     return Err((
-                        Error::invalid_input(format!("download: the video is larger than the {max}-byte cap")),
+                        Error::invalid_input(format!(
+                            "download: the video is larger than the {max}-byte cap"
+                        )),
                         false,
                     ));
                 }
@@ -375,7 +399,9 @@ fn next_delay(current: Duration, snap: &Snapshot, poll: &crate::config::PollSche
         return poll.first;
     }
     match snap.eta {
-        Some(eta) if eta > 0 => Duration::from_secs_f64(eta as f64 * 0.5).clamp(poll.first, poll.max),
+        Some(eta) if eta > 0 => {
+            Duration::from_secs_f64(eta as f64 * 0.5).clamp(poll.first, poll.max)
+        }
         _ => current.mul_f64(poll.factor).clamp(poll.first, poll.max),
     }
 }

@@ -11,9 +11,9 @@ use std::sync::{Arc, RwLock};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceContents, ResourceTemplate, ServerCapabilities,
-    ServerConfig, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -48,7 +48,10 @@ impl Server {
         }
     }
 
-    fn ctx(&self, rc: &RequestContext<RoleServer>) -> (CallCtx, Option<tokio::task::JoinHandle<()>>) {
+    fn ctx(
+        &self,
+        rc: &RequestContext<RoleServer>,
+    ) -> (CallCtx, Option<tokio::task::JoinHandle<()>>) {
         let roots = self.roots.read().map(|r| r.clone()).unwrap_or_default();
         let mut ctx = CallCtx {
             progress: None,
@@ -74,7 +77,12 @@ impl Server {
         (ctx, forwarder)
     }
 
-    async fn dispatch(&self, name: &str, args: Value, rc: &RequestContext<RoleServer>) -> Result<CallToolResult, Error> {
+    async fn dispatch(
+        &self,
+        name: &str,
+        args: Value,
+        rc: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
         let core = &self.core;
         match name {
             "create_i2v_task" => {
@@ -97,7 +105,11 @@ impl Server {
                 let text = if list.tasks.is_empty() {
                     "no tasks".to_string()
                 } else {
-                    list.tasks.iter().map(Task::summary).collect::<Vec<_>>().join("\n")
+                    list.tasks
+                        .iter()
+                        .map(Task::summary)
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 };
                 Ok(structured(&list, text))
             }
@@ -136,7 +148,9 @@ impl Server {
                     .iter()
                     .map(|q| match q.usd {
                         Some(usd) => format!("{}/{}: ${usd} ({})", q.provider, q.model, q.basis),
-                        None => format!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source),
+                        None => {
+                            format!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source)
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join("\n");
@@ -245,9 +259,8 @@ impl ServerHandler for Server {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let mut items = vec![
-            Resource::new("i2v://models", "models").with_mime_type("application/json"),
-        ];
+        let mut items =
+            vec![Resource::new("i2v://models", "models").with_mime_type("application/json")];
         if let Ok(list) = self.core.list(None, None, Some(50)) {
             for t in list.tasks {
                 items.push(
@@ -265,7 +278,8 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         Ok(ListResourceTemplatesResult::with_all_items(vec![
-            ResourceTemplate::new("i2v://tasks/{task_id}", "task").with_mime_type("application/json"),
+            ResourceTemplate::new("i2v://tasks/{task_id}", "task")
+                .with_mime_type("application/json"),
         ]))
     }
 
@@ -283,7 +297,9 @@ impl ServerHandler for Server {
                 .store()
                 .get(id)
                 .map_err(|e| McpError::internal_error(e.message, None))?
-                .ok_or_else(|| McpError::resource_not_found(format!("unknown task '{id}'"), None))?;
+                .ok_or_else(|| {
+                    McpError::resource_not_found(format!("unknown task '{id}'"), None)
+                })?;
             serde_json::to_string(&row.to_task())
         } else {
             return Err(McpError::resource_not_found(
@@ -310,7 +326,10 @@ impl ServerHandler for Server {
             ));
         };
         let first = {
-            let mut subs = self.subscriptions.write().map_err(|_| McpError::internal_error("lock", None))?;
+            let mut subs = self
+                .subscriptions
+                .write()
+                .map_err(|_| McpError::internal_error("lock", None))?;
             let first = subs.is_empty();
             subs.insert(id.to_string());
             first
@@ -324,13 +343,17 @@ impl ServerHandler for Server {
                 loop {
                     match rx.recv().await {
                         Ok(task) => {
-                            let wanted = subs.read().map(|s| s.contains(&task.task_id)).unwrap_or(false);
+                            let wanted = subs
+                                .read()
+                                .map(|s| s.contains(&task.task_id))
+                                .unwrap_or(false);
                             if wanted
                                 && peer
-                                    .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(format!(
-                                        "i2v://tasks/{}",
-                                        task.task_id
-                                    )))
+                                    .notify_resource_updated(
+                                        rmcp::model::ResourceUpdatedNotificationParam::new(
+                                            format!("i2v://tasks/{}", task.task_id),
+                                        ),
+                                    )
                                     .await
                                     .is_err()
                             {

@@ -113,7 +113,9 @@ fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
                             .as_array()
                             .map(|a| {
                                 a.iter()
-                                    .filter(|x| x.get("type") != Some(&Value::String("null".into())))
+                                    .filter(|x| {
+                                        x.get("type") != Some(&Value::String("null".into()))
+                                    })
                                     .map(|x| inline(x, defs, depth + 1))
                                     .collect()
                             })
@@ -172,7 +174,13 @@ fn output<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
     Arc::new(c)
 }
 
-fn annotations(title: &str, read_only: bool, idempotent: bool, open_world: bool, destructive: bool) -> ToolAnnotations {
+fn annotations(
+    title: &str,
+    read_only: bool,
+    idempotent: bool,
+    open_world: bool,
+    destructive: bool,
+) -> ToolAnnotations {
     ToolAnnotations::with_title(title)
         .read_only(read_only)
         .idempotent(idempotent)
@@ -254,11 +262,19 @@ mod tests {
             let text = serde_json::to_string(&t).unwrap();
             assert!(!text.contains("$ref"), "{} has a $ref", t.name);
             assert!(!text.contains("$defs"), "{} has $defs", t.name);
-            assert_eq!(t.input_schema.get("type"), Some(&Value::String("object".into())), "{}", t.name);
+            assert_eq!(
+                t.input_schema.get("type"),
+                Some(&Value::String("object".into())),
+                "{}",
+                t.name
+            );
             assert!(t.output_schema.is_some(), "{} has no output schema", t.name);
             assert!(t.annotations.is_some() && t.title.is_some(), "{}", t.name);
         }
-        let create = all().into_iter().find(|t| t.name == "create_i2v_task").unwrap();
+        let create = all()
+            .into_iter()
+            .find(|t| t.name == "create_i2v_task")
+            .unwrap();
         let req = create.input_schema.get("required").unwrap();
         assert_eq!(req, &serde_json::json!(["image", "prompt"]));
     }

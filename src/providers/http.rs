@@ -52,8 +52,16 @@ impl Reply {
 
 /// Send and read the whole body. Connection failures are classified: a refused or failed connect
 /// never reached the provider (`Rejected`); anything after sending is `Unknown`.
-pub async fn send(req: reqwest::RequestBuilder, timeout: Duration, what: &str) -> Result<Reply, ProviderError> {
-    let resp = req.timeout(timeout).send().await.map_err(|e| classify(e, what))?;
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    what: &str,
+) -> Result<Reply, ProviderError> {
+    let resp = req
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| classify(e, what))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(|e| classify(e, what))?;
@@ -68,7 +76,9 @@ fn classify(e: reqwest::Error, what: &str) -> ProviderError {
     if e.is_connect() {
         ProviderError::rejected(Error::new(
             Category::ProviderUnavailable,
-            format!("{what}: cannot connect to the provider ({e}); nothing was sent: try again later"),
+            format!(
+                "{what}: cannot connect to the provider ({e}); nothing was sent: try again later"
+            ),
         ))
     } else if e.is_timeout() {
         ProviderError::unknown(Error::new(
@@ -85,12 +95,19 @@ fn classify(e: reqwest::Error, what: &str) -> ProviderError {
 
 /// Retry-After as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// The category an HTTP status means when the body says nothing more specific.
@@ -143,7 +160,10 @@ mod tests {
         h.insert("retry-after", "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
         let later = std::time::SystemTime::now() + Duration::from_secs(120);
-        h.insert("retry-after", httpdate::fmt_http_date(later).parse().unwrap());
+        h.insert(
+            "retry-after",
+            httpdate::fmt_http_date(later).parse().unwrap(),
+        );
         let d = retry_after(&h).unwrap();
         assert!(d.as_secs() > 100 && d.as_secs() <= 120, "{d:?}");
     }

@@ -162,7 +162,11 @@ impl Client {
                 let done = job.done.load(Ordering::Relaxed);
                 let total = job.total.load(Ordering::Relaxed).max(1);
                 let mut s = Snapshot::new(
-                    if done == 0 { Status::Queued } else { Status::Running },
+                    if done == 0 {
+                        Status::Queued
+                    } else {
+                        Status::Running
+                    },
                     "rendering",
                 );
                 s.progress = Some(((done as u64 * 99) / total as u64) as u8);
@@ -183,7 +187,9 @@ impl Client {
         allowed.push(self.output_dir.clone());
         let image = media::resolve(&req.image, "image", spec, &allowed)?;
         let ImageInput::Local(img) = image else {
-            return Err(Error::unsupported("local/camera-preview needs a local image"));
+            return Err(Error::unsupported(
+                "local/camera-preview needs a local image",
+            ));
         };
         Ok(self.start(&row.id, img.bytes.clone(), render_spec(&req)?))
     }

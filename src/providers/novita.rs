@@ -10,9 +10,13 @@ impl Client {
         Client
     }
     pub async fn submit(&self, _s: &Submission<'_>) -> Result<String, ProviderError> {
-        Err(ProviderError::rejected(Error::unsupported("novita is not available yet")))
+        Err(ProviderError::rejected(Error::unsupported(
+            "novita is not available yet",
+        )))
     }
     pub async fn poll(&self, _ptid: &str) -> Result<Snapshot, ProviderError> {
-        Err(ProviderError::rejected(Error::unsupported("novita is not available yet")))
+        Err(ProviderError::rejected(Error::unsupported(
+            "novita is not available yet",
+        )))
     }
 }

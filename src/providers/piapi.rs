@@ -193,7 +193,10 @@ pub(crate) fn parse_create(body: &[u8]) -> Result<String, Error> {
     let env: Envelope = serde_json::from_slice(body).map_err(|e| {
         Error::new(
             Category::SubmitUnknown,
-            format!("the create answer does not parse ({e}); it began: {}", snippet(body)),
+            format!(
+                "the create answer does not parse ({e}); it began: {}",
+                snippet(body)
+            ),
         )
     })?;
     if let Some(code) = env.code
@@ -218,7 +221,10 @@ pub(crate) fn parse_create(body: &[u8]) -> Result<String, Error> {
     id.ok_or_else(|| {
         Error::new(
             Category::SubmitUnknown,
-            format!("the create answer has no task_id; it began: {}", snippet(body)),
+            format!(
+                "the create answer has no task_id; it began: {}",
+                snippet(body)
+            ),
         )
     })
 }
@@ -322,14 +328,11 @@ impl Client {
             .map(|k| k.expose_secret().to_string())
             .ok_or_else(|| {
                 ProviderError::rejected(
-                    Error::new(
-                        Category::Auth,
-                        format!("no API key for {}", self.id),
-                    )
-                    .with_next_step(format!(
-                        "set {} or use provider \"local\"",
-                        self.id.key_env().unwrap_or_default()
-                    )),
+                    Error::new(Category::Auth, format!("no API key for {}", self.id))
+                        .with_next_step(format!(
+                            "set {} or use provider \"local\"",
+                            self.id.key_env().unwrap_or_default()
+                        )),
                 )
             })
     }
@@ -374,7 +377,10 @@ impl Client {
         let task: WireTask = serde_json::from_value(data).map_err(|e| {
             ProviderError::unknown(Error::new(
                 Category::ProviderUnavailable,
-                format!("poll: unexpected task shape ({e}); it began: {}", snippet(&reply.body)),
+                format!(
+                    "poll: unexpected task shape ({e}); it began: {}",
+                    snippet(&reply.body)
+                ),
             ))
         })?;
         Ok(parse_task(&task))
@@ -393,7 +399,9 @@ impl Client {
         if ok {
             Ok(CancelOutcome::Cancelled)
         } else {
-            let msg = env.and_then(|e| e.message).unwrap_or_else(|| snippet(&reply.body));
+            let msg = env
+                .and_then(|e| e.message)
+                .unwrap_or_else(|| snippet(&reply.body));
             Ok(CancelOutcome::NotCancelled(format!(
                 "{} refused the cancel (HTTP {}: {msg}); only queued tasks can be cancelled",
                 self.id, reply.status
@@ -410,7 +418,11 @@ mod tests {
     use crate::model::{CameraMotion, CreateRequest, LoraRef};
     use std::sync::Arc;
 
-    fn sub<'a>(req: &'a CreateRequest, image: &'a ImageInput, end: Option<&'a ImageInput>) -> Submission<'a> {
+    fn sub<'a>(
+        req: &'a CreateRequest,
+        image: &'a ImageInput,
+        end: Option<&'a ImageInput>,
+    ) -> Submission<'a> {
         Submission {
             task_id: "t",
             req,
@@ -436,7 +448,10 @@ mod tests {
             serde_json::json!({"model":"Qubico/wanx","task_type":"img2video-14b",
                 "input":{"image":"https://x.test/a.jpg","prompt":"p","aspect_ratio":"9:16"}})
         );
-        req.camera_motion = Some(CameraMotion { kind: "zoom_in".into(), speed: None });
+        req.camera_motion = Some(CameraMotion {
+            kind: "zoom_in".into(),
+            speed: None,
+        });
         let b = create_body(&sub(&req, &url, None));
         assert_eq!(b["task_type"], "img2video-14b-control-camera");
         assert_eq!(
@@ -444,10 +459,16 @@ mod tests {
             serde_json::json!([{"motion_type":"zoom_in","motion_speed":0.2}])
         );
         req.camera_motion = None;
-        req.loras = vec![LoraRef { name: "ghibli".into(), strength: Some(0.8) }];
+        req.loras = vec![LoraRef {
+            name: "ghibli".into(),
+            strength: Some(0.8),
+        }];
         let b = create_body(&sub(&req, &url, None));
         assert_eq!(b["task_type"], "img2video-14b-lora");
-        assert_eq!(b["input"]["lora_settings"], serde_json::json!([{"lora_type":"ghibli","lora_strength":0.8}]));
+        assert_eq!(
+            b["input"]["lora_settings"],
+            serde_json::json!([{"lora_type":"ghibli","lora_strength":0.8}])
+        );
         req.loras.clear();
         let end = ImageInput::Url("https://x.test/b.jpg".into());
         let b = create_body(&sub(&req, &url, Some(&end)));
@@ -468,20 +489,35 @@ mod tests {
             sha256: "0".repeat(64),
             origin: "x".into(),
         }));
-        let req = CreateRequest { prompt: "p".into(), ..CreateRequest::default() };
-        assert_eq!(create_body(&sub(&req, &img, None))["input"]["image"], "AQID");
+        let req = CreateRequest {
+            prompt: "p".into(),
+            ..CreateRequest::default()
+        };
+        assert_eq!(
+            create_body(&sub(&req, &img, None))["input"]["image"],
+            "AQID"
+        );
     }
 
     #[test]
     fn both_create_shapes() {
-        let unified = br#"{"code":200,"data":{"task_id":"abc","status":"pending"},"message":"success"}"#;
+        let unified =
+            br#"{"code":200,"data":{"task_id":"abc","status":"pending"},"message":"success"}"#;
         assert_eq!(parse_create(unified).unwrap(), "abc");
         let flat = br#"{"task_id":"def","status":"pending","created_at":"2025-05-01T10:00:00Z"}"#;
         assert_eq!(parse_create(flat).unwrap(), "def");
         let refused = br#"{"code":400,"data":null,"message":"invalid params"}"#;
-        assert!(parse_create(refused).unwrap_err().message.contains("invalid params"));
+        assert!(
+            parse_create(refused)
+                .unwrap_err()
+                .message
+                .contains("invalid params")
+        );
         let garbled = br#"{"code":200,"data":{"task_"#;
-        assert_eq!(parse_create(garbled).unwrap_err().category, Category::SubmitUnknown);
+        assert_eq!(
+            parse_create(garbled).unwrap_err().category,
+            Category::SubmitUnknown
+        );
     }
 
     #[test]
@@ -490,14 +526,34 @@ mod tests {
             let v = serde_json::json!({"task_id":"a","status":s,"output":output,"error":error});
             parse_task(&serde_json::from_value(v).unwrap())
         };
-        assert_eq!(t("pending", Value::Null, Value::Null).status, Status::Queued);
-        assert_eq!(t("Processing", Value::Null, Value::Null).status, Status::Running);
+        assert_eq!(
+            t("pending", Value::Null, Value::Null).status,
+            Status::Queued
+        );
+        assert_eq!(
+            t("Processing", Value::Null, Value::Null).status,
+            Status::Running
+        );
         assert_eq!(t("staged", Value::Null, Value::Null).status, Status::Queued);
-        assert_eq!(t("brand-new", Value::Null, Value::Null).status, Status::Running);
-        let done = t("completed", serde_json::json!({"video_url":"https://img.theapi.app/temp/v.mp4"}), Value::Null);
+        assert_eq!(
+            t("brand-new", Value::Null, Value::Null).status,
+            Status::Running
+        );
+        let done = t(
+            "completed",
+            serde_json::json!({"video_url":"https://img.theapi.app/temp/v.mp4"}),
+            Value::Null,
+        );
         assert_eq!(done.status, Status::Succeeded);
-        assert_eq!(done.video_url.as_deref(), Some("https://img.theapi.app/temp/v.mp4"));
-        let failed = t("failed", Value::Null, serde_json::json!({"code":10000,"raw_message":"upstream","message":"nsfw content","detail":null}));
+        assert_eq!(
+            done.video_url.as_deref(),
+            Some("https://img.theapi.app/temp/v.mp4")
+        );
+        let failed = t(
+            "failed",
+            Value::Null,
+            serde_json::json!({"code":10000,"raw_message":"upstream","message":"nsfw content","detail":null}),
+        );
         assert_eq!(failed.status, Status::Failed);
         let e = failed.error.unwrap();
         assert_eq!(e.category, Category::GenerationFailed);
