@@ -105,6 +105,11 @@ fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
                     // and tell an agent nothing the type does not.
                     "format" => continue,
                     "default" if val.is_null() => continue,
+                    // schemars' type-name titles; a property *named* title is an object, kept.
+                    "title" if val.is_string() => continue,
+                    // deny_unknown_fields already refuses extras with a clear error.
+                    "additionalProperties" if val == &Value::Bool(false) => continue,
+                    "minimum" if val == &Value::from(0) => continue,
                     "type" => {
                         m.insert(k.clone(), drop_null_type(val));
                     }
@@ -157,7 +162,9 @@ fn drop_null_type(v: &Value) -> Value {
 }
 
 fn schema<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
-    Arc::new(compact(&schema_for_type::<T>()))
+    let mut c = compact(&schema_for_type::<T>());
+    c.remove("description");
+    Arc::new(c)
 }
 
 fn output<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
@@ -168,10 +175,35 @@ fn output<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
         .ok()
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
-    let mut c = compact(&obj);
-    c.remove("title");
-    c.remove("description");
-    Arc::new(c)
+    Arc::new(shallow(&compact(&obj)))
+}
+
+/// Output schemas list each top-level field with its type (and enum values) only: enough for
+/// clients to validate and agents to know the shape, at a fraction of the tokens. The field
+/// meanings are in the text summary and in README.md.
+fn shallow(schema: &JsonObject) -> JsonObject {
+    let mut props = Map::new();
+    if let Some(Value::Object(p)) = schema.get("properties") {
+        for (name, field) in p {
+            let mut f = Map::new();
+            for key in ["type", "enum"] {
+                if let Some(v) = field.get(key) {
+                    f.insert(key.into(), v.clone());
+                }
+            }
+            if f.is_empty() {
+                f.insert("type".into(), Value::String("object".into()));
+            }
+            props.insert(name.clone(), Value::Object(f));
+        }
+    }
+    let mut out = Map::new();
+    out.insert("type".into(), Value::String("object".into()));
+    out.insert("properties".into(), Value::Object(props));
+    if let Some(r) = schema.get("required") {
+        out.insert("required".into(), r.clone());
+    }
+    out
 }
 
 fn annotations(
@@ -181,7 +213,9 @@ fn annotations(
     open_world: bool,
     destructive: bool,
 ) -> ToolAnnotations {
-    ToolAnnotations::with_title(title)
+    // The title is on the tool itself; repeating it here would cost every agent tokens.
+    let _ = title;
+    ToolAnnotations::new()
         .read_only(read_only)
         .idempotent(idempotent)
         .open_world(open_world)

@@ -1,0 +1,11 @@
+//! Integration tests, one binary (faster to build): MCP through a real rmcp client in-process and
+//! against the built binary over stdio, the CLI, and the generated tool definitions. Providers are
+//! fake servers on 127.0.0.1 that follow `shared/providers/CONTRACTS.md`.
+// A failed unwrap in a test is a failed test with its message; that is what we want here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod cli;
+mod mcp_stdio;
+mod tools_drift;

@@ -1,0 +1,104 @@
+//! The CLI: thin commands over the same core, human output by default and `--json`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::Workspace;
+
+pub fn cli(env: &BTreeMap<String, String>, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_i2v-mcp"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(env)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn models_and_estimates() {
+    let ws = Workspace::new();
+    let env = ws.env(&[("PIAPI_API_KEY", "secret-key-value")]);
+    let (code, out, _) = cli(&env, &["models", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 6);
+    let piapi = models.iter().find(|m| m["provider"] == "piapi").unwrap();
+    assert_eq!(piapi["configured"], true);
+    assert_eq!(piapi["price"]["usd_per_video"], 0.28);
+    let local = models.iter().find(|m| m["provider"] == "local").unwrap();
+    assert_eq!(local["ai"], false);
+
+    let (code, out, _) = cli(&env, &["estimate", "--provider", "piapi", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["quotes"][0]["usd"], 0.28);
+
+    let (code, out, _) = cli(&env, &["estimate", "--compare", "--duration", "10"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("novita/wan2.6-i2v: unpriced"), "{out}");
+    assert!(out.contains("local/camera-preview: $0"), "{out}");
+    assert!(!out.contains("piapi"), "piapi cannot do 10 s: {out}");
+
+    let (code, out, err) = cli(&env, &["doctor"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("configured"), "{out}");
+    assert!(!out.contains("secret-key-value") && !err.contains("secret-key-value"));
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message_and_exit_code() {
+    let ws = Workspace::new();
+    let env = ws.env(&[]);
+    let (code, _, err) = cli(
+        &env,
+        &[
+            "create",
+            "--image",
+            "/etc/hostname",
+            "--prompt",
+            "x",
+            "--provider",
+            "piapi",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("auth") && err.contains("PIAPI_API_KEY"),
+        "{err}"
+    );
+
+    let (code, out, _) = cli(&env, &["get", "tsk_missing", "--json"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"]["category"], "not_found");
+
+    // No key and no provider: the auth error points at provider local.
+    let img = ws.png("a.png", 64, 64);
+    let (code, _, err) = cli(
+        &env,
+        &["create", "--image", img.to_str().unwrap(), "--prompt", "x"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("local"), "{err}");
+
+    // Unknown config keys are errors.
+    std::fs::write(ws.path("bad.toml"), "output_dri = \"/tmp\"\n").unwrap();
+    let mut env2 = env.clone();
+    env2.insert(
+        "I2V_MCP_CONFIG".into(),
+        ws.path("bad.toml").display().to_string(),
+    );
+    let (code, _, err) = cli(&env2, &["models"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field"), "{err}");
+}

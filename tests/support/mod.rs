@@ -1,0 +1,167 @@
+//! Shared test helpers: temp dirs, configs pointed at fakes, images, MCP clients.
+#![allow(dead_code)] // each test module uses a subset
+
+pub mod fakes;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use i2v_mcp::config::{Config, Overrides};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProgressNotificationParam,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::Value;
+
+/// Every await in a test is bounded; a timeout fails with what was awaited.
+pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs} s waiting for {what}"),
+    }
+}
+
+/// A temp workspace: data dir, output dir, and an allowed dir with images.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["data", "out", "images"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        // An empty config file, so no user config leaks into a test.
+        std::fs::write(dir.path().join("no-config.toml"), "").unwrap();
+        Workspace { dir }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+    pub fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+    pub fn images(&self) -> PathBuf {
+        self.path("images")
+    }
+    /// A PNG of the given size in the allowed dir.
+    pub fn png(&self, name: &str, w: u32, h: u32) -> PathBuf {
+        let p = self.images().join(name);
+        write_png(&p, w, h);
+        p
+    }
+    /// Environment for the binary / config resolution, with no user config file leaking in.
+    pub fn env(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = [
+            ("I2V_MCP_DATA_DIR", self.data().display().to_string()),
+            ("I2V_MCP_OUTPUT_DIR", self.out().display().to_string()),
+            ("I2V_MCP_ALLOWED_DIRS", self.images().display().to_string()),
+            (
+                "I2V_MCP_CONFIG",
+                self.path("no-config.toml").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+    /// A resolved config from `env` (no process environment involved), with fast polling.
+    pub fn config(&self, extra: &[(&str, &str)]) -> Config {
+        let env = self.env(extra);
+        Config::resolve(&Overrides::default(), &env)
+            .unwrap()
+            .with_fast_polling(Duration::from_millis(30), Duration::from_millis(150))
+    }
+}
+
+pub fn write_png(path: &Path, w: u32, h: u32) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 255 / w.max(1)) as u8,
+            (y * 255 / h.max(1)) as u8,
+            ((x + y) % 251) as u8,
+        ])
+    });
+    img.save_with_format(path, image::ImageFormat::Png).unwrap();
+}
+
+/// A test MCP client that records progress notifications.
+#[derive(Clone, Default)]
+pub struct Client {
+    pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    pub updated: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientHandler for Client {
+    async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        self.progress.lock().unwrap().push(p);
+    }
+    async fn on_resource_updated(
+        &self,
+        p: rmcp::model::ResourceUpdatedNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.updated.lock().unwrap().push(p.uri);
+    }
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("i2v-tests", "0.0.1"),
+        )
+    }
+}
+
+pub type Session = RunningService<RoleClient, Client>;
+
+/// Connect a client to an in-process server over a duplex pipe.
+pub async fn connect(core: Arc<i2v_mcp::core::Core>) -> (Session, Client) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let server = i2v_mcp::mcp::Server::new(core);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(a).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let handler = Client::default();
+    let session = within(10, "initialize", handler.clone().serve(b))
+        .await
+        .unwrap();
+    (session, handler)
+}
+
+/// Call a tool and return the raw result.
+pub async fn call(s: &Session, tool: &str, args: Value) -> CallToolResult {
+    let params = CallToolRequestParams::new(tool.to_string())
+        .with_arguments(args.as_object().cloned().unwrap_or_default());
+    within(60, tool, s.call_tool(params)).await.unwrap()
+}
+
+/// The structured content of a successful call, or a panic with the error text.
+pub fn ok(r: &CallToolResult) -> Value {
+    assert_ne!(r.is_error, Some(true), "tool failed: {:?}", r.content);
+    r.structured_content.clone().expect("structured content")
+}
+
+/// The error object of a failed call.
+pub fn err(r: &CallToolResult) -> Value {
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "expected an error, got {:?}",
+        r.structured_content
+    );
+    r.structured_content.clone().expect("structured error")["error"].clone()
+}
