@@ -29,6 +29,17 @@ pub struct FileConfig {
     pub budget: Budget,
     #[serde(default)]
     pub download: FileDownload,
+    #[serde(default)]
+    pub poll: FilePoll,
+}
+
+/// Polling schedule overrides (milliseconds), for proxies, fake providers and benchmarks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePoll {
+    pub first_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+    pub give_up_minutes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -319,7 +330,7 @@ impl Config {
                 .unwrap_or(DEFAULT_DOWNLOAD_MAX_BYTES),
             download_timeout: Duration::from_secs(file.download.timeout.unwrap_or(300)),
             source,
-            poll: PollSchedule::default(),
+            poll: poll_schedule(&file.poll, env)?,
         })
     }
 
@@ -342,6 +353,29 @@ impl Config {
         self.poll.max = max;
         self
     }
+}
+
+fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> {
+    let mut p = PollSchedule::default();
+    let ms = |name: &str, file: Option<u64>| -> Result<Option<u64>, Error> {
+        match env.var(name) {
+            Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                Error::invalid_input(format!("{name}='{v}' is not a number of milliseconds"))
+            }),
+            None => Ok(file),
+        }
+    };
+    if let Some(first) = ms("I2V_MCP_POLL_FIRST_MS", file.first_ms)? {
+        p.first = Duration::from_millis(first.max(10));
+    }
+    if let Some(max) = ms("I2V_MCP_POLL_MAX_MS", file.max_ms)? {
+        p.max = Duration::from_millis(max.max(10));
+    }
+    p.max = p.max.max(p.first);
+    if let Some(m) = file.give_up_minutes {
+        p.give_up_after = Duration::from_secs(m.max(1) * 60);
+    }
+    Ok(p)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, Error> {

@@ -7,5 +7,6 @@
 mod support;
 
 mod cli;
+mod mcp_flow;
 mod mcp_stdio;
 mod tools_drift;
