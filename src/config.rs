@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub allowed_dirs: Option<Vec<PathBuf>>,
     pub default_provider: Option<ProviderId>,
     pub max_wait_seconds: Option<u32>,
+    /// Public base URL of this server in HTTP mode; providers call back to <public_url>/webhooks/<provider>.
+    pub public_url: Option<String>,
     #[serde(default)]
     pub providers: BTreeMap<ProviderId, FileProvider>,
     #[serde(default)]
@@ -113,6 +115,8 @@ pub struct Config {
     pub allowed_dirs: Vec<PathBuf>,
     pub default_provider: Option<ProviderId>,
     pub max_wait_seconds: u32,
+    /// Public base URL (HTTP mode) for provider webhooks; no trailing slash.
+    pub public_url: Option<String>,
     pub providers: BTreeMap<ProviderId, ProviderConfig>,
     pub pricing: BTreeMap<String, PriceOverride>,
     pub budget: Budget,
@@ -315,12 +319,28 @@ impl Config {
             }
         }
 
+        let public_url = env
+            .var("I2V_MCP_PUBLIC_URL")
+            .or(file.public_url)
+            .map(|u| u.trim().trim_end_matches('/').to_string());
+        if let Some(u) = &public_url {
+            let parsed = url::Url::parse(u).map_err(|e| {
+                Error::invalid_input(format!("public_url '{u}' is not a URL ({e})"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(Error::invalid_input(format!(
+                    "public_url '{u}' must be an http(s) URL"
+                )));
+            }
+        }
+
         Ok(Config {
             data_dir,
             output_dir,
             allowed_dirs,
             default_provider,
             max_wait_seconds: file.max_wait_seconds.unwrap_or(DEFAULT_MAX_WAIT_SECONDS),
+            public_url,
             providers,
             pricing: file.pricing,
             budget: file.budget,

@@ -279,6 +279,16 @@ pub struct Core {
     /// One create at a time per idempotency key inside this process (the journal's UNIQUE key
     /// guards across processes).
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when an HTTP server with a public URL is running: creates then ask providers to call
+    /// back at `<base>/webhooks/<provider>`.
+    webhook_base: std::sync::OnceLock<String>,
+}
+
+/// What a webhook call led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// The task will be polled now; the journal changes only from that poll.
+    Confirming { task_id: String },
 }
 
 impl Core {
@@ -308,6 +318,7 @@ impl Core {
             watcher,
             limiters,
             key_locks: Mutex::new(HashMap::new()),
+            webhook_base: std::sync::OnceLock::new(),
         });
         core.watcher.recover()?;
         Ok(core)
@@ -524,6 +535,15 @@ impl Core {
 
         let id = new_task_id();
         let now = now_ms();
+        let webhook = self.webhook_base.get().map(|base| {
+            let secret = new_secret();
+            // PiAPI sends the secret back as a header; the others document no authentication, so
+            // the secret also travels in the callback URL.
+            providers::Webhook {
+                url: format!("{base}/webhooks/{provider}?task={id}&token={secret}"),
+                secret,
+            }
+        });
         let new = NewTask {
             id: id.clone(),
             provider,
@@ -533,7 +553,7 @@ impl Core {
             fingerprint: fingerprint.clone(),
             idempotency_key: req.idempotency_key.clone(),
             estimated_cost: quote.usd,
-            webhook_secret: None,
+            webhook_secret: webhook.as_ref().map(|w| w.secret.clone()),
             created_at: now,
         };
         if let Inserted::Existing(row) = self.store.insert(&new)? {
@@ -549,7 +569,7 @@ impl Core {
             spec,
             image: &image,
             end_image: end_image.as_ref(),
-            webhook: None,
+            webhook: webhook.as_ref(),
         };
         let mut attempt = 0;
         loop {
@@ -884,6 +904,83 @@ impl Core {
             },
         })
     }
+}
+
+impl Core {
+    /// Turn provider webhooks on (HTTP mode with a public URL). Only the first call counts.
+    pub fn enable_webhooks(&self, public_url: &str) {
+        let _ = self
+            .webhook_base
+            .set(public_url.trim_end_matches('/').to_string());
+    }
+
+    pub fn webhooks_enabled(&self) -> bool {
+        self.webhook_base.get().is_some()
+    }
+
+    /// A provider called back. The body is never trusted: the task is found by our id (query
+    /// `task`) or the provider's id in the body, the per-task secret is checked in constant time
+    /// (PiAPI sends it as `x-webhook-secret`; others carry it as the `token` query parameter), and
+    /// then the watcher polls the provider once (a GET) — only that poll changes the journal.
+    /// Duplicates and retries are harmless: each just asks for another poll.
+    pub fn webhook(
+        &self,
+        provider: ProviderId,
+        task_id: Option<&str>,
+        secret: Option<&str>,
+        body: &[u8],
+    ) -> Result<WebhookOutcome> {
+        let row = match task_id {
+            Some(id) => self.store.get(id)?,
+            None => match provider_task_id_in(body) {
+                Some(ptid) => self.store.find_by_provider_id(provider, &ptid)?,
+                None => None,
+            },
+        };
+        let same_upstream = |a: ProviderId, b: ProviderId| {
+            a == b
+                || matches!(
+                    (a, b),
+                    (ProviderId::Piapi, ProviderId::Qubico)
+                        | (ProviderId::Qubico, ProviderId::Piapi)
+                )
+        };
+        let row = row
+            .filter(|r| same_upstream(r.provider, provider))
+            .ok_or_else(|| Error::not_found("webhook for an unknown task"))?;
+        let expected = row.webhook_secret.as_deref().ok_or_else(|| {
+            Error::new(Category::Auth, "this task was not created with a webhook")
+        })?;
+        let given = secret.unwrap_or_default();
+        use subtle::ConstantTimeEq;
+        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+            return Err(Error::new(Category::Auth, "webhook secret does not match"));
+        }
+        if !self.watcher.wake(&row.id) && !row.is_submitting() {
+            self.watcher.watch(&row.id);
+            self.watcher.wake(&row.id);
+        }
+        Ok(WebhookOutcome::Confirming { task_id: row.id })
+    }
+}
+
+/// The provider's task id in a webhook body: PiAPI `data.task_id`, Novita
+/// `payload.task.task_id`, Apikley `data.taskId`.
+fn provider_task_id_in(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    [
+        v.pointer("/data/task_id"),
+        v.pointer("/payload/task/task_id"),
+        v.pointer("/data/taskId"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|x| x.as_str().map(String::from))
+}
+
+fn new_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    hex::encode(bytes)
 }
 
 /// Time-ordered, unguessable task ids.

@@ -202,8 +202,14 @@ impl Inner {
                 self.publish(id);
                 return;
             }
+            // With a webhook registered, polling is only the safety net: three times slower.
+            let wait = if row.webhook_secret.is_some() {
+                delay * 3
+            } else {
+                delay
+            };
             tokio::select! {
-                _ = tokio::time::sleep(jitter(delay)) => {}
+                _ = tokio::time::sleep(jitter(wait)) => {}
                 _ = notify.notified() => {}
             }
             let snap = {
