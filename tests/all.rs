@@ -9,4 +9,5 @@ mod support;
 mod cli;
 mod mcp_flow;
 mod mcp_stdio;
+mod providers;
 mod tools_drift;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::support::fakes::{FakeProvider, Fault, Kind, Outcome, TaskPlan};
 use crate::support::{Workspace, call, connect, err, ok, within};
 
-fn env_for(fake: &FakeProvider, provider: &str) -> Vec<(String, String)> {
+pub fn env_for(fake: &FakeProvider, provider: &str) -> Vec<(String, String)> {
     let up = provider.to_ascii_uppercase();
     vec![
         (format!("{up}_API_KEY"), fake.api_key().to_string()),
@@ -22,14 +22,14 @@ fn env_for(fake: &FakeProvider, provider: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn core_for(ws: &Workspace, fake: &FakeProvider, provider: &str) -> Arc<Core> {
+pub fn core_for(ws: &Workspace, fake: &FakeProvider, provider: &str) -> Arc<Core> {
     let env = env_for(fake, provider);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Core::start(ws.config(&pairs)).unwrap()
 }
 
 /// Assert the task succeeded and its file on disk has the fake's bytes and the reported sha256.
-fn assert_downloaded(task: &Value) {
+pub fn assert_downloaded(task: &Value) {
     assert_eq!(task["status"], "succeeded", "{task}");
     let video = &task["video"];
     let path = video["local_path"]

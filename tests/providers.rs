@@ -1,0 +1,218 @@
+//! One request shape reaches every Wan system: the same create_i2v_task call, with only
+//! provider/model changed, completes end to end against contract-following fakes. The exact
+//! request bodies and auth headers sent are snapshotted, so a changed wire format is a diff.
+
+use serde_json::{Value, json};
+
+use crate::mcp_flow::{assert_downloaded, core_for};
+use crate::support::fakes::{FakeProvider, Fault, Kind};
+use crate::support::{Workspace, call, connect, err, ok};
+
+/// Long strings (inline images) become a short stable marker; everything else is kept.
+fn redact(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.len() > 120 => {
+            use sha2::Digest;
+            let head: String = s.chars().take(22).collect();
+            Value::String(format!(
+                "{head}…<{} chars, sha256 {}>",
+                s.len(),
+                &hex::encode(sha2::Sha256::digest(s.as_bytes()))[..12]
+            ))
+        }
+        // Fakes listen on a random port.
+        Value::String(s) if s.contains("://127.0.0.1:") => {
+            let (head, rest) = s.split_once("://127.0.0.1:").unwrap();
+            let path = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            Value::String(format!("{head}://127.0.0.1:PORT{path}"))
+        }
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), redact(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Method, path, auth header and redacted body of every non-GET request the fake received.
+fn wire(fake: &FakeProvider) -> Vec<Value> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| {
+            let auth = r
+                .header("authorization")
+                .or(r.header("x-api-key"))
+                .unwrap_or("<none>")
+                .to_string();
+            json!({"method": r.method, "path": r.path, "auth": auth, "body": redact(&r.body)})
+        })
+        .collect()
+}
+
+async fn run(
+    kind: Kind,
+    provider: &str,
+    model: &str,
+    image: Value,
+    extra: Value,
+) -> (FakeProvider, Value) {
+    let fake = FakeProvider::start(kind).await;
+    let ws = Workspace::new();
+    let png = ws.png("cat.png", 640, 480);
+    let image = if image == json!("LOCAL") {
+        json!(png)
+    } else {
+        image
+    };
+    let (s, _) = connect(core_for(&ws, &fake, provider)).await;
+    let mut args = json!({"image": image, "prompt": "the cat turns its head", "provider": provider, "model": model, "wait_seconds": 30});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        args[k] = v;
+    }
+    let task = ok(&call(&s, "create_i2v_task", args).await);
+    assert_downloaded(&task);
+    s.cancel().await.unwrap();
+    (fake, task)
+}
+
+#[tokio::test]
+async fn novita_wan21_by_url() {
+    let (fake, task) = run(
+        Kind::Novita,
+        "novita",
+        "wan2.1-i2v",
+        json!("https://example.com/cat.png"),
+        json!({"resolution": "720p", "aspect_ratio": "9:16", "seed": 9_999_999_999i64, "loras": [{"name": "https://example.com/a.safetensors", "strength": 0.7}], "steps": 25}),
+    )
+    .await;
+    assert!(
+        task["video"]["url_expires_at"].is_string(),
+        "ttl kept as expiry: {task}"
+    );
+    insta::assert_json_snapshot!("novita_wan21_wire", wire(&fake));
+}
+
+#[tokio::test]
+async fn novita_wan26_local_png_inline() {
+    let (fake, _) = run(
+        Kind::Novita,
+        "novita",
+        "wan2.6-i2v",
+        json!("LOCAL"),
+        json!({"duration_seconds": 10, "resolution": "1080p", "audio": true, "negative_prompt": "blur"}),
+    )
+    .await;
+    let body = &fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap()
+        .body;
+    assert!(
+        body["input"]["img_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,")
+    );
+    insta::assert_json_snapshot!("novita_wan26_wire", wire(&fake));
+}
+
+#[tokio::test]
+async fn apikley_local_png_uploaded_once_when_used_twice() {
+    let fake = FakeProvider::start(Kind::Apikley).await;
+    let ws = Workspace::new();
+    let png = ws.png("cat.png", 640, 480);
+    let (s, _) = connect(core_for(&ws, &fake, "apikley")).await;
+    for _ in 0..2 {
+        let task = ok(&call(&s, "create_i2v_task", json!({"image": png, "prompt": "the cat turns its head", "provider": "apikley", "resolution": "480p", "wait_seconds": 30})).await);
+        assert_downloaded(&task);
+    }
+    assert_eq!(fake.uploads(), 1, "the same image is uploaded once");
+    assert_eq!(fake.accepted_creates(), 2);
+    let creates: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("createTask"))
+        .collect();
+    assert_eq!(
+        creates[0].body["input"]["image_url"],
+        creates[1].body["input"]["image_url"]
+    );
+    insta::assert_json_snapshot!("apikley_wire", wire(&fake));
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn piapi_wire() {
+    let (fake, _) = run(
+        Kind::Piapi,
+        "piapi",
+        "wan2.1-i2v-14b",
+        json!("LOCAL"),
+        json!({"negative_prompt": "blur", "aspect_ratio": "9:16"}),
+    )
+    .await;
+    insta::assert_json_snapshot!("piapi_wire", wire(&fake));
+}
+
+#[tokio::test]
+async fn provider_errors_map_to_categories_and_nothing_is_resubmitted() {
+    // Novita: reason codes.
+    let fake = FakeProvider::start(Kind::Novita).await;
+    fake.push_create_fault(Fault::novita_reason(
+        400,
+        "BILLING_BALANCE_NOT_ENOUGH",
+        "balance not enough",
+    ));
+    fake.push_create_fault(Fault::novita_reason(
+        400,
+        "ILLEGAL_PROMPT",
+        "illegal prompt",
+    ));
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "novita")).await;
+    let args = json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "novita"});
+    assert_eq!(
+        err(&call(&s, "create_i2v_task", args.clone()).await)["category"],
+        "credits"
+    );
+    assert_eq!(
+        err(&call(&s, "create_i2v_task", args.clone()).await)["category"],
+        "invalid_input"
+    );
+    // Local files are refused for Wan 2.1 (URLs only), naming the models that take them.
+    let png = ws.png("a.png", 400, 400);
+    let e = err(&call(
+        &s,
+        "create_i2v_task",
+        json!({"image": png, "prompt": "p", "provider": "novita", "model": "wan2.1-i2v"}),
+    )
+    .await);
+    assert_eq!(e["category"], "unsupported");
+    assert!(
+        e["message"].as_str().unwrap().contains("novita/wan2.6-i2v"),
+        "{e}"
+    );
+    // Wan 2.6 limits are checked before sending.
+    let e = err(&call(&s, "create_i2v_task", json!({"image": png, "prompt": "p", "provider": "novita", "model": "wan2.6-i2v", "negative_prompt": "x".repeat(501)})).await);
+    assert!(e["message"].as_str().unwrap().contains("500"), "{e}");
+    assert_eq!(fake.creates(), 2);
+    s.cancel().await.unwrap();
+
+    // Apikley: errors in the body code on HTTP 200.
+    let fake = FakeProvider::start(Kind::Apikley).await;
+    fake.push_create_fault(Fault::apikley_code(402, "insufficient credits"));
+    fake.push_create_fault(Fault::apikley_code(500, "server error"));
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "apikley")).await;
+    let args = json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "apikley"});
+    assert_eq!(
+        err(&call(&s, "create_i2v_task", args.clone()).await)["category"],
+        "credits"
+    );
+    assert_eq!(
+        err(&call(&s, "create_i2v_task", args).await)["category"],
+        "submit_unknown"
+    );
+    assert_eq!(fake.creates(), 2);
+    s.cancel().await.unwrap();
+}
