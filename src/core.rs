@@ -282,6 +282,24 @@ pub struct Core {
     /// Set when an HTTP server with a public URL is running: creates then ask providers to call
     /// back at `<base>/webhooks/<provider>`.
     webhook_base: std::sync::OnceLock<String>,
+    /// Tool calls currently waiting on a task (observability, and tests of cancellation).
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a waiting call for as long as it lives.
+struct WaitGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> WaitGuard<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WaitGuard(n)
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What a webhook call led to.
@@ -319,9 +337,15 @@ impl Core {
             limiters,
             key_locks: Mutex::new(HashMap::new()),
             webhook_base: std::sync::OnceLock::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         });
         core.watcher.recover()?;
         Ok(core)
+    }
+
+    /// Tool calls waiting on a task right now.
+    pub fn waiting_calls(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn watcher(&self) -> &Watcher {
@@ -669,6 +693,7 @@ impl Core {
     /// Wait until the task settles or the deadline passes, reporting progress on the way. A
     /// cancelled call returns at once; the task goes on.
     async fn wait_until(&self, id: &str, deadline: Instant, ctx: &CallCtx) -> Result<Task> {
+        let _counted = WaitGuard::new(&self.waiting);
         let mut rx = self.watcher.subscribe();
         let mut reporter = Reporter::new(ctx.progress.clone());
         let mut task = self.load(id)?;

@@ -40,13 +40,9 @@ pub fn assert_downloaded(task: &Value) {
     assert_eq!(video["sha256"], hex::encode(Sha256::digest(&bytes)));
     assert_eq!(video["sha256"], FakeProvider::video_sha256());
     assert_eq!(video["bytes"], bytes.len());
-    let dir = std::path::Path::new(path).parent().unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    let id = task["task_id"].as_str().unwrap();
+    let part = std::path::Path::new(path).with_file_name(format!(".{id}.mp4.part"));
+    assert!(!part.exists(), "temp file left: {}", part.display());
 }
 
 async fn create_and_wait(kind: Kind, provider: &str) {

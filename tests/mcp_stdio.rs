@@ -100,6 +100,12 @@ impl Proc {
             .clone()
     }
 
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = within(20, "killed server exit", self.child.wait()).await;
+    }
+
     /// Close stdin and require a clean exit, with no stray stdout line.
     pub async fn close(mut self) {
         drop(self.stdin);
