@@ -36,6 +36,10 @@ pub struct Server {
     /// Directories the client offered as MCP roots.
     roots: Arc<RwLock<Vec<PathBuf>>>,
     subscriptions: Arc<RwLock<HashSet<String>>>,
+    /// Whether the client's MCP roots widen the directories local images may come from. True for
+    /// stdio (the client runs on this machine as this user); false over HTTP, where a remote
+    /// client has no say over the server's disk beyond the configured allowed dirs.
+    trust_roots: bool,
 }
 
 impl Server {
@@ -45,7 +49,14 @@ impl Server {
             tools: Arc::new(tools::all()),
             roots: Arc::default(),
             subscriptions: Arc::default(),
+            trust_roots: true,
         }
+    }
+
+    /// Whether to let the client's MCP roots extend the allowed directories (default: yes).
+    pub fn trust_roots(mut self, on: bool) -> Self {
+        self.trust_roots = on;
+        self
     }
 
     fn ctx(
@@ -397,6 +408,9 @@ impl Server {
     // 2025 revisions tell a server which directories are theirs.
     #[allow(deprecated)]
     fn refresh_roots(&self, peer: rmcp::Peer<RoleServer>) {
+        if !self.trust_roots {
+            return;
+        }
         let offers = peer
             .peer_info()
             .is_some_and(|i| i.capabilities.roots.is_some());
