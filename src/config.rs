@@ -33,6 +33,46 @@ pub struct FileConfig {
     pub download: FileDownload,
     #[serde(default)]
     pub poll: FilePoll,
+    #[serde(default)]
+    pub http: FileHttp,
+}
+
+/// `[http]`: the HTTP face (`serve --http`).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp {
+    /// Bearer token every MCP/SSE request must carry (env I2V_MCP_AUTH_TOKEN wins).
+    pub auth_token: Option<String>,
+    /// Extra `Host` names (or `host:port`) accepted besides loopback and public_url's host.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Extra browser origins accepted (e.g. "https://app.example.com:443", "http://localhost:*").
+    pub allowed_origins: Option<Vec<String>>,
+    /// Largest MCP request body in bytes (data: URIs travel in tool arguments).
+    pub max_body_bytes: Option<usize>,
+}
+
+// By hand, so the token never reaches a log through `{:?}`.
+impl std::fmt::Debug for FileHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileHttp")
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// The resolved `[http]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    pub auth_token: Option<SecretString>,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: Option<usize>,
 }
 
 /// Polling schedule overrides (milliseconds), for proxies, fake providers and benchmarks.
@@ -126,6 +166,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Polling schedule; shortened by tests through `with_fast_polling`.
     pub poll: PollSchedule,
+    /// HTTP face settings.
+    pub http: HttpConfig,
 }
 
 /// How often the watcher polls a task: `first` after submit, growing by `factor` up to `max`,
@@ -351,6 +393,7 @@ impl Config {
             download_timeout: Duration::from_secs(file.download.timeout.unwrap_or(300)),
             source,
             poll: poll_schedule(&file.poll, env)?,
+            http: http_config(file.http, env)?,
         })
     }
 
@@ -396,6 +439,41 @@ fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> 
         p.give_up_after = Duration::from_secs(m.max(1) * 60);
     }
     Ok(p)
+}
+
+/// `[http]` under I2V_MCP_AUTH_TOKEN, I2V_MCP_ALLOWED_HOSTS / I2V_MCP_ALLOWED_ORIGINS
+/// (comma-separated) and I2V_MCP_MAX_BODY_BYTES.
+fn http_config(file: FileHttp, env: &dyn Env) -> Result<HttpConfig, Error> {
+    let list = |name: &str, file: Option<Vec<String>>| -> Vec<String> {
+        env.var(name)
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .or(file)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let max_body_bytes = match env.var("I2V_MCP_MAX_BODY_BYTES") {
+        Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+            Error::invalid_input(format!(
+                "I2V_MCP_MAX_BODY_BYTES='{v}' is not a number of bytes"
+            ))
+        })?),
+        None => file.max_body_bytes,
+    };
+    let auth_token = env
+        .var("I2V_MCP_AUTH_TOKEN")
+        .or(file.auth_token)
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
+    Ok(HttpConfig {
+        auth_token,
+        allowed_hosts: list("I2V_MCP_ALLOWED_HOSTS", file.allowed_hosts),
+        allowed_origins: list("I2V_MCP_ALLOWED_ORIGINS", file.allowed_origins),
+        max_body_bytes,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, Error> {
@@ -478,6 +556,33 @@ mod tests {
             toml::from_str("[pricing.\"nope/x\"]\nper_video_usd = 1.0\n").unwrap();
         let err = Config::from_layers(file, None, &Overrides::default(), &env(&[])).unwrap_err();
         assert!(err.message.contains("nope/x"), "{}", err.message);
+    }
+
+    #[test]
+    fn http_section_env_over_file_and_token_hidden() {
+        let file: FileConfig = toml::from_str(
+            "[http]\nauth_token = \"file-token-value\"\nallowed_hosts = [\"mcp.example.com\"]\nmax_body_bytes = 1024\n",
+        )
+        .unwrap();
+        assert!(!format!("{file:?}").contains("file-token-value"));
+        let e = env(&[(
+            "I2V_MCP_ALLOWED_ORIGINS",
+            "https://a.example:443, http://localhost:*",
+        )]);
+        let c = Config::from_layers(file, None, &Overrides::default(), &e).unwrap();
+        assert_eq!(
+            c.http.auth_token.as_ref().unwrap().expose_secret(),
+            "file-token-value"
+        );
+        assert_eq!(c.http.allowed_hosts, ["mcp.example.com"]);
+        assert_eq!(
+            c.http.allowed_origins,
+            ["https://a.example:443", "http://localhost:*"]
+        );
+        assert_eq!(c.http.max_body_bytes, Some(1024));
+        assert!(!format!("{c:?}").contains("file-token-value"));
+        let err = toml::from_str::<FileConfig>("[http]\ntoken = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]
