@@ -43,11 +43,33 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve MCP over stdio (stdout carries only JSON-RPC; logs go to stderr).
+    /// Serve MCP over stdio (stdout carries only JSON-RPC; logs go to stderr), or over HTTP.
     Serve {
-        /// Serve streamable HTTP on this address instead of stdio (not available yet).
-        #[arg(long)]
+        /// Serve HTTP on this address instead of stdio, e.g. 127.0.0.1:8765: streamable HTTP at
+        /// /mcp, legacy SSE at /sse, provider webhooks at /webhooks/{provider}, /healthz.
+        /// A non-loopback address needs a bearer token.
+        #[arg(long, value_name = "ADDR")]
         http: Option<String>,
+        /// Bearer token clients must send (prefer env I2V_MCP_AUTH_TOKEN: flags show in `ps`).
+        #[arg(long, value_name = "TOKEN", requires = "http")]
+        auth_token: Option<String>,
+        /// URL clients and providers reach this server at (env I2V_MCP_PUBLIC_URL); turns
+        /// provider webhooks on.
+        #[arg(long, value_name = "URL", requires = "http")]
+        public_url: Option<String>,
+        /// Extra Host name to accept (name or name:port); repeat for more (env I2V_MCP_ALLOWED_HOSTS).
+        #[arg(long = "allowed-host", value_name = "HOST", requires = "http")]
+        allowed_hosts: Vec<String>,
+        /// Extra browser Origin to accept, e.g. https://app.example.com:443 or http://localhost:*
+        /// (env I2V_MCP_ALLOWED_ORIGINS).
+        #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "http")]
+        allowed_origins: Vec<String>,
+        /// Largest MCP request body in bytes (default 16 MiB; env I2V_MCP_MAX_BODY_BYTES).
+        #[arg(long, value_name = "BYTES", requires = "http")]
+        max_body_bytes: Option<usize>,
+        /// Streamable HTTP without sessions (every POST stands alone).
+        #[arg(long, requires = "http")]
+        stateless: bool,
     },
     /// Create a task; with --wait, wait for the video.
     Create {
@@ -318,13 +340,35 @@ async fn run(cli: Cli) -> Result<(), Error> {
             doctor(&cfg, cli.json);
             Ok(())
         }
-        Command::Serve { http } => {
-            if let Some(addr) = http {
-                return Err(Error::unsupported(format!(
-                    "--http {addr}: the HTTP transport is not available in this version; use stdio"
-                )));
+        Command::Serve {
+            http,
+            auth_token,
+            public_url,
+            allowed_hosts,
+            allowed_origins,
+            max_body_bytes,
+            stateless,
+        } => {
+            let Some(addr) = http else {
+                return serve_stdio(cfg).await;
+            };
+            // Flags win over environment and file.
+            let mut opts = crate::http::HttpOptions::from_config(&cfg, addr);
+            if let Some(t) = auth_token.filter(|t| !t.trim().is_empty()) {
+                opts.auth_token = Some(t.trim().to_string().into());
             }
-            serve_stdio(cfg).await
+            opts.public_url = public_url.or(opts.public_url);
+            if !allowed_hosts.is_empty() {
+                opts.allowed_hosts = allowed_hosts;
+            }
+            if !allowed_origins.is_empty() {
+                opts.allowed_origins = allowed_origins;
+            }
+            if let Some(n) = max_body_bytes {
+                opts.max_body_bytes = n;
+            }
+            opts.stateless = stateless;
+            serve_http(cfg, opts).await
         }
         Command::Create { args, wait } => {
             let core = Core::start(cfg)?;
@@ -448,6 +492,41 @@ async fn serve_stdio(cfg: Config) -> Result<(), Error> {
         .await
         .map_err(|e| Error::internal(format!("MCP session ended with an error: {e}")))?;
     Ok(())
+}
+
+async fn serve_http(cfg: Config, opts: crate::http::HttpOptions) -> Result<(), Error> {
+    let core = Core::start(cfg)?;
+    let (addr, handle) = crate::http::bind(core, opts).await?;
+    eprintln!("i2v-mcp: serving MCP at http://{addr}/mcp (legacy SSE at /sse); Ctrl-C stops");
+    shutdown_signal().await;
+    tracing::info!(
+        "shutting down: finishing running requests; open tasks resume at the next start"
+    );
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// The directories of paths the CLI user named on the command line: their own files are theirs
