@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod http;
 mod lifecycle;
 mod mcp_flow;
 mod mcp_stdio;

@@ -1,0 +1,892 @@
+//! The HTTP face, in process on 127.0.0.1: streamable HTTP through the rmcp client, the legacy
+//! HTTP+SSE transport driven with raw requests, the refusals (token, Host, Origin, body size),
+//! provider webhooks against each fake, many sessions on one core, and graceful shutdown.
+// Roots are deprecated in the 2026-07-28 revision (SEP-2577); the roots test still needs them.
+#![allow(deprecated)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use i2v_mcp::core::{CallCtx, Core};
+use i2v_mcp::http::{HttpOptions, ServerHandle};
+use i2v_mcp::model::{CreateRequest, ProviderId, Status, Task};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, ListRootsResult, ProgressNotificationParam,
+    Root,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use crate::mcp_flow::{assert_downloaded, env_for};
+use crate::support::fakes::{FakeProvider, Kind};
+use crate::support::{Client, Session, Workspace, call, err, ok, within};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A config pointed at `fake` with fast polling.
+fn config(ws: &Workspace, fake: &FakeProvider, provider: &str) -> i2v_mcp::config::Config {
+    let env = env_for(fake, provider);
+    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    pairs.extend([
+        ("I2V_MCP_POLL_FIRST_MS", "30"),
+        ("I2V_MCP_POLL_MAX_MS", "150"),
+    ]);
+    ws.config(&pairs)
+}
+
+/// Serve `core` on 127.0.0.1:0; `edit` sees the options and the address before serving.
+async fn start(
+    core: Arc<Core>,
+    edit: impl FnOnce(&mut HttpOptions, SocketAddr),
+) -> (SocketAddr, ServerHandle) {
+    // reqwest (in the rmcp client) needs a TLS provider even for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut opts = HttpOptions::from_config(&core.cfg, addr.to_string());
+    opts.auth_token = Some(TOKEN.to_string().into());
+    edit(&mut opts, addr);
+    i2v_mcp::http::serve(listener, core, opts).unwrap()
+}
+
+/// An rmcp client over streamable HTTP.
+async fn connect_http(addr: SocketAddr, token: Option<&str>) -> Result<(Session, Client), String> {
+    let mut cfg = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"));
+    if let Some(t) = token {
+        cfg = cfg.auth_header(t);
+    }
+    let handler = Client::default();
+    let s = within(
+        10,
+        "initialize over HTTP",
+        handler
+            .clone()
+            .serve(StreamableHttpClientTransport::from_config(cfg)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((s, handler))
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn initialize(id: i64, version: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
+}
+
+fn task_of(core: &Core, id: &str) -> Task {
+    core.store().get(id).unwrap().unwrap().to_task()
+}
+
+#[tokio::test]
+async fn streamable_http_end_to_end_with_progress() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    let img = ws.png("cat.png", 640, 360);
+    let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    let (addr, handle) = start(core, |_, _| {}).await;
+    let (s, client) = connect_http(addr, Some(TOKEN)).await.unwrap();
+
+    let task = ok(&call(
+        &s,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "the cat turns its head", "provider": "piapi"}),
+    )
+    .await);
+    assert_eq!(task["status"], "queued", "{task}");
+    let r = call(
+        &s,
+        "get_task",
+        json!({"task_id": task["task_id"], "wait_seconds": 30}),
+    )
+    .await;
+    let done = ok(&r);
+    assert_downloaded(&done);
+    assert!(
+        r.content.iter().any(|c| c
+            .as_resource_link()
+            .is_some_and(|l| l.uri.ends_with(".mp4"))),
+        "no resource_link: {:?}",
+        r.content
+    );
+    // Progress came over the POST's stream, strictly increasing, ending at 100.
+    let progress = client.progress.lock().unwrap().clone();
+    assert!(!progress.is_empty(), "no progress notifications");
+    for w in progress.windows(2) {
+        assert!(w[1].progress > w[0].progress, "{progress:?}");
+    }
+    assert_eq!(progress.last().unwrap().progress, 100.0);
+    assert_eq!(fake.accepted_creates(), 1);
+
+    // The same server without the token, or with a wrong one, refuses the client.
+    assert!(connect_http(addr, None).await.is_err());
+    assert!(connect_http(addr, Some("wrong")).await.is_err());
+
+    s.cancel().await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+#[tokio::test]
+async fn stateless_mode_serves_without_sessions() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |o, _| o.stateless = true).await;
+    // Raw: initialize gets no session id, and a tools/call without one is answered.
+    let c = http();
+    let r = c
+        .post(format!("http://{addr}/mcp"))
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize(1, "2025-06-18"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("mcp-session-id").is_none());
+    let r = c
+        .post(format!("http://{addr}/mcp"))
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_models", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = within(10, "stateless tools/call", r.text()).await.unwrap();
+    assert!(text.contains("wan2.1-i2v-14b"), "{text}");
+    // And the rmcp client works against it.
+    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+    let tools = within(10, "tools/list", s.list_all_tools()).await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "get_task"));
+    s.cancel().await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// Reads `event:` / `data:` pairs from an SSE response.
+struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+}
+
+impl SseReader {
+    fn new(r: reqwest::Response) -> Self {
+        SseReader {
+            body: r.bytes_stream().boxed(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event with data (keep-alive comments are skipped).
+    async fn next(&mut self) -> (String, String) {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut event = "message".to_string();
+                let mut data = Vec::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.trim_start().to_string());
+                    }
+                }
+                if !data.is_empty() {
+                    return (event, data.join("\n"));
+                }
+                continue;
+            }
+            let chunk = within(30, "an SSE event", self.body.next())
+                .await
+                .expect("SSE stream ended")
+                .unwrap();
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
+    }
+
+    /// Messages until the response to `id`; returns (everything before it, the response).
+    async fn until_response(&mut self, id: i64) -> (Vec<Value>, Value) {
+        let mut before = Vec::new();
+        loop {
+            let (event, data) = self.next().await;
+            assert_eq!(event, "message", "{data}");
+            let v: Value = serde_json::from_str(&data).unwrap();
+            if v["id"] == json!(id) {
+                return (before, v);
+            }
+            before.push(v);
+        }
+    }
+}
+
+#[tokio::test]
+async fn legacy_sse_end_to_end() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    let img = ws.png("cat.png", 320, 180);
+    let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    let (addr, handle) = start(core, |_, _| {}).await;
+    let c = http();
+    let sse = within(
+        10,
+        "GET /sse",
+        c.get(format!("http://{addr}/sse"))
+            .bearer_auth(TOKEN)
+            .header("accept", "text/event-stream")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sse.status(), 200);
+    let mut events = SseReader::new(sse);
+    let (event, endpoint) = events.next().await;
+    assert_eq!(event, "endpoint");
+    assert!(endpoint.starts_with("/message?sessionId="), "{endpoint}");
+    let post_url = format!("http://{addr}{endpoint}");
+    let post = |body: Value| {
+        let req = c.post(&post_url).bearer_auth(TOKEN).json(&body);
+        async move { within(10, "POST /message", req.send()).await.unwrap() }
+    };
+
+    assert_eq!(post(initialize(1, "2024-11-05")).await.status(), 202);
+    let (_, init) = events.until_response(1).await;
+    assert_eq!(init["result"]["protocolVersion"], "2024-11-05", "{init}");
+    assert_eq!(init["result"]["serverInfo"]["name"], "i2v-mcp");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(initialized).await.status(), 202);
+    assert_eq!(
+        post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            .await
+            .status(),
+        202
+    );
+    let (_, tools) = events.until_response(2).await;
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"create_i2v_task"), "{names:?}");
+
+    // Malformed input is refused and the session keeps serving.
+    let bad = c
+        .post(&post_url)
+        .bearer_auth(TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let create = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "create_i2v_task",
+        "arguments": {"image": img, "prompt": "p", "provider": "piapi"}}});
+    assert_eq!(post(create).await.status(), 202);
+    let (_, created) = events.until_response(3).await;
+    let task_id = created["result"]["structuredContent"]["task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let wait = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "get_task",
+        "arguments": {"task_id": task_id, "wait_seconds": 30}, "_meta": {"progressToken": "p-4"}}});
+    assert_eq!(post(wait).await.status(), 202);
+    let (before, done) = events.until_response(4).await;
+    assert_downloaded(&done["result"]["structuredContent"]);
+    let progress: Vec<&Value> = before
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert!(!progress.is_empty(), "no progress: {before:?}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "p-4")
+    );
+
+    // Unknown sessions are 404; a closed stream closes its session.
+    let unknown = c
+        .post(format!("http://{addr}/message?sessionId=nope"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    drop(events);
+    within(10, "the session to close with its stream", async {
+        loop {
+            let r = c
+                .post(&post_url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"jsonrpc": "2.0", "id": 10, "method": "ping"}))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 404 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+#[tokio::test]
+async fn refusals_token_host_origin_and_size() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |o, _| {
+        o.max_body_bytes = 64 * 1024;
+        o.allowed_origins = vec!["https://app.example.com:443".into()];
+    })
+    .await;
+    let c = http();
+    let mcp = format!("http://{addr}/mcp");
+    let init = initialize(1, "2025-06-18");
+    let accept = "application/json, text/event-stream";
+    let post_mcp = |token: Option<&str>, headers: &[(&str, &str)], body: String| {
+        let mut req = c
+            .post(&mcp)
+            .header("accept", accept)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move { within(10, "POST /mcp", req.send()).await.unwrap() }
+    };
+
+    // Health needs nothing.
+    let h = c
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+    assert_eq!(h.text().await.unwrap(), "ok");
+
+    // Token: missing or wrong -> 401 on every guarded route; right -> served.
+    let r = post_mcp(None, &[], init.to_string()).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_some());
+    assert_eq!(
+        post_mcp(Some("wrong"), &[], init.to_string())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        post_mcp(Some(&TOKEN[..TOKEN.len() - 1]), &[], init.to_string())
+            .await
+            .status(),
+        401
+    );
+    let sse = c.get(format!("http://{addr}/sse")).send().await.unwrap();
+    assert_eq!(sse.status(), 401);
+    let msg = c
+        .post(format!("http://{addr}/message?sessionId=x"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(msg.status(), 401);
+    let r = post_mcp(Some(TOKEN), &[], init.to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("mcp-session-id").is_some());
+
+    // Host (DNS rebinding) and Origin -> 403, with the right token, on every guarded route.
+    for (k, v) in [("host", "evil.example"), ("origin", "https://evil.example")] {
+        let r = post_mcp(Some(TOKEN), &[(k, v)], init.to_string()).await;
+        assert_eq!(r.status(), 403, "{k}: {v}");
+        let r = c
+            .get(format!("http://{addr}/sse"))
+            .bearer_auth(TOKEN)
+            .header(k, v)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "/sse {k}: {v}");
+        let r = c
+            .post(format!("http://{addr}/message?sessionId=x"))
+            .bearer_auth(TOKEN)
+            .header(k, v)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "/message {k}: {v}");
+    }
+    // Allowed: a loopback Host name, the configured origin and loopback origins.
+    for (k, v) in [
+        ("host", format!("localhost:{}", addr.port())),
+        ("origin", "https://app.example.com".to_string()),
+        ("origin", "http://localhost:6274".to_string()),
+    ] {
+        let r = post_mcp(Some(TOKEN), &[(k, v.as_str())], init.to_string()).await;
+        assert_eq!(r.status(), 200, "{k}: {v}");
+    }
+
+    // Oversized bodies -> 413: MCP, legacy messages, webhooks (1 MiB).
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(100 * 1024)
+    );
+    assert_eq!(post_mcp(Some(TOKEN), &[], big.clone()).await.status(), 413);
+    let r = c
+        .post(format!("http://{addr}/message?sessionId=x"))
+        .bearer_auth(TOKEN)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = c
+        .post(format!("http://{addr}/webhooks/piapi?task=x"))
+        .body(vec![b'x'; 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Malformed JSON-RPC is answered and the server goes on serving.
+    let r = post_mcp(Some(TOKEN), &[], "{\"jsonrpc\":".into()).await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = post_mcp(Some(TOKEN), &[], "[1,2,3]".into()).await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(
+        post_mcp(Some(TOKEN), &[], init.to_string()).await.status(),
+        200
+    );
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+#[tokio::test]
+async fn exposed_address_without_token_is_refused() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let mut opts = HttpOptions::from_config(&core.cfg, "0.0.0.0:0");
+    opts.auth_token = None;
+    let e = i2v_mcp::http::bind(core.clone(), opts).await.err().unwrap();
+    assert!(
+        e.message.contains("without a bearer token"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.next_step.unwrap().contains("I2V_MCP_AUTH_TOKEN"),
+        "the error says how to fix it"
+    );
+    // Loopback without a token is fine.
+    let mut opts = HttpOptions::from_config(&core.cfg, "127.0.0.1:0");
+    opts.auth_token = None;
+    let (addr, handle) = i2v_mcp::http::bind(core, opts).await.unwrap();
+    assert!(addr.ip().is_loopback());
+    let (s, _) = connect_http(addr, None).await.unwrap();
+    s.cancel().await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// A webhook is believed only after the per-task secret matches and one poll confirms it.
+async fn webhook_flow(kind: Kind, provider: &str) {
+    let fake = FakeProvider::start(kind).await;
+    let ws = Workspace::new();
+    // Polling so slow that only the webhook can explain a prompt completion.
+    let cfg = config(&ws, &fake, provider)
+        .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600));
+    let core = Core::start(cfg).unwrap();
+    let (addr, handle) = start(core.clone(), |o, addr| {
+        o.public_url = Some(format!("http://{addr}"));
+    })
+    .await;
+    let pid: ProviderId = provider.parse().unwrap();
+    let task = core
+        .create(
+            CreateRequest {
+                image: "https://example.com/cat.png".into(),
+                prompt: "the cat turns its head".into(),
+                provider: Some(pid),
+                ..CreateRequest::default()
+            },
+            CallCtx::default(),
+        )
+        .await
+        .unwrap();
+    let id = task.task_id.clone();
+    let ptid = task.provider_task_id.clone().unwrap();
+    let hook_url = fake.tasks()[0].webhook_url.clone().unwrap();
+    let prefix = format!("http://{addr}/webhooks/{provider}?task={id}&token=");
+    assert!(hook_url.starts_with(&prefix), "{hook_url}");
+    let secret = hook_url[prefix.len()..].to_string();
+    let c = http();
+    let hook = |query: String, secret_header: Option<&str>, body: Value| {
+        let mut req = c
+            .post(format!("http://{addr}/webhooks/{query}"))
+            .json(&body);
+        if let Some(s) = secret_header {
+            req = req.header("x-webhook-secret", s);
+        }
+        async move { within(10, "webhook", req.send()).await.unwrap().status() }
+    };
+    let forged = json!({"data": {"task_id": ptid, "status": "completed", "output": {"video_url": "http://127.0.0.1:9/x.mp4"}},
+        "payload": {"task": {"task_id": ptid, "status": "TASK_STATUS_SUCCEED"}}});
+
+    // Refused: wrong or missing secret (401), unknown task or provider (404). Nothing changes.
+    let before = task_of(&core, &id);
+    assert_eq!(
+        hook(
+            format!("{provider}?task={id}&token=wrong"),
+            None,
+            forged.clone()
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        hook(
+            format!("{provider}?task={id}"),
+            Some("wrong"),
+            forged.clone()
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        hook(format!("{provider}?task={id}"), None, forged.clone()).await,
+        401
+    );
+    assert_eq!(
+        hook(
+            format!("{provider}?task=tsk_unknown&token={secret}"),
+            None,
+            forged.clone()
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        hook(
+            format!("nope?task={id}&token={secret}"),
+            None,
+            forged.clone()
+        )
+        .await,
+        404
+    );
+    let other = if pid == ProviderId::Novita {
+        "apikley"
+    } else {
+        "novita"
+    };
+    assert_eq!(
+        hook(
+            format!("{other}?task={id}&token={secret}"),
+            None,
+            forged.clone()
+        )
+        .await,
+        404,
+        "a webhook for another provider's task"
+    );
+    assert_eq!(
+        task_of(&core, &id),
+        before,
+        "a refused webhook changed the journal"
+    );
+    assert_eq!(fake.polls(&ptid), 0, "a refused webhook caused a poll");
+
+    // The right secret with a forged body: only the confirming poll counts (still queued there).
+    let mut news = core.watcher().subscribe();
+    assert_eq!(
+        hook(
+            format!("{provider}?task={id}&token={secret}"),
+            None,
+            forged.clone()
+        )
+        .await,
+        200
+    );
+    let t = within(10, "the confirming poll to be recorded", async {
+        loop {
+            let t = news.recv().await.unwrap();
+            if t.task_id == id {
+                return t;
+            }
+        }
+    })
+    .await;
+    assert_eq!(fake.polls(&ptid), 1);
+    assert!(
+        !t.status.is_terminal() && t.video.is_none(),
+        "the forged body was believed: {t:?}"
+    );
+
+    // The provider finishes and calls back: the task completes promptly.
+    assert!(fake.complete_now(&ptid));
+    let deliveries = fake.wait_webhooks(1, Duration::from_secs(10)).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status, Some(200), "{:?}", deliveries[0]);
+    let done = within(10, "completion after the webhook", async {
+        loop {
+            let t = task_of(&core, &id);
+            if t.status == Status::Succeeded && !t.download_pending {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_downloaded(&serde_json::to_value(&done).unwrap());
+    assert_eq!(
+        fake.polls(&ptid),
+        2,
+        "one confirming poll per accepted webhook"
+    );
+
+    // A duplicate delivery is harmless: accepted, no poll, nothing changes.
+    let d = &deliveries[0];
+    let mut req = c.post(&d.url).json(&d.body);
+    for (k, v) in &d.headers {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), 200);
+    within(10, "the watcher to let go again", async {
+        while core.watcher().is_watching(&id) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(task_of(&core, &id), done);
+    assert_eq!(fake.polls(&ptid), 2);
+    assert_eq!(fake.downloads(), 1);
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+#[tokio::test]
+async fn webhook_piapi() {
+    webhook_flow(Kind::Piapi, "piapi").await;
+}
+
+#[tokio::test]
+async fn webhook_novita() {
+    webhook_flow(Kind::Novita, "novita").await;
+}
+
+#[tokio::test]
+async fn webhook_apikley() {
+    webhook_flow(Kind::Apikley, "apikley").await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sessions_share_one_core() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    let img = ws.png("cat.png", 64, 64);
+    let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    let req = CreateRequest {
+        image: img.display().to_string(),
+        prompt: "p".into(),
+        provider: Some(ProviderId::Piapi),
+        wait_seconds: Some(30),
+        ..CreateRequest::default()
+    };
+    let task = within(40, "a finished task", core.create(req, CallCtx::default()))
+        .await
+        .unwrap();
+    assert_eq!(task.status, Status::Succeeded, "{task:?}");
+    let requests_before = fake.requests().len();
+    let (addr, handle) = start(core.clone(), |_, _| {}).await;
+
+    let sessions: Vec<_> = (0..50)
+        .map(|_| {
+            let id = task.task_id.clone();
+            tokio::spawn(async move {
+                let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+                let tools = within(20, "tools/list", s.list_all_tools()).await.unwrap();
+                assert_eq!(tools.len(), 7);
+                let t = ok(&call(&s, "get_task", json!({"task_id": id})).await);
+                assert_eq!(t["status"], "succeeded");
+                s.cancel().await.unwrap();
+            })
+        })
+        .collect();
+    for s in sessions {
+        within(60, "50 sessions", s).await.unwrap();
+    }
+    // Answered from the journal: nothing reached the provider.
+    assert_eq!(fake.requests().len(), requests_before);
+    assert_eq!(core.list(None, None, None).unwrap().tasks.len(), 1);
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_running_calls_finish_and_keeps_tasks_open() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(crate::support::fakes::TaskPlan::Polls {
+        pending: 100_000,
+        processing: 1,
+        outcome: crate::support::fakes::Outcome::Succeed,
+    });
+    let ws = Workspace::new();
+    let img = ws.png("cat.png", 64, 64);
+    let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    let (addr, handle) = start(core.clone(), |o, _| {
+        o.shutdown_grace = Duration::from_secs(20);
+    })
+    .await;
+    let (s, client) = connect_http(addr, Some(TOKEN)).await.unwrap();
+    let t = ok(&call(
+        &s,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "p", "provider": "piapi"}),
+    )
+    .await);
+    let id = t["task_id"].as_str().unwrap().to_string();
+
+    // A 2 s wait is running when shutdown starts: it is let finish.
+    let waiting = tokio::spawn(async move {
+        let r = call(&s, "get_task", json!({"task_id": id, "wait_seconds": 2})).await;
+        let _ = s.cancel().await;
+        r
+    });
+    within(10, "the wait to start", async {
+        while client.progress.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within(15, "graceful shutdown", handle.shutdown()).await;
+    let r = within(10, "the running call", waiting).await.unwrap();
+    let t = ok(&r);
+    assert_eq!(t["status"], "queued", "{t}");
+    // No new connections; the task stays open for the next start.
+    assert!(
+        http()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    let id = t["task_id"].as_str().unwrap();
+    assert!(!task_of(&core, id).status.is_terminal());
+    drop(core);
+    let again = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    assert!(again.watcher().is_watching(id), "not resumed after restart");
+}
+
+/// A client that offers one root and records whether the server asked for it.
+#[derive(Clone)]
+struct RootsClient {
+    root: String,
+    asked: Arc<AtomicBool>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl ClientHandler for RootsClient {
+    async fn list_roots(
+        &self,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        self.asked.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        Ok(ListRootsResult::new(vec![Root::new(self.root.clone())]))
+    }
+    async fn on_progress(&self, _: ProgressNotificationParam, _: NotificationContext<RoleClient>) {}
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_roots().build(),
+            Implementation::new("roots-client", "0"),
+        )
+    }
+}
+
+#[tokio::test]
+async fn roots_do_not_widen_allowed_dirs_over_http() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let img = elsewhere.path().join("cat.png");
+    crate::support::write_png(&img, 64, 64);
+    let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    let root = url::Url::from_directory_path(elsewhere.path())
+        .unwrap()
+        .to_string();
+
+    // Over HTTP the server never asks for roots, and a file under one is refused.
+    let (addr, handle) = start(core.clone(), |_, _| {}).await;
+    let client = RootsClient {
+        root: root.clone(),
+        asked: Arc::default(),
+        notify: Arc::default(),
+    };
+    let cfg = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"))
+        .auth_header(TOKEN);
+    let s = within(
+        10,
+        "initialize",
+        client
+            .clone()
+            .serve(StreamableHttpClientTransport::from_config(cfg)),
+    )
+    .await
+    .unwrap();
+    let args = json!({"image": img, "prompt": "p", "provider": "piapi"});
+    let params = rmcp::model::CallToolRequestParams::new("create_i2v_task")
+        .with_arguments(args.as_object().cloned().unwrap());
+    let r = within(10, "create", s.call_tool(params.clone()))
+        .await
+        .unwrap();
+    let e = err(&r);
+    assert_eq!(e["category"], "invalid_input", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the allowed"),
+        "{e}"
+    );
+    assert!(
+        !client.asked.load(Ordering::SeqCst),
+        "roots were requested over HTTP"
+    );
+    s.cancel().await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+
+    // The control: the same client in process (stdio-like trust) is asked for its roots.
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = i2v_mcp::mcp::Server::new(core.clone());
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(a).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let local = RootsClient {
+        root,
+        asked: Arc::default(),
+        notify: Arc::default(),
+    };
+    let notified = local.notify.clone();
+    let wait = notified.notified();
+    let s = within(10, "initialize", local.clone().serve(b))
+        .await
+        .unwrap();
+    if !local.asked.load(Ordering::SeqCst) {
+        within(10, "the roots request", wait).await;
+    }
+    s.cancel().await.unwrap();
+    assert_eq!(fake.creates(), 0);
+}
