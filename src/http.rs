@@ -31,6 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, JsonRpcMessage, RequestId, ServerJsonRpcMessage};
@@ -281,6 +282,13 @@ pub fn serve(
         });
     let router = guarded.merge(open).with_state(app);
 
+    // Without TCP_NODELAY, an SSE answer written in pieces waits on the client's delayed ACK
+    // (~40 ms per request on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let stop = stop_accepting.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
     let task = tokio::spawn(async move { server.await });
