@@ -34,7 +34,9 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
-use rmcp::model::{ClientJsonRpcMessage, JsonRpcMessage, RequestId, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
+};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use secrecy::{ExposeSecret, SecretString};
@@ -260,14 +262,21 @@ pub fn serve(
         in_flight: in_flight.clone(),
     });
 
-    let guarded = Router::new()
+    let message_route = post(message).layer(DefaultBodyLimit::max(opts.max_body_bytes));
+    let mut guarded = Router::new()
         .route_service("/mcp", mcp)
         .route("/sse", get(sse))
-        .route(
-            "/message",
-            post(message).layer(DefaultBodyLimit::max(opts.max_body_bytes)),
-        )
-        .layer(middleware::from_fn_with_state(guard, check));
+        .route("/message", message_route.clone());
+    let plain_path = app
+        .message_path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~/%".contains(c));
+    if app.message_path != "/message" && plain_path && !app.message_path.contains("//") {
+        // The endpoint event names public_url's path; serve it too for clients that reach this
+        // server directly rather than through the proxy that strips the prefix.
+        guarded = guarded.route(&app.message_path, message_route);
+    }
+    let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
     let open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -698,8 +707,19 @@ async fn message(
     };
     let mut tx = session.to_server;
     for m in messages {
-        if let JsonRpcMessage::Request(r) = &m {
-            lock_pending(&session.pending).insert(r.id.clone(), app.in_flight.token());
+        match &m {
+            JsonRpcMessage::Request(r) => {
+                lock_pending(&session.pending).insert(r.id.clone(), app.in_flight.token());
+            }
+            // A cancelled request gets no answer: stop counting it.
+            JsonRpcMessage::Notification(n) => {
+                if let ClientNotification::CancelledNotification(c) = &n.notification
+                    && let Some(rid) = &c.params.request_id
+                {
+                    lock_pending(&session.pending).remove(rid);
+                }
+            }
+            _ => {}
         }
         if tx.send(m).await.is_err() {
             return (StatusCode::NOT_FOUND, "session closed: open GET /sse again").into_response();

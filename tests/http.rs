@@ -890,3 +890,44 @@ async fn roots_do_not_widen_allowed_dirs_over_http() {
     s.cancel().await.unwrap();
     assert_eq!(fake.creates(), 0);
 }
+
+#[tokio::test]
+async fn legacy_endpoint_follows_public_url_path() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |o, addr| {
+        o.public_url = Some(format!("http://{addr}/i2v/"));
+    })
+    .await;
+    let c = http();
+    let sse = c
+        .get(format!("http://{addr}/sse"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let mut events = SseReader::new(sse);
+    let (event, endpoint) = events.next().await;
+    assert_eq!(event, "endpoint");
+    let session = endpoint
+        .strip_prefix("/i2v/message?sessionId=")
+        .unwrap_or_else(|| panic!("{endpoint}"))
+        .to_string();
+    // Through a proxy that strips /i2v, or directly: both reach the session.
+    for (id, path) in [(1, "/i2v/message"), (2, "/message")] {
+        let r = c
+            .post(format!("http://{addr}{path}?sessionId={session}"))
+            .bearer_auth(TOKEN)
+            .json(&initialize(id, "2024-11-05"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{path}");
+        if id == 1 {
+            let (_, init) = events.until_response(1).await;
+            assert!(init["result"]["serverInfo"].is_object(), "{init}");
+        }
+    }
+    drop(events);
+    within(15, "shutdown", handle.shutdown()).await;
+}
