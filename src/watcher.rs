@@ -26,6 +26,8 @@ use crate::store::{Download, Store, TaskRow, Update};
 const DOWNLOAD_ATTEMPTS: u32 = 5;
 /// Consecutive permanent poll failures (auth, not found) before a task is failed.
 const PERMANENT_POLL_FAILURES: u32 = 3;
+/// How often a local render's progress is read (an in-memory read, no network).
+const LOCAL_POLL: Duration = Duration::from_millis(100);
 /// Polls in flight at once, across all tasks.
 const MAX_CONCURRENT_POLLS: usize = 32;
 
@@ -202,8 +204,12 @@ impl Inner {
                 self.publish(id);
                 return;
             }
-            // With a webhook registered, polling is only the safety net: three times slower.
-            let wait = if row.webhook_secret.is_some() {
+            // The local renderer is polled in memory: often, so its per-frame progress and its
+            // result reach waiting callers at once. With a webhook registered, polling is only
+            // the safety net: three times slower.
+            let wait = if row.provider == crate::model::ProviderId::Local {
+                LOCAL_POLL
+            } else if row.webhook_secret.is_some() {
                 delay * 3
             } else {
                 delay

@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod http;
 mod lifecycle;
+mod local;
 mod mcp_flow;
 mod mcp_stdio;
 mod providers;

@@ -102,7 +102,16 @@ impl Client {
         let img = image.as_local().ok_or_else(|| {
             Error::unsupported("local/camera-preview reads local files and data URIs only")
         })?;
-        render::plan(&img.bytes, &render_spec(req)?).map_err(render_error)
+        let plan = render::plan(&img.bytes, &render_spec(req)?).map_err(render_error)?;
+        // The header can be fine and the data cut off: decode it all now, so a corrupt image is
+        // refused before anything is journaled or rendered.
+        image::load_from_memory(&img.bytes).map_err(|e| {
+            Error::invalid_input(format!(
+                "image ({}) cannot be decoded ({e}): is it corrupt or truncated?",
+                img.origin
+            ))
+        })?;
+        Ok(plan)
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
