@@ -240,7 +240,7 @@ pub struct CameraMotion {
     /// static, zoom_in, zoom_out, pan_left|right|up|down, tilt_left|right|up|down, roll_clockwise, roll_anticlockwise.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Motion speed; see list_models for the range.
+    /// Speed; range in list_models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<f64>,
 }

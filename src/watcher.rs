@@ -35,7 +35,7 @@ struct Inner {
     store: Arc<Store>,
     providers: Arc<Providers>,
     cfg: Arc<Config>,
-    http: reqwest::Client,
+    http: crate::providers::http::HttpClient,
     tx: broadcast::Sender<Task>,
     active: Mutex<HashMap<String, Arc<Notify>>>,
     polls: Semaphore,
@@ -51,7 +51,7 @@ impl Watcher {
         store: Arc<Store>,
         providers: Arc<Providers>,
         cfg: Arc<Config>,
-        http: reqwest::Client,
+        http: crate::providers::http::HttpClient,
     ) -> Watcher {
         let (tx, _) = broadcast::channel(4096);
         Watcher {

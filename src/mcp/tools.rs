@@ -70,14 +70,13 @@ pub fn compact(schema: &JsonObject) -> JsonObject {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let mut out = Map::new();
-    for (k, v) in schema {
-        if k == "$defs" || k == "$schema" {
-            continue;
-        }
-        out.insert(k.clone(), inline(v, &defs, 0));
+    let mut root = schema.clone();
+    root.remove("$defs");
+    root.remove("$schema");
+    match inline(&Value::Object(root), &defs, 0) {
+        Value::Object(m) => m,
+        _ => Map::new(),
     }
-    out
 }
 
 fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
@@ -92,7 +91,9 @@ fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
                     Value::Object(m) => m,
                     other => return other,
                 };
-                // Keep a description written on the field itself.
+                // A field's own description wins; a type's description ("Provider id.") is
+                // dropped: repeated at every use, it costs tokens and says little.
+                merged.remove("description");
                 if let Some(d) = o.get("description") {
                     merged.insert("description".into(), d.clone());
                 }
@@ -140,6 +141,10 @@ fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
                     }
                 }
             }
+            // An enum of strings says its type already.
+            if m.contains_key("enum") && m.get("type") == Some(&Value::String("string".into())) {
+                m.remove("type");
+            }
             Value::Object(m)
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| inline(x, defs, depth + 1)).collect()),
@@ -167,7 +172,7 @@ fn schema<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
     Arc::new(c)
 }
 
-fn output<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
+fn output<T: JsonSchema + std::any::Any>(keep: &[&str]) -> Arc<JsonObject> {
     let mut settings = schemars::generate::SchemaSettings::draft2020_12();
     settings = settings.for_serialize();
     let generated = settings.into_generator().into_root_schema_for::<T>();
@@ -175,21 +180,27 @@ fn output<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
         .ok()
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
-    Arc::new(shallow(&compact(&obj)))
+    Arc::new(shallow(&compact(&obj), keep))
 }
 
-/// Output schemas list each top-level field with its type (and enum values) only: enough for
-/// clients to validate and agents to know the shape, at a fraction of the tokens. The field
-/// meanings are in the text summary and in README.md.
-fn shallow(schema: &JsonObject) -> JsonObject {
+/// Output schemas name the fields an agent branches on, with their types and enum values:
+/// enough for clients to validate (other fields are allowed) at a fraction of the tokens. Every
+/// field is described in the text summary and in README.md. `keep` empty = all top-level fields.
+fn shallow(schema: &JsonObject, keep: &[&str]) -> JsonObject {
     let mut props = Map::new();
     if let Some(Value::Object(p)) = schema.get("properties") {
         for (name, field) in p {
+            if !keep.is_empty() && !keep.contains(&name.as_str()) {
+                continue;
+            }
             let mut f = Map::new();
             for key in ["type", "enum"] {
                 if let Some(v) = field.get(key) {
                     f.insert(key.into(), v.clone());
                 }
+            }
+            if f.contains_key("enum") {
+                f.remove("type");
             }
             if f.is_empty() {
                 f.insert("type".into(), Value::String("object".into()));
@@ -199,31 +210,74 @@ fn shallow(schema: &JsonObject) -> JsonObject {
     }
     let mut out = Map::new();
     out.insert("type".into(), Value::String("object".into()));
-    out.insert("properties".into(), Value::Object(props));
-    if let Some(r) = schema.get("required") {
-        out.insert("required".into(), r.clone());
+    out.insert("properties".into(), Value::Object(props.clone()));
+    if let Some(Value::Array(r)) = schema.get("required") {
+        let required: Vec<Value> = r
+            .iter()
+            .filter(|n| n.as_str().is_some_and(|n| props.contains_key(n)))
+            .cloned()
+            .collect();
+        out.insert("required".into(), Value::Array(required));
     }
     out
 }
 
+/// Nested argument objects reduced to their type (estimate_cost only needs to know they are
+/// there; their shape is the create tool's).
+fn bare_nested(mut schema: JsonObject, fields: &[&str]) -> JsonObject {
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        for f in fields {
+            if let Some(Value::Object(p)) = props.get_mut(*f) {
+                p.retain(|k, _| k == "type");
+            }
+        }
+    }
+    schema
+}
+
+/// The fields of a task an agent acts on.
+const TASK_FIELDS: &[&str] = &[
+    "task_id",
+    "status",
+    "progress_percent",
+    "video",
+    "error",
+    "note",
+];
+
+/// Only hints that differ from the spec's defaults (readOnly false, destructive true,
+/// idempotent false, openWorld true) are sent; destructive/idempotent only matter for tools that
+/// write.
 fn annotations(
-    title: &str,
     read_only: bool,
     idempotent: bool,
     open_world: bool,
     destructive: bool,
 ) -> ToolAnnotations {
-    // The title is on the tool itself; repeating it here would cost every agent tokens.
-    let _ = title;
-    ToolAnnotations::new()
-        .read_only(read_only)
-        .idempotent(idempotent)
-        .open_world(open_world)
-        .destructive(destructive)
+    let mut a = ToolAnnotations::new();
+    if read_only {
+        a.read_only_hint = Some(true);
+    } else {
+        if !destructive {
+            a.destructive_hint = Some(false);
+        }
+        if idempotent {
+            a.idempotent_hint = Some(true);
+        }
+    }
+    if !open_world {
+        a.open_world_hint = Some(false);
+    }
+    a
 }
 
-/// The tool list, sorted by name.
+/// The tool list, sorted by name; built once per process (sessions share it).
 pub fn all() -> Vec<Tool> {
+    static TOOLS: std::sync::OnceLock<Vec<Tool>> = std::sync::OnceLock::new();
+    TOOLS.get_or_init(build).clone()
+}
+
+fn build() -> Vec<Tool> {
     let mut tools = vec![
         Tool::new(
             "create_i2v_task",
@@ -231,56 +285,59 @@ pub fn all() -> Vec<Tool> {
             schema::<CreateRequest>(),
         )
         .with_title("Create image-to-video task")
-        .with_raw_output_schema(output::<Task>())
-        .with_annotations(annotations("Create image-to-video task", false, false, true, false)),
+        .with_raw_output_schema(output::<Task>(TASK_FIELDS))
+        .with_annotations(annotations(false, false, true, false)),
         Tool::new(
             "get_task",
             "Get a task, refreshed from its provider. With wait_seconds, waits (with progress) until it finishes or the time is up. A succeeded task has video.local_path and sha256.",
             schema::<GetArgs>(),
         )
         .with_title("Get task")
-        .with_raw_output_schema(output::<Task>())
-        .with_annotations(annotations("Get task", true, true, true, false)),
+        .with_raw_output_schema(output::<Task>(TASK_FIELDS))
+        .with_annotations(annotations(true, true, true, false)),
         Tool::new(
             "list_tasks",
             "List tasks from the journal, newest first.",
             schema::<ListArgs>(),
         )
         .with_title("List tasks")
-        .with_raw_output_schema(output::<TaskList>())
-        .with_annotations(annotations("List tasks", true, true, false, false)),
+        .with_raw_output_schema(output::<TaskList>(&[]))
+        .with_annotations(annotations(true, true, false, false)),
         Tool::new(
             "cancel_task",
             "Cancel a task: upstream where the provider allows it, else stop watching it (the note says which).",
             schema::<CancelArgs>(),
         )
         .with_title("Cancel task")
-        .with_raw_output_schema(output::<Task>())
-        .with_annotations(annotations("Cancel task", false, true, true, true)),
+        .with_raw_output_schema(output::<Task>(TASK_FIELDS))
+        .with_annotations(annotations(false, true, true, true)),
         Tool::new(
             "list_loras",
             "List known LoRAs per provider and model.",
             schema::<LoraArgs>(),
         )
         .with_title("List LoRAs")
-        .with_raw_output_schema(output::<LoraList>())
-        .with_annotations(annotations("List LoRAs", true, true, false, false)),
+        .with_raw_output_schema(output::<LoraList>(&[]))
+        .with_annotations(annotations(true, true, false, false)),
         Tool::new(
             "list_models",
             "List providers x models: capabilities, limits, prices (null = unpublished) and whether each is configured.",
             schema::<ModelArgs>(),
         )
         .with_title("List models")
-        .with_raw_output_schema(output::<ModelList>())
-        .with_annotations(annotations("List models", true, true, false, false)),
+        .with_raw_output_schema(output::<ModelList>(&[]))
+        .with_annotations(annotations(true, true, false, false)),
         Tool::new(
             "estimate_cost",
             "Estimate the USD cost of a create before paying; compare=true quotes every model that can do it.",
-            schema::<EstimateRequest>(),
+            Arc::new(bare_nested(
+                schema::<EstimateRequest>().as_ref().clone(),
+                &["loras", "camera_motion"],
+            )),
         )
         .with_title("Estimate cost")
-        .with_raw_output_schema(output::<Estimate>())
-        .with_annotations(annotations("Estimate cost", true, true, false, false)),
+        .with_raw_output_schema(output::<Estimate>(&[]))
+        .with_annotations(annotations(true, true, false, false)),
     ];
     tools.sort_by(|a, b| a.name.cmp(&b.name));
     tools

@@ -41,7 +41,7 @@ pub struct Client {
     base_url: String,
     key: Option<secrecy::SecretString>,
     timeout: Duration,
-    http: reqwest::Client,
+    http: crate::providers::http::HttpClient,
     store: Arc<Store>,
 }
 
@@ -440,7 +440,11 @@ pub(crate) fn parse_task(reply: &Reply) -> Result<Snapshot, ProviderError> {
 }
 
 impl Client {
-    pub fn new(cfg: &ProviderConfig, http: reqwest::Client, store: Arc<Store>) -> Self {
+    pub fn new(
+        cfg: &ProviderConfig,
+        http: crate::providers::http::HttpClient,
+        store: Arc<Store>,
+    ) -> Self {
         Client {
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             key: cfg.api_key.clone(),

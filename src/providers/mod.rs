@@ -182,7 +182,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(cfg: &Config, http: &reqwest::Client, store: Arc<Store>) -> Providers {
+    pub fn new(cfg: &Config, http: &http::HttpClient, store: Arc<Store>) -> Providers {
         let mut map = BTreeMap::new();
         for (id, pc) in &cfg.providers {
             let p = match id {

@@ -36,7 +36,7 @@ pub struct Client {
     base_url: String,
     key: Option<secrecy::SecretString>,
     timeout: Duration,
-    http: reqwest::Client,
+    http: crate::providers::http::HttpClient,
 }
 
 // ---- wire types (private to this provider) ----
@@ -522,7 +522,7 @@ fn failure(reply: &Reply, what: &str) -> ProviderError {
 }
 
 impl Client {
-    pub fn new(cfg: &ProviderConfig, http: reqwest::Client) -> Self {
+    pub fn new(cfg: &ProviderConfig, http: crate::providers::http::HttpClient) -> Self {
         Client {
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             key: cfg.api_key.clone(),

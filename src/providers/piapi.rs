@@ -23,7 +23,7 @@ pub struct Client {
     base_url: String,
     key: Option<secrecy::SecretString>,
     timeout: Duration,
-    http: reqwest::Client,
+    http: crate::providers::http::HttpClient,
 }
 
 // ---- wire types (private to this provider) ----
@@ -311,7 +311,11 @@ fn failure(id: ProviderId, reply: &Reply, what: &str) -> ProviderError {
 }
 
 impl Client {
-    pub fn new(id: ProviderId, cfg: &ProviderConfig, http: reqwest::Client) -> Self {
+    pub fn new(
+        id: ProviderId,
+        cfg: &ProviderConfig,
+        http: crate::providers::http::HttpClient,
+    ) -> Self {
         Client {
             id,
             base_url: cfg.base_url.clone(),
