@@ -426,13 +426,9 @@ pub(crate) fn parse_task(reply: &Reply) -> Result<Snapshot, ProviderError> {
                 .fail_msg
                 .filter(|m| !m.trim().is_empty())
                 .unwrap_or_else(|| "no reason given".into());
-            snap.error = Some(
-                Error::new(
-                    Category::GenerationFailed,
-                    format!("Apikley generation failed{code}: {msg}"),
-                )
-                .with_next_step("adjust the prompt or image and create a new task"),
-            );
+            snap.error = Some(http::generation_failed(format!(
+                "Apikley generation failed{code}: {msg}"
+            )));
         }
         Status::Queued | Status::Running | Status::Cancelled => {}
     }
@@ -455,16 +451,7 @@ impl Client {
     }
 
     fn key(&self) -> Result<String, ProviderError> {
-        use secrecy::ExposeSecret;
-        self.key
-            .as_ref()
-            .map(|k| k.expose_secret().to_string())
-            .ok_or_else(|| {
-                ProviderError::rejected(
-                    Error::new(Category::Auth, "no API key for apikley")
-                        .with_next_step(format!("set {} or use provider \"local\"", key_env())),
-                )
-            })
+        http::api_key(self.key.as_ref(), ProviderId::Apikley)
     }
 
     /// A URL Apikley can read for a local image: cached while the upload lives, else uploaded.

@@ -46,6 +46,30 @@ pub fn client() -> Result<HttpClient, Error> {
     Ok(HttpClient::default())
 }
 
+/// The API key of a provider, or the `auth` error that says how to set it.
+pub fn api_key(
+    key: Option<&secrecy::SecretString>,
+    provider: crate::model::ProviderId,
+) -> Result<String, ProviderError> {
+    use secrecy::ExposeSecret;
+    key.map(|k| k.expose_secret().to_string()).ok_or_else(|| {
+        ProviderError::rejected(
+            Error::new(Category::Auth, format!("no API key for {provider}")).with_next_step(
+                format!(
+                    "set {} or use provider \"local\"",
+                    provider.key_env().unwrap_or_default()
+                ),
+            ),
+        )
+    })
+}
+
+/// A generation the provider reported as failed, with what to do about it.
+pub fn generation_failed(message: String) -> Error {
+    Error::new(Category::GenerationFailed, message)
+        .with_next_step("adjust the prompt or image and create a new task")
+}
+
 /// A provider's raw answer.
 #[derive(Debug)]
 pub struct Reply {

@@ -422,13 +422,9 @@ pub(crate) fn parse_task(body: &[u8], now_ms: i64) -> Result<Snapshot, Error> {
                 .reason
                 .filter(|r| !r.trim().is_empty())
                 .unwrap_or_else(|| "no reason given".into());
-            snap.error = Some(
-                Error::new(
-                    Category::GenerationFailed,
-                    format!("Novita generation failed: {reason}"),
-                )
-                .with_next_step("adjust the prompt or image and create a new task"),
-            );
+            snap.error = Some(http::generation_failed(format!(
+                "Novita generation failed: {reason}"
+            )));
         }
         Status::Queued | Status::Running | Status::Cancelled => {}
     }
@@ -532,16 +528,7 @@ impl Client {
     }
 
     fn key(&self) -> Result<String, ProviderError> {
-        use secrecy::ExposeSecret;
-        self.key
-            .as_ref()
-            .map(|k| k.expose_secret().to_string())
-            .ok_or_else(|| {
-                ProviderError::rejected(
-                    Error::new(Category::Auth, "no API key for novita")
-                        .with_next_step(format!("set {} or use provider \"local\"", key_env())),
-                )
-            })
+        http::api_key(self.key.as_ref(), ProviderId::Novita)
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {

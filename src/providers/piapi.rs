@@ -278,13 +278,9 @@ pub(crate) fn parse_task(t: &WireTask) -> Snapshot {
         } else {
             message
         };
-        snap.error = Some(
-            Error::new(
-                Category::GenerationFailed,
-                format!("generation failed (code {code}): {message}"),
-            )
-            .with_next_step("adjust the prompt or image and create a new task"),
-        );
+        snap.error = Some(http::generation_failed(format!(
+            "generation failed (code {code}): {message}"
+        )));
     }
     snap
 }
@@ -326,19 +322,7 @@ impl Client {
     }
 
     fn key(&self) -> Result<String, ProviderError> {
-        use secrecy::ExposeSecret;
-        self.key
-            .as_ref()
-            .map(|k| k.expose_secret().to_string())
-            .ok_or_else(|| {
-                ProviderError::rejected(
-                    Error::new(Category::Auth, format!("no API key for {}", self.id))
-                        .with_next_step(format!(
-                            "set {} or use provider \"local\"",
-                            self.id.key_env().unwrap_or_default()
-                        )),
-                )
-            })
+        http::api_key(self.key.as_ref(), self.id)
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
