@@ -737,12 +737,18 @@ impl Core {
             .as_ref()
             .is_some_and(|e| e.category == Category::Timeout)
             && row.provider_task_id.is_some();
-        if self.store.retry_download(id, now_ms())? {
+        let task = if row.download == Some(crate::store::Download::Failed)
+            && self.store.retry_download(id, now_ms())?
+        {
             self.watcher.watch(id);
+            self.load(id)?
         } else if timed_out {
             self.refresh_timed_out(&row).await;
-        }
-        let task = self.load(id)?;
+            self.load(id)?
+        } else {
+            // The common case, a settled task: answered from the one read above.
+            task
+        };
         if task.is_settled() {
             return Ok(task);
         }

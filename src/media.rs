@@ -89,8 +89,13 @@ impl LocalImage {
     pub fn base64(&self) -> String {
         B64.encode(&self.bytes)
     }
+    /// `data:<mime>;base64,<data>`, encoded straight into one buffer (images run to 10 MB).
     pub fn data_uri(&self) -> String {
-        format!("data:{};base64,{}", self.format.mime(), self.base64())
+        let prefix = format!("data:{};base64,", self.format.mime());
+        let mut out = String::with_capacity(prefix.len() + self.bytes.len().div_ceil(3) * 4);
+        out.push_str(&prefix);
+        B64.encode_string(&self.bytes, &mut out);
+        out
     }
     pub fn file_name(&self) -> String {
         format!("{}.{}", &self.sha256[..16], self.format.extension())
