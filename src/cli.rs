@@ -481,8 +481,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 async fn serve_stdio(cfg: Config) -> Result<(), Error> {
     use rmcp::ServiceExt;
-    let core = Core::start(cfg)?;
-    let server = crate::mcp::Server::new(core);
+    let server = crate::mcp::Server::starting(cfg);
     let running = server
         .serve(rmcp::transport::stdio())
         .await

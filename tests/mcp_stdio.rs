@@ -285,3 +285,34 @@ async fn bad_input_is_a_clear_tool_error_and_the_server_keeps_serving() {
     assert!(ping.get("result").is_some());
     p.close().await;
 }
+
+#[tokio::test]
+async fn an_unusable_data_dir_is_reported_to_every_call_and_the_server_keeps_serving() {
+    let ws = Workspace::new();
+    let blocker = ws.path("not-a-dir");
+    std::fs::write(&blocker, "a file where the data dir should be").unwrap();
+    let mut env = ws.env(&[]);
+    env.insert(
+        "I2V_MCP_DATA_DIR".into(),
+        blocker.join("data").display().to_string(),
+    );
+    env.insert("I2V_MCP_OUTPUT_DIR".into(), ws.out().display().to_string());
+    let mut p = Proc::spawn(&env);
+    p.init("2025-06-18").await;
+    let list = p.request(1, "tools/list", json!({})).await;
+    assert_eq!(list["result"]["tools"].as_array().map(Vec::len), Some(7));
+    let r = p.call(2, "list_tasks", json!({})).await;
+    assert_eq!(r["isError"], true, "{r}");
+    let e = &r["structuredContent"]["error"];
+    assert!(e["message"].as_str().unwrap().contains("data dir"), "{r}");
+    assert!(
+        e["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("I2V_MCP_DATA_DIR"),
+        "{r}"
+    );
+    let ping = p.request(3, "ping", json!({})).await;
+    assert!(ping.get("result").is_some());
+    p.close().await;
+}

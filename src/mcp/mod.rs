@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
@@ -28,11 +30,13 @@ use tools::{CancelArgs, GetArgs, ListArgs, LoraArgs, ModelArgs};
 
 pub const INSTRUCTIONS: &str = "Turns a still image into a video with Wan 2.x providers. Flow: create_i2v_task (image = https URL, data: URI or local path; returns a task at once), then get_task with wait_seconds (e.g. 50) until status is succeeded, failed or cancelled; the video is then on disk at video.local_path. When retrying a create, reuse the same idempotency_key so nothing is paid twice. estimate_cost before paying; provider \"local\" is a free offline camera-motion preview.";
 
+/// The core, ready or still starting (journal opening, restart recovery) in the background.
+type CoreFuture = Shared<BoxFuture<'static, Result<Arc<Core>, Error>>>;
+
 /// One MCP session's view of the shared core.
 #[derive(Clone)]
 pub struct Server {
-    core: Arc<Core>,
-    tools: Arc<Vec<Tool>>,
+    core: CoreFuture,
     /// Directories the client offered as MCP roots.
     roots: Arc<RwLock<Vec<PathBuf>>>,
     subscriptions: Arc<RwLock<HashSet<String>>>,
@@ -44,13 +48,44 @@ pub struct Server {
 
 impl Server {
     pub fn new(core: Arc<Core>) -> Self {
+        Server::with_core(futures::future::ready(Ok(core)).boxed().shared())
+    }
+
+    /// A server whose core starts in the background: the MCP handshake and `tools/list` do not
+    /// wait for the journal (opening a new one costs fsyncs) or for restart recovery; the first
+    /// call that needs the core awaits it. The tool list is built meanwhile, off the critical path.
+    pub fn starting(cfg: crate::config::Config) -> Self {
+        let start = async move {
+            tokio::task::spawn_blocking(move || Core::start(cfg))
+                .await
+                .map_err(|e| Error::internal(format!("the core did not start: {e}")))?
+        }
+        .boxed()
+        .shared();
+        // Drive it now, so open tasks resume at once even if no call comes. A failure (say, an
+        // unwritable data dir) is logged here and answered to every call that needs the core.
+        let driver = start.clone();
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::error!(error = %e.message, "the core could not start");
+            }
+        });
+        tokio::task::spawn_blocking(tools::all);
+        Server::with_core(start)
+    }
+
+    fn with_core(core: CoreFuture) -> Self {
         Server {
             core,
-            tools: Arc::new(tools::all()),
             roots: Arc::default(),
             subscriptions: Arc::default(),
             trust_roots: true,
         }
+    }
+
+    /// The core, once started (immediately, unless it is still starting).
+    pub async fn core(&self) -> Result<Arc<Core>, Error> {
+        self.core.clone().await
     }
 
     /// Whether to let the client's MCP roots extend the allowed directories (default: yes).
@@ -94,7 +129,7 @@ impl Server {
         args: Value,
         rc: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, Error> {
-        let core = &self.core;
+        let core = &self.core().await?;
         match name {
             "create_i2v_task" => {
                 let req: CreateRequest = parse(name, args)?;
@@ -245,11 +280,11 @@ impl ServerHandler for Server {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+        Ok(ListToolsResult::with_all_items(tools::all()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools.iter().find(|t| t.name == name).cloned()
+        tools::all().into_iter().find(|t| t.name == name)
     }
 
     async fn call_tool(
@@ -272,7 +307,9 @@ impl ServerHandler for Server {
     ) -> Result<ListResourcesResult, McpError> {
         let mut items =
             vec![Resource::new("i2v://models", "models").with_mime_type("application/json")];
-        if let Ok(list) = self.core.list(None, None, Some(50)) {
+        if let Ok(core) = self.core().await
+            && let Ok(list) = core.list(None, None, Some(50))
+        {
             for t in list.tasks {
                 items.push(
                     Resource::new(format!("i2v://tasks/{}", t.task_id), t.task_id.clone())
@@ -300,11 +337,14 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let uri = request.uri.clone();
+        let core = self
+            .core()
+            .await
+            .map_err(|e| McpError::internal_error(e.message, None))?;
         let body = if uri == "i2v://models" {
-            serde_json::to_string(&self.core.list_models(None))
+            serde_json::to_string(&core.list_models(None))
         } else if let Some(id) = uri.strip_prefix("i2v://tasks/") {
-            let row = self
-                .core
+            let row = core
                 .store()
                 .get(id)
                 .map_err(|e| McpError::internal_error(e.message, None))?
@@ -348,7 +388,11 @@ impl ServerHandler for Server {
         if first {
             // One listener per session forwards changes of subscribed tasks.
             let subs = self.subscriptions.clone();
-            let mut rx = self.core.watcher().subscribe();
+            let core = self
+                .core()
+                .await
+                .map_err(|e| McpError::internal_error(e.message, None))?;
+            let mut rx = core.watcher().subscribe();
             let peer = context.peer.clone();
             tokio::spawn(async move {
                 loop {
