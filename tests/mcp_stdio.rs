@@ -316,3 +316,40 @@ async fn an_unusable_data_dir_is_reported_to_every_call_and_the_server_keeps_ser
     assert!(ping.get("result").is_some());
     p.close().await;
 }
+
+/// The real rmcp client spawning the built binary (what rmcp-based hosts do).
+#[tokio::test]
+async fn rmcp_client_against_the_binary() {
+    use rmcp::ServiceExt;
+    let ws = Workspace::new();
+    let img = ws.png("a.png", 640, 360);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_i2v-mcp"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(ws.env(&[]));
+    let transport = rmcp::transport::TokioChildProcess::new(cmd).unwrap();
+    let client = crate::support::Client::default();
+    let session = within(20, "initialize", client.clone().serve(transport))
+        .await
+        .unwrap();
+    let tools = within(10, "tools/list", session.list_all_tools())
+        .await
+        .unwrap();
+    assert_eq!(tools.len(), 7);
+    let r = crate::support::call(
+        &session,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "tilt up", "provider": "local", "wait_seconds": 60}),
+    )
+    .await;
+    let t = crate::support::ok(&r);
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert!(std::path::Path::new(t["video"]["local_path"].as_str().unwrap()).is_file());
+    let progress = client.progress.lock().unwrap().clone();
+    assert!(
+        progress.windows(2).all(|w| w[1].progress > w[0].progress),
+        "{progress:?}"
+    );
+    within(10, "close", session.cancel()).await.unwrap();
+}
