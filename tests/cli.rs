@@ -102,3 +102,60 @@ fn bad_input_fails_with_a_clear_message_and_exit_code() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown field"), "{err}");
 }
+
+#[test]
+fn pricing_config_sets_unpublished_prices_and_budgets_use_them() {
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.path("no-config.toml"),
+        "[pricing.\"novita/wan2.6-i2v\"]\nper_second_usd = 0.1\n\n[budget]\nper_task_usd = 0.75\n",
+    )
+    .unwrap();
+    let env = ws.env(&[("NOVITA_API_KEY", "k")]);
+    let (code, out, _) = cli(
+        &env,
+        &[
+            "estimate",
+            "--provider",
+            "novita",
+            "--model",
+            "wan2.6-i2v",
+            "--duration",
+            "10",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["quotes"][0]["usd"], 1.0);
+    assert_eq!(v["quotes"][0]["unpriced"], false);
+    assert!(
+        v["quotes"][0]["price_source"]
+            .as_str()
+            .unwrap()
+            .contains("[pricing")
+    );
+    // 10 s at $0.10/s is over the $0.75 per-task budget: refused before anything is sent.
+    let img = ws.png("a.png", 640, 640);
+    let (code, _, err) = cli(
+        &env,
+        &[
+            "create",
+            "--provider",
+            "novita",
+            "--model",
+            "wan2.6-i2v",
+            "--duration",
+            "10",
+            "--image",
+            img.to_str().unwrap(),
+            "--prompt",
+            "p",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("budget") && err.contains("per_task_usd"),
+        "{err}"
+    );
+}
