@@ -242,14 +242,25 @@ pub fn serve(
         .with_sse_keep_alive(Some(SSE_KEEP_ALIVE))
         .with_cancellation_token(streams.child_token());
     let factory_core = core.clone();
+    // Results are linked where this server serves them: the public URL, else the address bound.
+    let video_base: Arc<str> = Arc::from(match &public {
+        Some(p) => p.as_str().trim_end_matches('/').to_string(),
+        None => format!("http://{addr}"),
+    });
+    let factory_base = video_base.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(Server::new(factory_core.clone()).trust_roots(false)),
+        move || {
+            Ok(Server::new(factory_core.clone())
+                .trust_roots(false)
+                .video_links(&factory_base))
+        },
         Arc::new(sessions),
         mcp_config,
     );
 
     let app = Arc::new(App {
         core,
+        video_base,
         legacy: Mutex::new(HashMap::new()),
         message_path: format!(
             "{}/message",
@@ -266,7 +277,8 @@ pub fn serve(
     let mut guarded = Router::new()
         .route_service("/mcp", mcp)
         .route("/sse", get(sse))
-        .route("/message", message_route.clone());
+        .route("/message", message_route.clone())
+        .route("/videos/{file}", get(video));
     let plain_path = app
         .message_path
         .chars()
@@ -565,12 +577,53 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
     Response::from_parts(parts, body)
 }
 
+/// `GET /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file, streamed.
+/// Only files the journal recorded inside the output dir are served.
+async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Response {
+    let task_id = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
+    let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
+    let row = match app.core.store().get(&task_id) {
+        Ok(Some(row)) => row,
+        Ok(None) => return not_found("unknown task"),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
+    };
+    let Some(path) = row.local_path.filter(|_| row.status == "succeeded") else {
+        return not_found("this task has no downloaded video (yet): see get_task");
+    };
+    let path = std::path::PathBuf::from(path);
+    let inside = match (path.canonicalize(), app.core.cfg.output_dir.canonicalize()) {
+        (Ok(p), Ok(dir)) => p.starts_with(dir),
+        _ => false,
+    };
+    if !inside {
+        return not_found("the video is no longer in the output dir");
+    }
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return not_found("the video file is gone"),
+    };
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let mut resp = Response::new(axum::body::Body::from_stream(
+        tokio_util::io::ReaderStream::new(file),
+    ));
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    if let Some(len) = len
+        && let Ok(v) = HeaderValue::from_str(&len.to_string())
+    {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    resp
+}
+
 // ---------------------------------------------------------------------------------------------
 // Legacy HTTP+SSE (2024-11-05): GET /sse opens a session whose server messages arrive as
 // `message` events; the client POSTs its messages to the `endpoint` event's URL.
 
 struct App {
     core: Arc<Core>,
+    /// Base of `/videos/{task_id}.mp4` links.
+    video_base: Arc<str>,
     legacy: Mutex<HashMap<String, LegacySession>>,
     /// `<public_url path>/message`, announced in the endpoint event.
     message_path: String,
@@ -623,7 +676,9 @@ async fn sse(State(app): State<Arc<App>>) -> impl IntoResponse {
             pending: pending.clone(),
         },
     );
-    let server = Server::new(app.core.clone()).trust_roots(false);
+    let server = Server::new(app.core.clone())
+        .trust_roots(false)
+        .video_links(&app.video_base);
     let ct = app.streams.child_token();
     let session = id.clone();
     tokio::spawn(async move {

@@ -931,3 +931,56 @@ async fn legacy_endpoint_follows_public_url_path() {
     drop(events);
     within(15, "shutdown", handle.shutdown()).await;
 }
+
+/// A remote client cannot open the server's files: results are linked and served at
+/// /videos/{task_id}.mp4, behind the token.
+#[tokio::test]
+async fn videos_are_linked_and_served_to_token_holders() {
+    let ws = Workspace::new();
+    let img = ws.png("scene.png", 640, 360);
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |_, _| {}).await;
+    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+    let args = json!({"image": img, "prompt": "zoom in", "provider": "local", "wait_seconds": 60});
+    let params = rmcp::model::CallToolRequestParams::new("create_i2v_task")
+        .with_arguments(args.as_object().cloned().unwrap());
+    let r = within(60, "create", s.call_tool(params)).await.unwrap();
+    let t = r.structured_content.clone().unwrap();
+    assert_eq!(t["status"], "succeeded", "{t}");
+    let link = r
+        .content
+        .iter()
+        .find_map(|c| c.as_resource_link().cloned())
+        .expect("resource_link");
+    let id = t["task_id"].as_str().unwrap();
+    assert_eq!(link.uri, format!("http://{addr}/videos/{id}.mp4"));
+    let on_disk = std::fs::read(t["video"]["local_path"].as_str().unwrap()).unwrap();
+
+    let got = within(
+        10,
+        "GET video",
+        http().get(&link.uri).bearer_auth(TOKEN).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "video/mp4");
+    assert_eq!(got.bytes().await.unwrap().to_vec(), on_disk);
+    let anon = within(10, "GET without token", http().get(&link.uri).send())
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let missing = within(
+        10,
+        "GET unknown",
+        http()
+            .get(format!("http://{addr}/videos/tsk_nope"))
+            .bearer_auth(TOKEN)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+    s.cancel().await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+}

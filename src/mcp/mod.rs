@@ -44,6 +44,9 @@ pub struct Server {
     /// stdio (the client runs on this machine as this user); false over HTTP, where a remote
     /// client has no say over the server's disk beyond the configured allowed dirs.
     trust_roots: bool,
+    /// Base URL under which `/videos/{task_id}` serves results (HTTP mode); without it the
+    /// resource_link is the file's local `file://` URI.
+    video_base: Option<Arc<str>>,
 }
 
 impl Server {
@@ -80,12 +83,23 @@ impl Server {
             roots: Arc::default(),
             subscriptions: Arc::default(),
             trust_roots: true,
+            video_base: None,
         }
     }
 
     /// The core, once started (immediately, unless it is still starting).
     pub async fn core(&self) -> Result<Arc<Core>, Error> {
         self.core.clone().await
+    }
+
+    /// Link results as `<base>/videos/{task_id}.mp4` (a remote client cannot open the server's files).
+    pub fn video_links(mut self, base: &str) -> Self {
+        self.video_base = Some(Arc::from(base.trim_end_matches('/')));
+        self
+    }
+
+    fn task_result(&self, task: Task) -> CallToolResult {
+        task_result(task, self.video_base.as_deref())
     }
 
     /// Whether to let the client's MCP roots extend the allowed directories (default: yes).
@@ -136,14 +150,14 @@ impl Server {
                 let (ctx, fwd) = self.ctx(rc);
                 let r = core.create(req, ctx).await;
                 finish(fwd).await;
-                r.map(task_result)
+                r.map(|t| self.task_result(t))
             }
             "get_task" => {
                 let a: GetArgs = parse(name, args)?;
                 let (ctx, fwd) = self.ctx(rc);
                 let r = core.get(&a.task_id, a.wait_seconds, ctx).await;
                 finish(fwd).await;
-                r.map(task_result)
+                r.map(|t| self.task_result(t))
             }
             "list_tasks" => {
                 let a: ListArgs = parse(name, args)?;
@@ -161,7 +175,7 @@ impl Server {
             }
             "cancel_task" => {
                 let a: CancelArgs = parse(name, args)?;
-                core.cancel(&a.task_id).await.map(task_result)
+                core.cancel(&a.task_id).await.map(|t| self.task_result(t))
             }
             "list_loras" => {
                 let a: LoraArgs = parse(name, args)?;
@@ -231,14 +245,17 @@ fn structured<T: Serialize>(value: &T, text: String) -> CallToolResult {
     r
 }
 
-fn task_result(task: Task) -> CallToolResult {
+fn task_result(task: Task, video_base: Option<&str>) -> CallToolResult {
     let mut r = structured(&task, task.summary());
     if task.status == Status::Succeeded
         && let Some(path) = task.video.as_ref().and_then(|v| v.local_path.clone())
     {
-        let uri = url::Url::from_file_path(&path)
-            .map(|u| u.to_string())
-            .unwrap_or_else(|_| format!("file://{path}"));
+        let uri = match video_base {
+            Some(base) => format!("{base}/videos/{}.mp4", task.task_id),
+            None => url::Url::from_file_path(&path)
+                .map(|u| u.to_string())
+                .unwrap_or_else(|_| format!("file://{path}")),
+        };
         let name = std::path::Path::new(&path)
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
