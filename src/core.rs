@@ -2,12 +2,10 @@
 //! CLI) call these and only map arguments and render results.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
@@ -114,43 +112,75 @@ impl Reporter {
     }
 }
 
-/// Client-side create limits of one provider (several windows at once).
+/// Client-side create limits of one provider: exact sliding windows ("at most 10 in any 60 s"),
+/// as providers state them. (A token bucket with burst n lets up to 2n-1 through in one window,
+/// which would meet the provider's own limit with a 429.)
 struct Limiter {
-    windows: Vec<(String, DefaultDirectRateLimiter)>,
+    windows: Mutex<Vec<Window>>,
+}
+
+struct Window {
+    max: usize,
+    period: Duration,
+    name: &'static str,
+    /// When the creates still inside the window were admitted, oldest first.
+    log: std::collections::VecDeque<Instant>,
 }
 
 impl Limiter {
     fn new(l: &RateLimits) -> Limiter {
-        let mut windows = Vec::new();
-        let mut add = |n: Option<u32>, period: Duration, name: &str| {
-            if let Some(n) = n.and_then(NonZeroU32::new)
-                && let Some(q) = Quota::with_period(period / n.get())
-            {
-                windows.push((name.to_string(), RateLimiter::direct(q.allow_burst(n))));
-            }
-        };
-        add(l.per_10_seconds, Duration::from_secs(10), "10 s");
-        add(l.per_minute, Duration::from_secs(60), "minute");
-        add(l.per_hour, Duration::from_secs(3600), "hour");
-        add(l.per_day, Duration::from_secs(86_400), "day");
-        Limiter { windows }
+        let windows = [
+            (l.per_10_seconds, 10, "10 s"),
+            (l.per_minute, 60, "minute"),
+            (l.per_hour, 3600, "hour"),
+            (l.per_day, 86_400, "day"),
+        ]
+        .into_iter()
+        .filter_map(|(n, secs, name)| {
+            n.filter(|n| *n > 0).map(|n| Window {
+                max: n as usize,
+                period: Duration::from_secs(secs),
+                name,
+                log: std::collections::VecDeque::new(),
+            })
+        })
+        .collect();
+        Limiter {
+            windows: Mutex::new(windows),
+        }
     }
 
-    /// Time until every window admits one more create, without taking a slot.
-    fn wait_needed(&self) -> Option<(Duration, &str)> {
-        use governor::clock::{Clock, DefaultClock};
-        let clock = DefaultClock::default();
-        self.windows
-            .iter()
-            .filter_map(|(name, l)| {
-                // `check` takes a slot when it admits; the caller takes one right after anyway,
-                // so a probe that succeeds is put to use immediately by `take`.
-                match l.check() {
-                    Ok(()) => None,
-                    Err(nu) => Some((nu.wait_time_from(clock.now()), name.as_str())),
+    /// Take a slot in every window at `now`, or say how long until all of them admit one (and
+    /// which window is the reason). Nothing is taken unless every window admits.
+    fn try_take(&self, now: Instant) -> std::result::Result<(), (Duration, &'static str)> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait: Option<(Duration, &'static str)> = None;
+        for w in windows.iter_mut() {
+            while w
+                .log
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= w.period)
+            {
+                w.log.pop_front();
+            }
+            if w.log.len() >= w.max
+                && let Some(oldest) = w.log.front()
+            {
+                let d = (*oldest + w.period).saturating_duration_since(now);
+                if wait.is_none_or(|(cur, _)| d > cur) {
+                    wait = Some((d, w.name));
                 }
-            })
-            .max_by_key(|(d, _)| *d)
+            }
+        }
+        match wait {
+            Some(w) => Err(w),
+            None => {
+                for w in windows.iter_mut() {
+                    w.log.push_back(now);
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -488,9 +518,9 @@ impl Core {
             return Ok(());
         };
         loop {
-            match limiter.wait_needed() {
-                None => return Ok(()),
-                Some((wait, window)) => {
+            match limiter.try_take(Instant::now()) {
+                Ok(()) => return Ok(()),
+                Err((wait, window)) => {
                     if Instant::now() + wait > deadline {
                         return Err(Error::new(
                             Category::RateLimited,
@@ -1064,6 +1094,25 @@ mod tests {
         }
         assert_eq!(seen.last().unwrap().progress, 100.0);
         assert_eq!(seen[2].message, "running 35%");
+    }
+
+    #[test]
+    fn rate_windows_are_exact_and_take_nothing_when_refusing() {
+        let l = Limiter::new(&RateLimits {
+            per_minute: Some(2),
+            per_hour: Some(3),
+            ..RateLimits::default()
+        });
+        let t0 = Instant::now();
+        assert!(l.try_take(t0).is_ok());
+        assert!(l.try_take(t0 + Duration::from_secs(1)).is_ok());
+        // Third in the same minute: refused until the first leaves the window.
+        let (wait, window) = l.try_take(t0 + Duration::from_secs(2)).unwrap_err();
+        assert_eq!((wait, window), (Duration::from_secs(58), "minute"));
+        // Refusals took no hour slot: after the minute, one more fits, then the hour is full.
+        assert!(l.try_take(t0 + Duration::from_secs(61)).is_ok());
+        let (_, window) = l.try_take(t0 + Duration::from_secs(200)).unwrap_err();
+        assert_eq!(window, "hour");
     }
 
     #[test]
