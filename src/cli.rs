@@ -371,7 +371,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             serve_http(cfg, opts).await
         }
         Command::Create { args, wait } => {
-            let core = Core::start(cfg)?;
+            let core = Core::open(cfg)?;
             let req = args.to_request()?;
             let roots = explicit_roots(&[Some(&req.image), req.end_image.as_ref()]);
             let ctx = CallCtx {
@@ -388,7 +388,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Get { task_id, wait } => {
-            let core = Core::start(cfg)?;
+            let core = Core::open(cfg)?;
             let task = core.get(&task_id, None, CallCtx::default()).await?;
             let task = if wait {
                 wait_for(&core, task, cli.json).await?
@@ -403,7 +403,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             provider,
             limit,
         } => {
-            let core = Core::start(cfg)?;
+            let core = Core::open(cfg)?;
             let list = core.list(status, provider, Some(limit))?;
             if cli.json {
                 print_json(&list);
@@ -417,13 +417,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Cancel { task_id } => {
-            let core = Core::start(cfg)?;
+            let core = Core::open(cfg)?;
             let task = core.cancel(&task_id).await?;
             print_task(&task, cli.json);
             Ok(())
         }
         Command::Loras { provider, model } => {
-            let core = Core::start(cfg)?;
+            let core = Core::open(cfg)?;
             let list = core.list_loras(provider, model.as_deref())?;
             if cli.json {
                 print_json(&list);
@@ -436,7 +436,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Models { provider } => {
-            let core = Core::start(cfg)?;
+            let core = Core::open(cfg)?;
             let list = core.list_models(provider);
             if cli.json {
                 print_json(&list);
@@ -459,7 +459,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Estimate { args, compare } => {
-            let core = Core::start(cfg)?;
+            let core = Core::open(cfg)?;
             let est = core.estimate(&args.to_estimate(compare)?)?;
             if cli.json {
                 print_json(&est);

@@ -342,6 +342,14 @@ pub enum WebhookOutcome {
 impl Core {
     /// Open the journal, build the providers and start the watcher (resuming open tasks).
     pub fn start(cfg: Config) -> Result<Arc<Core>> {
+        let core = Core::open(cfg)?;
+        core.watcher.recover()?;
+        Ok(core)
+    }
+
+    /// Open the journal and build everything, without resuming other open tasks: for one-shot
+    /// commands, which watch only the task they touch (a running server does the rest).
+    pub fn open(cfg: Config) -> Result<Arc<Core>> {
         let cfg = Arc::new(cfg);
         std::fs::create_dir_all(&cfg.output_dir).map_err(|e| {
             Error::internal(format!(
@@ -369,7 +377,6 @@ impl Core {
             webhook_base: std::sync::OnceLock::new(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
         });
-        core.watcher.recover()?;
         Ok(core)
     }
 

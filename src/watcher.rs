@@ -365,7 +365,13 @@ impl Inner {
                 false,
             ));
         }
-        let tmp = dir.join(format!(".{id}.mp4.part"));
+        // Unique per attempt: a CLI and a server on one journal may fetch the same task at once;
+        // each writes its own temp file and the atomic renames leave one whole video.
+        let tmp = dir.join(format!(
+            ".{id}.{}-{:08x}.mp4.part",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let path = dir.join(format!("{id}.mp4"));
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;

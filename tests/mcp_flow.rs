@@ -41,8 +41,14 @@ pub fn assert_downloaded(task: &Value) {
     assert_eq!(video["sha256"], FakeProvider::video_sha256());
     assert_eq!(video["bytes"], bytes.len());
     let id = task["task_id"].as_str().unwrap();
-    let part = std::path::Path::new(path).with_file_name(format!(".{id}.mp4.part"));
-    assert!(!part.exists(), "temp file left: {}", part.display());
+    let dir = std::path::Path::new(path).parent().unwrap();
+    let parts: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(&format!(".{id}")) && n.ends_with(".part"))
+        .collect();
+    assert!(parts.is_empty(), "temp files left: {parts:?}");
 }
 
 async fn create_and_wait(kind: Kind, provider: &str) {
