@@ -435,21 +435,26 @@ impl Core {
     }
 
     /// The price of one request on one model, with the configured override first.
+    /// A model's price: the `[pricing]` override when configured, else the catalog's.
+    pub fn price(&self, spec: &ModelSpec) -> catalog::Price {
+        let key = spec.key();
+        match self.cfg.pricing.get(&key) {
+            Some(o) => catalog::Price {
+                usd_per_video: o.per_video_usd,
+                usd_per_second: o.per_second_usd,
+                source: format!("configured under [pricing.\"{key}\"]"),
+            },
+            None => spec.price.clone(),
+        }
+    }
+
     pub fn quote(&self, spec: &ModelSpec, req: &CreateRequest) -> Quote {
         let duration = req.duration_seconds.unwrap_or(spec.default_duration);
-        let key = spec.key();
-        let (per_video, per_second, source) = match self.cfg.pricing.get(&key) {
-            Some(o) => (
-                o.per_video_usd,
-                o.per_second_usd,
-                format!("configured under [pricing.\"{key}\"]"),
-            ),
-            None => (
-                spec.price.usd_per_video,
-                spec.price.usd_per_second,
-                spec.price.source.clone(),
-            ),
-        };
+        let catalog::Price {
+            usd_per_video: per_video,
+            usd_per_second: per_second,
+            source,
+        } = self.price(spec);
         let (usd, basis) = match (per_video, per_second) {
             (Some(v), _) => (Some(v), format!("${v} per video")),
             (None, Some(s)) => (
@@ -903,11 +908,7 @@ impl Core {
             .filter(|m| provider.is_none_or(|p| m.provider == p))
             .map(|m| {
                 let mut spec = m.clone();
-                if let Some(o) = self.cfg.pricing.get(&m.key()) {
-                    spec.price.usd_per_video = o.per_video_usd;
-                    spec.price.usd_per_second = o.per_second_usd;
-                    spec.price.source = format!("configured under [pricing.\"{}\"]", m.key());
-                }
+                spec.price = self.price(m);
                 ModelEntry {
                     configured: self.cfg.is_configured(m.provider),
                     spec,
