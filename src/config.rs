@@ -193,7 +193,9 @@ impl Default for PollSchedule {
     }
 }
 
-pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 600;
+/// The longest wait of one call: under the TypeScript SDK's 60 s default request timeout (see
+/// `mcp::tools::MAX_WAIT_SECONDS`). Raise it only for hosts that reset their timeout on progress.
+pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 50;
 pub const DEFAULT_DOWNLOAD_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Documented client-side limits, used unless the config says otherwise.

@@ -248,10 +248,12 @@ pub fn serve(
         None => format!("http://{addr}"),
     });
     let factory_base = video_base.clone();
+    let stateless = opts.stateless;
     let mcp = StreamableHttpService::new(
         move || {
             Ok(Server::new(factory_core.clone())
                 .trust_roots(false)
+                .subscriptions(!stateless)
                 .video_links(&factory_base))
         },
         Arc::new(sessions),

@@ -312,6 +312,7 @@ pub struct CreateRequest {
     pub max_cost_usd: Option<f64>,
     /// Seconds to wait for the result before returning (0 = return at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = crate::config::DEFAULT_MAX_WAIT_SECONDS))]
     pub wait_seconds: Option<u32>,
 }
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod host_rules;
 mod http;
 mod interop;
 mod lifecycle;

@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
-use crate::support::{Workspace, within};
+use crate::support::{Workspace, raw_err, within};
 
 pub struct Proc {
     child: Child,
@@ -77,6 +77,18 @@ impl Proc {
                 return v;
             }
         }
+    }
+
+    /// The next stdout message, whatever it is (a response, a request, a notification).
+    pub async fn next(&mut self) -> Value {
+        let line = within(60, "a message", self.lines.recv())
+            .await
+            .expect("stdout closed");
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("non-JSON on stdout ({e}): {line}"));
+        assert_eq!(v["jsonrpc"], "2.0", "not JSON-RPC: {line}");
+        self.seen.push(v.clone());
+        v
     }
 
     pub async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
@@ -274,7 +286,7 @@ async fn bad_input_is_a_clear_tool_error_and_the_server_keeps_serving() {
     for (i, (tool, args, category)) in cases.iter().enumerate() {
         let r = p.call(10 + i as i64, tool, args.clone()).await;
         assert_eq!(r["isError"], true, "{tool} {args}: {r}");
-        let e = &r["structuredContent"]["error"];
+        let e = &raw_err(&r);
         assert_eq!(e["category"], *category, "{tool} {args}: {r}");
         assert!(e["message"].as_str().unwrap().len() > 20, "{r}");
     }
@@ -303,7 +315,7 @@ async fn an_unusable_data_dir_is_reported_to_every_call_and_the_server_keeps_ser
     assert_eq!(list["result"]["tools"].as_array().map(Vec::len), Some(7));
     let r = p.call(2, "list_tasks", json!({})).await;
     assert_eq!(r["isError"], true, "{r}");
-    let e = &r["structuredContent"]["error"];
+    let e = &raw_err(&r);
     assert!(e["message"].as_str().unwrap().contains("data dir"), "{r}");
     assert!(
         e["next_step"]

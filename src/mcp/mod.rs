@@ -1,6 +1,7 @@
 //! The MCP face: rmcp server handler, thin over the core. It maps tool arguments to core calls,
 //! forwards progress for calls that carried a progress token, ends waits on cancellation, and
-//! renders results as structured content with a short text beside it.
+//! renders results as structured content with the same data as JSON text beside it (most hosts
+//! show the model only the text).
 
 pub mod tools;
 
@@ -11,13 +12,14 @@ use std::sync::{Arc, RwLock};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig,
-    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
+    CustomResult, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+    ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,9 +39,14 @@ type CoreFuture = Shared<BoxFuture<'static, Result<Arc<Core>, Error>>>;
 #[derive(Clone)]
 pub struct Server {
     core: CoreFuture,
-    /// Directories the client offered as MCP roots.
-    roots: Arc<RwLock<Vec<PathBuf>>>,
+    /// Directories the client offered as MCP roots: `None` until fetched. A call that needs them
+    /// fetches them itself (or waits for the fetch under way), so a create sent right after the
+    /// handshake, racing the `initialized` notification, still sees the client's roots.
+    roots: Arc<tokio::sync::Mutex<Option<Vec<PathBuf>>>>,
     subscriptions: Arc<RwLock<HashSet<String>>>,
+    /// Whether resource subscriptions are offered: not in stateless HTTP, where no stream
+    /// outlives a request to carry `notifications/resources/updated`.
+    subscribe: bool,
     /// Whether the client's MCP roots widen the directories local images may come from. True for
     /// stdio (the client runs on this machine as this user); false over HTTP, where a remote
     /// client has no say over the server's disk beyond the configured allowed dirs.
@@ -83,6 +90,7 @@ impl Server {
             roots: Arc::default(),
             subscriptions: Arc::default(),
             trust_roots: true,
+            subscribe: true,
             video_base: None,
         }
     }
@@ -102,17 +110,26 @@ impl Server {
         task_result(task, self.video_base.as_deref())
     }
 
+    /// Whether to offer resource subscriptions (default: yes; stateless HTTP cannot deliver them).
+    pub fn subscriptions(mut self, on: bool) -> Self {
+        self.subscribe = on;
+        self
+    }
+
     /// Whether to let the client's MCP roots extend the allowed directories (default: yes).
     pub fn trust_roots(mut self, on: bool) -> Self {
         self.trust_roots = on;
         self
     }
 
-    fn ctx(
-        &self,
-        rc: &RequestContext<RoleServer>,
-    ) -> (CallCtx, Option<tokio::task::JoinHandle<()>>) {
-        let roots = self.roots.read().map(|r| r.clone()).unwrap_or_default();
+    /// The call's context. `with_roots`: the call may read local images, so it needs the
+    /// client's roots (fetched now if the client offers them and they are not known yet).
+    async fn ctx(&self, rc: &RequestContext<RoleServer>, with_roots: bool) -> (CallCtx, Progress) {
+        let roots = if with_roots {
+            self.roots(&rc.peer).await
+        } else {
+            Vec::new()
+        };
         let mut ctx = CallCtx {
             progress: None,
             cancel: rc.ct.clone(),
@@ -134,7 +151,7 @@ impl Server {
                 }
             })
         });
-        (ctx, forwarder)
+        (ctx, Progress(forwarder))
     }
 
     async fn dispatch(
@@ -147,31 +164,22 @@ impl Server {
         match name {
             "create_i2v_task" => {
                 let req: CreateRequest = parse(name, args)?;
-                let (ctx, fwd) = self.ctx(rc);
+                let (ctx, progress) = self.ctx(rc, true).await;
                 let r = core.create(req, ctx).await;
-                finish(fwd).await;
+                progress.finish().await;
                 r.map(|t| self.task_result(t))
             }
             "get_task" => {
                 let a: GetArgs = parse(name, args)?;
-                let (ctx, fwd) = self.ctx(rc);
+                let (ctx, progress) = self.ctx(rc, false).await;
                 let r = core.get(&a.task_id, a.wait_seconds, ctx).await;
-                finish(fwd).await;
+                progress.finish().await;
                 r.map(|t| self.task_result(t))
             }
             "list_tasks" => {
                 let a: ListArgs = parse(name, args)?;
                 let list = core.list(a.status, a.provider, a.limit)?;
-                let text = if list.tasks.is_empty() {
-                    "no tasks".to_string()
-                } else {
-                    list.tasks
-                        .iter()
-                        .map(Task::summary)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                };
-                Ok(structured(&list, text))
+                Ok(structured(&list))
             }
             "cancel_task" => {
                 let a: CancelArgs = parse(name, args)?;
@@ -180,41 +188,17 @@ impl Server {
             "list_loras" => {
                 let a: LoraArgs = parse(name, args)?;
                 let list = core.list_loras(a.provider, a.model.as_deref())?;
-                let text = format!("{} LoRAs. {}", list.loras.len(), list.note);
-                Ok(structured(&list, text))
+                Ok(structured(&list))
             }
             "list_models" => {
                 let a: ModelArgs = parse(name, args)?;
                 let list = core.list_models(a.provider);
-                let text = list
-                    .models
-                    .iter()
-                    .map(|m| {
-                        format!(
-                            "{}{}",
-                            m.spec.key(),
-                            if m.configured { "" } else { " (no key)" }
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                Ok(structured(&list, text))
+                Ok(structured(&list))
             }
             "estimate_cost" => {
                 let a: EstimateRequest = parse(name, args)?;
                 let est = core.estimate(&a)?;
-                let text = est
-                    .quotes
-                    .iter()
-                    .map(|q| match q.usd {
-                        Some(usd) => format!("{}/{}: ${usd} ({})", q.provider, q.model, q.basis),
-                        None => {
-                            format!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source)
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                Ok(structured(&est, text))
+                Ok(structured(&est))
             }
             other => Err(Error::invalid_input(format!(
                 "unknown tool '{other}': call tools/list for the tools this server offers"
@@ -223,15 +207,29 @@ impl Server {
     }
 }
 
-async fn finish(fwd: Option<tokio::task::JoinHandle<()>>) {
-    // The sender is gone with the call's context; let the forwarder drain so every progress
-    // notification goes out before the result.
-    if let Some(f) = fwd {
-        let _ = f.await;
+/// Progress forwarding for one call: [`Progress::finish`] lets every notification go out
+/// before the result; dropping it unfinished (an early return) stops the forwarder.
+struct Progress(Option<tokio::task::JoinHandle<()>>);
+
+impl Progress {
+    async fn finish(mut self) {
+        // The sender is gone with the call's context; let the forwarder drain.
+        if let Some(f) = self.0.take() {
+            let _ = f.await;
+        }
     }
 }
 
-fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, Error> {
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f.abort();
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, mut args: Value) -> Result<T, Error> {
+    integral_floats(&mut args);
     serde_json::from_value(args).map_err(|e| {
         Error::invalid_input(format!(
             "invalid arguments for {tool}: {e}; see the tool's inputSchema"
@@ -239,14 +237,42 @@ fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, Error> {
     })
 }
 
-fn structured<T: Serialize>(value: &T, text: String) -> CallToolResult {
-    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-    r.structured_content = serde_json::to_value(value).ok();
+/// `5.0` -> `5`: JSON Schema's `integer` accepts a number with a zero fraction, and some
+/// model/host pairs send integers that way; serde would refuse it for an integer field. Float
+/// fields take the integer back unchanged.
+fn integral_floats(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            // 2^53: beyond it an f64 no longer holds every integer exactly.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                *v = if f >= 0.0 {
+                    Value::from(f as u64)
+                } else {
+                    Value::from(f as i64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats),
+        _ => {}
+    }
+}
+
+/// A result with structured content and, for the many hosts that show the model only
+/// `content`, the same data serialised as compact JSON in the text block (the spec's SHOULD).
+fn structured<T: Serialize>(value: &T) -> CallToolResult {
+    let data = serde_json::to_value(value).unwrap_or(Value::Null);
+    let mut r = CallToolResult::success(vec![ContentBlock::text(data.to_string())]);
+    r.structured_content = Some(data);
     r
 }
 
 fn task_result(task: Task, video_base: Option<&str>) -> CallToolResult {
-    let mut r = structured(&task, task.summary());
+    let mut r = structured(&task);
     if task.status == Status::Succeeded
         && let Some(path) = task.video.as_ref().and_then(|v| v.local_path.clone())
     {
@@ -267,29 +293,32 @@ fn task_result(task: Task, video_base: Option<&str>) -> CallToolResult {
     r
 }
 
-/// A tool-level error: `isError: true`, the error object as structured content, and a text
-/// block saying what to do.
+/// A tool-level error: `isError: true` and one text block holding the error as compact JSON
+/// (`{"error":{"category":..,"message":..,"retryable":..,"next_step":..}}`). No structured
+/// content: it would have to match the tool's output schema, and the TypeScript SDK validates it
+/// even on errors, replacing the whole error with a schema complaint.
 pub fn error_result(e: &Error) -> CallToolResult {
-    let mut text = format!("{}: {}", e.category.as_str(), e.message);
-    if let Some(step) = &e.next_step {
-        text.push_str(&format!(" Next: {step}."));
-    }
-    let mut r = CallToolResult::error(vec![ContentBlock::text(text)]);
-    r.structured_content = Some(serde_json::json!({ "error": e }));
-    r
+    let text = serde_json::json!({ "error": e }).to_string();
+    CallToolResult::error(vec![ContentBlock::text(text)])
 }
 
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
+        let capabilities = if self.subscribe {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
                 .enable_resources_subscribe()
-                .build(),
-        )
-        .with_server_info(Implementation::new("i2v-mcp", env!("CARGO_PKG_VERSION")))
-        .with_instructions(INSTRUCTIONS)
+                .build()
+        } else {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build()
+        };
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("i2v-mcp", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -369,9 +398,15 @@ impl ServerHandler for Server {
                     McpError::resource_not_found(format!("unknown task '{id}'"), None)
                 })?;
             serde_json::to_string(&row.to_task())
+        } else if let Some(id) = self.video_task_id(&uri) {
+            let id = id.to_string();
+            return self.read_video(&core, &id, uri).await.map(Into::into);
         } else {
             return Err(McpError::resource_not_found(
-                format!("unknown resource '{uri}': use i2v://models or i2v://tasks/{{task_id}}"),
+                format!(
+                    "unknown resource '{uri}': use i2v://models, i2v://tasks/{{task_id}} or a \
+                     video link from a succeeded task"
+                ),
                 None,
             ));
         };
@@ -387,6 +422,13 @@ impl ServerHandler for Server {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        if !self.subscribe {
+            return Err(McpError::invalid_request(
+                "this server is stateless: no stream outlives a request to carry updates; poll \
+                 get_task or resources/read instead",
+                None,
+            ));
+        }
         let Some(id) = request.uri.strip_prefix("i2v://tasks/") else {
             return Err(McpError::invalid_params(
                 "only i2v://tasks/{task_id} resources can be subscribed to",
@@ -454,44 +496,222 @@ impl ServerHandler for Server {
         Ok(())
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // 2026-07-28: updates of tasks, one `subscriptions/listen` stream per client request.
+        let tasks: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| uri.starts_with("i2v://tasks/"))
+            .cloned()
+            .collect();
+        Some(if tasks.is_empty() || !self.subscribe {
+            SubscriptionFilter::new()
+        } else {
+            SubscriptionFilter::builder()
+                .resource_subscriptions(tasks)
+                .build()
+        })
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let wanted: HashSet<String> = context
+            .accepted()
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            context.cancelled().await;
+            return Ok(());
+        }
+        let core = self
+            .core()
+            .await
+            .map_err(|e| McpError::internal_error(e.message, None))?;
+        let mut rx = core.watcher().subscribe();
+        loop {
+            let task = tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                next = rx.recv() => match next {
+                    Ok(task) => task,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return Ok(()),
+                },
+            };
+            let uri = format!("i2v://tasks/{}", task.task_id);
+            if wanted.contains(&uri) && context.sink().notify_resource_updated(uri).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        // A known method lands here only when its params did not parse (say, `tools/call` with
+        // `arguments: []`): that is -32602 with what is wrong, not "method not found".
+        if KNOWN_METHODS.contains(&request.method.as_str()) {
+            return Err(McpError::invalid_params(
+                format!(
+                    "invalid params for {}: see the MCP schema (tools/call takes {{\"name\": \
+                     string, \"arguments\": object}})",
+                    request.method
+                ),
+                None,
+            ));
+        }
+        Err(McpError::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!("unknown method '{}'", request.method),
+            None,
+        ))
+    }
+
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        self.refresh_roots(context.peer.clone());
+        self.prefetch_roots(context.peer.clone());
     }
 
     async fn on_roots_list_changed(&self, context: NotificationContext<RoleServer>) {
-        self.refresh_roots(context.peer.clone());
+        *self.roots.lock().await = None;
+        self.prefetch_roots(context.peer.clone());
     }
 }
 
+/// Methods this server implements: their params failing to parse is -32602, not -32601.
+const KNOWN_METHODS: &[&str] = &[
+    "tools/call",
+    "tools/list",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
+    "initialize",
+    "ping",
+    "server/discover",
+];
+
+/// Largest video `resources/read` returns inline (base64 grows it by a third); larger ones are
+/// opened from their path or URL.
+const MAX_INLINE_VIDEO: u64 = 32 << 20;
+
+/// How long a call waits for the client to list its roots.
+const ROOTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Server {
-    /// Ask a client that offers roots for them; local image paths may then come from there.
+    /// The task id behind a video link this server hands out: `file://.../{id}.mp4` (stdio) or
+    /// `<public base>/videos/{id}.mp4` (HTTP).
+    fn video_task_id<'a>(&self, uri: &'a str) -> Option<&'a str> {
+        let file = match &self.video_base {
+            Some(base) => uri.strip_prefix(base.as_ref())?.strip_prefix("/videos/")?,
+            None => uri.strip_prefix("file://")?.rsplit('/').next()?,
+        };
+        file.strip_suffix(".mp4").filter(|id| !id.is_empty())
+    }
+
+    /// A succeeded task's video as a `video/mp4` blob, for clients that read `resource_link`s.
+    async fn read_video(
+        &self,
+        core: &Core,
+        id: &str,
+        uri: String,
+    ) -> Result<ReadResourceResult, McpError> {
+        let not_found = |why: String| McpError::resource_not_found(why, None);
+        let task = core
+            .store()
+            .get(id)
+            .map_err(|e| McpError::internal_error(e.message, None))?
+            .ok_or_else(|| not_found(format!("unknown task '{id}'")))?
+            .to_task();
+        let path = task
+            .video
+            .as_ref()
+            .and_then(|v| v.local_path.clone())
+            .filter(|_| task.status == Status::Succeeded)
+            .ok_or_else(|| not_found(format!("task {id} has no downloaded video (yet)")))?;
+        // Over stdio the link is the file's own URI: it must name exactly this file.
+        if self.video_base.is_none() {
+            let linked = url::Url::parse(&uri)
+                .ok()
+                .and_then(|u| u.to_file_path().ok());
+            if linked.as_deref() != Some(std::path::Path::new(&path)) {
+                return Err(not_found(format!("'{uri}' is not the video of task {id}")));
+            }
+        }
+        let len = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| not_found(format!("the video of task {id} is gone: {e}")))?
+            .len();
+        if len > MAX_INLINE_VIDEO {
+            return Err(McpError::invalid_request(
+                format!(
+                    "the video is {len} bytes, over the {MAX_INLINE_VIDEO} bytes sent inline; open \
+                     it at {path}"
+                ),
+                None,
+            ));
+        }
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| McpError::internal_error(format!("cannot read the video: {e}"), None))?;
+        let blob = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+        Ok(ReadResourceResult::new(vec![
+            ResourceContents::blob(blob, uri).with_mime_type("video/mp4"),
+        ]))
+    }
+
+    /// The client's roots, fetched on first need when it offers them. Concurrent calls wait for
+    /// one fetch; a client that does not answer in time counts as offering none (logged).
     // Roots are deprecated in the 2026-07-28 revision (SEP-2577) but are still how clients on the
     // 2025 revisions tell a server which directories are theirs.
     #[allow(deprecated)]
-    fn refresh_roots(&self, peer: rmcp::Peer<RoleServer>) {
-        if !self.trust_roots {
-            return;
-        }
+    async fn roots(&self, peer: &rmcp::Peer<RoleServer>) -> Vec<PathBuf> {
         let offers = peer
             .peer_info()
             .is_some_and(|i| i.capabilities.roots.is_some());
-        if !offers {
+        if !self.trust_roots || !offers {
+            return Vec::new();
+        }
+        let mut known = self.roots.lock().await;
+        if let Some(dirs) = known.as_ref() {
+            return dirs.clone();
+        }
+        let dirs = match tokio::time::timeout(ROOTS_TIMEOUT, peer.list_roots()).await {
+            Ok(Ok(list)) => list
+                .roots
+                .iter()
+                .filter_map(|r| url::Url::parse(&r.uri).ok())
+                .filter_map(|u| u.to_file_path().ok())
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the client offers roots but roots/list failed");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("the client offers roots but did not list them within 5 s");
+                Vec::new()
+            }
+        };
+        *known = Some(dirs.clone());
+        dirs
+    }
+
+    /// Fetch the roots now, so the first create need not wait for them.
+    fn prefetch_roots(&self, peer: rmcp::Peer<RoleServer>) {
+        if !self.trust_roots {
             return;
         }
-        let roots = self.roots.clone();
+        let server = self.clone();
         tokio::spawn(async move {
-            let listed = peer.list_roots().await;
-            if let Ok(list) = listed {
-                let dirs: Vec<PathBuf> = list
-                    .roots
-                    .iter()
-                    .filter_map(|r| url::Url::parse(&r.uri).ok())
-                    .filter_map(|u| u.to_file_path().ok())
-                    .collect();
-                if let Ok(mut w) = roots.write() {
-                    *w = dirs;
-                }
-            }
+            server.roots(&peer).await;
         });
     }
 }

@@ -15,6 +15,11 @@ use serde_json::{Map, Value};
 use crate::core::{Estimate, EstimateRequest, LoraList, ModelList, TaskList};
 use crate::model::{CreateRequest, ProviderId, Status, Task};
 
+/// The longest wait one tool call asks for: under the 60 s request timeout of the TypeScript
+/// SDK (Claude Code, Cursor, the MCP Inspector), which progress does not reset unless the host
+/// opts in. A longer wait is one more `get_task` call.
+pub const MAX_WAIT_SECONDS: u32 = crate::config::DEFAULT_MAX_WAIT_SECONDS;
+
 /// `get_task` arguments.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +27,7 @@ pub struct GetArgs {
     pub task_id: String,
     /// Wait up to this many seconds for the task to finish (0 = refresh and return).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_WAIT_SECONDS))]
     pub wait_seconds: Option<u32>,
 }
 
@@ -108,8 +114,6 @@ fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
                     "default" if val.is_null() => continue,
                     // schemars' type-name titles; a property *named* title is an object, kept.
                     "title" if val.is_string() => continue,
-                    // deny_unknown_fields already refuses extras with a clear error.
-                    "additionalProperties" if val == &Value::Bool(false) => continue,
                     "minimum" if val == &Value::from(0) => continue,
                     "type" => {
                         m.insert(k.clone(), drop_null_type(val));
@@ -140,10 +144,6 @@ fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
                         m.insert(k.clone(), inline(val, defs, depth + 1));
                     }
                 }
-            }
-            // An enum of strings says its type already.
-            if m.contains_key("enum") && m.get("type") == Some(&Value::String("string".into())) {
-                m.remove("type");
             }
             Value::Object(m)
         }
@@ -199,11 +199,17 @@ fn shallow(schema: &JsonObject, keep: &[&str]) -> JsonObject {
                     f.insert(key.into(), v.clone());
                 }
             }
-            if f.contains_key("enum") {
-                f.remove("type");
-            }
-            if f.is_empty() {
+            if !f.contains_key("type") {
                 f.insert("type".into(), Value::String("object".into()));
+            }
+            // Hosts refuse an array without `items` (VS Code); the element's type is enough.
+            if f.get("type") == Some(&Value::String("array".into())) {
+                let item = field
+                    .get("items")
+                    .and_then(|i| i.get("type"))
+                    .cloned()
+                    .unwrap_or_else(|| Value::String("object".into()));
+                f.insert("items".into(), serde_json::json!({ "type": item }));
             }
             props.insert(name.clone(), Value::Object(f));
         }
@@ -220,19 +226,6 @@ fn shallow(schema: &JsonObject, keep: &[&str]) -> JsonObject {
         out.insert("required".into(), Value::Array(required));
     }
     out
-}
-
-/// Nested argument objects reduced to their type (estimate_cost only needs to know they are
-/// there; their shape is the create tool's).
-fn bare_nested(mut schema: JsonObject, fields: &[&str]) -> JsonObject {
-    if let Some(Value::Object(props)) = schema.get_mut("properties") {
-        for f in fields {
-            if let Some(Value::Object(p)) = props.get_mut(*f) {
-                p.retain(|k, _| k == "type");
-            }
-        }
-    }
-    schema
 }
 
 /// The fields of a task an agent acts on.
@@ -330,10 +323,7 @@ fn build() -> Vec<Tool> {
         Tool::new(
             "estimate_cost",
             "Estimate the USD cost of a create before paying; compare=true quotes every model that can do it.",
-            Arc::new(bare_nested(
-                schema::<EstimateRequest>().as_ref().clone(),
-                &["loras", "camera_motion"],
-            )),
+            schema::<EstimateRequest>(),
         )
         .with_title("Estimate cost")
         .with_raw_output_schema(output::<Estimate>(&[]))

@@ -149,19 +149,44 @@ pub async fn call(s: &Session, tool: &str, args: Value) -> CallToolResult {
     within(60, tool, s.call_tool(params)).await.unwrap()
 }
 
-/// The structured content of a successful call, or a panic with the error text.
+/// The structured content of a successful call, or a panic with the error text. The text block
+/// must carry the same data (hosts that show the model only `content` rely on it).
 pub fn ok(r: &CallToolResult) -> Value {
     assert_ne!(r.is_error, Some(true), "tool failed: {:?}", r.content);
-    r.structured_content.clone().expect("structured content")
+    let data = r.structured_content.clone().expect("structured content");
+    let text = r.content[0]
+        .as_text()
+        .expect("a text block first")
+        .text
+        .clone();
+    let from_text: Value = serde_json::from_str(&text).expect("the text block is JSON");
+    assert_eq!(from_text, data, "text and structured content differ");
+    data
 }
 
-/// The error object of a failed call.
+/// The error object of a failed call: read from the text block, as every host can. An error
+/// carries no structured content (it would not match the tool's output schema).
 pub fn err(r: &CallToolResult) -> Value {
     assert_eq!(
         r.is_error,
         Some(true),
         "expected an error, got {:?}",
-        r.structured_content
+        r.content
     );
-    r.structured_content.clone().expect("structured error")["error"].clone()
+    assert_eq!(
+        r.structured_content, None,
+        "an error with structured content"
+    );
+    let text = r.content[0].as_text().expect("a text block").text.clone();
+    let v: Value = serde_json::from_str(&text).expect("the error text is JSON");
+    v["error"].clone()
+}
+
+/// The error object of a raw JSON-RPC `tools/call` response (as [`err`]).
+pub fn raw_err(response: &Value) -> Value {
+    let r = response.get("result").unwrap_or(response);
+    assert_eq!(r["isError"], true, "expected an error: {response}");
+    assert!(r.get("structuredContent").is_none(), "{response}");
+    let text = r["content"][0]["text"].as_str().expect("a text block");
+    serde_json::from_str::<Value>(text).expect("the error text is JSON")["error"].clone()
 }
