@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The Inspector 2.x needs this Node; the SDKs and the conformance suite run on it too.
 const NODE_MIN: (u32, u32) = (22, 19);
-const LIMIT: Duration = Duration::from_secs(240);
+const LIMIT: Duration = Duration::from_secs(300);
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")

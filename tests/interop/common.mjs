@@ -55,7 +55,9 @@ export async function check(name, fn) {
     return v;
   } catch (e) {
     results.push({ name, ok: false });
-    const msg = e?.stack && !(e instanceof assert.AssertionError) ? e.stack : e?.message ?? String(e);
+    // Assertions and protocol errors (with a JSON-RPC code) speak for themselves; others get a stack.
+    const plain = e instanceof assert.AssertionError || typeof e?.code === "number" || !e?.stack;
+    const msg = plain ? e?.message ?? String(e) : e.stack;
     console.log(`FAIL ${name} (${Date.now() - t0} ms)\n     ${String(msg).split("\n").join("\n     ")}`);
     return undefined;
   }

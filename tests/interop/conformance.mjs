@@ -11,7 +11,7 @@ const LABEL = "conformance";
 const PKG = path.join(HERE, "node_modules", "@modelcontextprotocol", "conformance");
 const VERSION = JSON.parse(fs.readFileSync(path.join(PKG, "package.json"))).version;
 console.log(`@modelcontextprotocol/conformance ${VERSION}, node ${process.version}`);
-watchdog(90_000, LABEL);
+watchdog(150_000, LABEL);
 
 const INCLUDED = [
   "server-initialize",

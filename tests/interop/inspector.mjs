@@ -15,7 +15,7 @@ const PKG = path.join(HERE, "node_modules", "@modelcontextprotocol", "inspector"
 const LAUNCHER = path.join(PKG, "clients", "launcher", "build", "index.js");
 const VERSION = JSON.parse(fs.readFileSync(path.join(PKG, "package.json"))).version;
 console.log(`@modelcontextprotocol/inspector ${VERSION} --cli, node ${process.version}`);
-watchdog(120_000, LABEL);
+watchdog(200_000, LABEL);
 
 const ws = workspace();
 // The Inspector keeps a catalog and secrets under $HOME/.mcp-inspector: keep them in the workspace.

@@ -520,8 +520,16 @@ if __name__ == "__main__":
     if not BIN or not os.path.exists(BIN):
         print("usage: python python_sdk.py <path to i2v-mcp>", file=sys.stderr)
         sys.exit(2)
+    async def bounded() -> int:
+        # A hard stop for the whole script, so a hung client can never hang `cargo test`.
+        with anyio.move_on_after(200) as scope:
+            return await main()
+        if scope.cancelled_caught:
+            log("FAIL python: watchdog fired after 200 s")
+        return 1
+
     try:
-        code = anyio.run(main)
+        code = anyio.run(bounded)
     finally:
         for p in procs:
             if p.poll() is None:

@@ -12,7 +12,7 @@ const VERSION = JSON.parse(
   fs.readFileSync(new URL("./node_modules/@modelcontextprotocol/client/package.json", import.meta.url)),
 ).version;
 console.log(`@modelcontextprotocol/client ${VERSION}, node ${process.version}`);
-watchdog(150_000, LABEL);
+watchdog(200_000, LABEL);
 
 function adapter(client, { modern }) {
   const subs = [];
