@@ -304,13 +304,13 @@ pub struct CreateRequest {
     pub acceleration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_checker: Option<bool>,
-    /// Reuse when retrying a create: the same key returns the first task instead of paying twice.
+    /// Reuse when retrying: the same key returns the first task, never paying twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// Refuse before any paid call if the estimate is higher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
-    /// Seconds to wait for the result before returning (0 = return at once).
+    /// Seconds to wait for the result (0 = return at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = crate::config::DEFAULT_MAX_WAIT_SECONDS))]
     pub wait_seconds: Option<u32>,

@@ -25,7 +25,7 @@ pub const MAX_WAIT_SECONDS: u32 = crate::config::DEFAULT_MAX_WAIT_SECONDS;
 #[serde(deny_unknown_fields)]
 pub struct GetArgs {
     pub task_id: String,
-    /// Wait up to this many seconds for the task to finish (0 = refresh and return).
+    /// Seconds to wait for it to finish (0 = refresh and return).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_WAIT_SECONDS))]
     pub wait_seconds: Option<u32>,
@@ -228,15 +228,31 @@ fn shallow(schema: &JsonObject, keep: &[&str]) -> JsonObject {
     out
 }
 
+/// Descriptions below the top level removed: estimate_cost's nested arguments (LoRAs, camera
+/// motion) are create_i2v_task's, documented there; repeating them costs every host tokens.
+fn without_nested_descriptions(mut schema: JsonObject) -> JsonObject {
+    fn strip(v: &mut Value) {
+        if let Value::Object(m) = v {
+            m.remove("description");
+            m.values_mut().for_each(strip);
+        }
+    }
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        for field in props.values_mut() {
+            if let Value::Object(f) = field {
+                for (k, v) in f.iter_mut() {
+                    if k != "description" {
+                        strip(v);
+                    }
+                }
+            }
+        }
+    }
+    schema
+}
+
 /// The fields of a task an agent acts on.
-const TASK_FIELDS: &[&str] = &[
-    "task_id",
-    "status",
-    "progress_percent",
-    "video",
-    "error",
-    "note",
-];
+const TASK_FIELDS: &[&str] = &["task_id", "status", "video", "error"];
 
 /// Only hints that differ from the spec's defaults (readOnly false, destructive true,
 /// idempotent false, openWorld true) are sent; destructive/idempotent only matter for tools that
@@ -282,7 +298,7 @@ fn build() -> Vec<Tool> {
         .with_annotations(annotations(false, false, true, false)),
         Tool::new(
             "get_task",
-            "Get a task, refreshed from its provider. With wait_seconds, waits (with progress) until it finishes or the time is up. A succeeded task has video.local_path and sha256.",
+            "Get a task, refreshed from its provider. With wait_seconds (max 50; call again to wait longer), waits with progress until it finishes. A succeeded task has video.local_path and sha256.",
             schema::<GetArgs>(),
         )
         .with_title("Get task")
@@ -323,7 +339,9 @@ fn build() -> Vec<Tool> {
         Tool::new(
             "estimate_cost",
             "Estimate the USD cost of a create before paying; compare=true quotes every model that can do it.",
-            schema::<EstimateRequest>(),
+            Arc::new(without_nested_descriptions(
+                schema::<EstimateRequest>().as_ref().clone(),
+            )),
         )
         .with_title("Estimate cost")
         .with_raw_output_schema(output::<Estimate>(&[]))
