@@ -2,6 +2,7 @@
 //! forwards progress for calls that carried a progress token, ends waits on cancellation, and
 //! renders results as structured content with a short text beside it.
 
+pub mod stdio;
 pub mod tools;
 
 use std::collections::HashSet;
