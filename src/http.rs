@@ -256,6 +256,7 @@ pub fn serve(
         max: opts.max_sessions,
         stateless: opts.stateless,
         keep_alive: opts.session_keep_alive,
+        max_body_bytes: opts.max_body_bytes,
     });
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!opts.stateless)
@@ -956,10 +957,11 @@ struct McpGate {
     max: usize,
     stateless: bool,
     keep_alive: Option<Duration>,
+    max_body_bytes: usize,
 }
 
-/// `/mcp`: refuse a new session past the cap (503 + Retry-After) and answer a session's
-/// DELETE with 204 (rmcp says 202; clients expect 200 or 204).
+/// `/mcp`: refuse a new session past the cap (503 + Retry-After), answer a session's DELETE
+/// with 204 (rmcp says 202; clients expect 200 or 204), and say what to do about a 413.
 async fn mcp_gate(State(gate): State<Arc<McpGate>>, req: Request, next: Next) -> Response {
     let opens_session = !gate.stateless
         && req.method() == Method::POST
@@ -998,7 +1000,26 @@ async fn mcp_gate(State(gate): State<Arc<McpGate>>, req: Request, next: Next) ->
         parts.headers.remove(header::CONTENT_TYPE);
         return Response::from_parts(parts, Body::empty());
     }
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Payload Too Large: an MCP request may be at most {} (max_body_bytes): send images as an https URL rather than a data: URI, or raise max_body_bytes (I2V_MCP_MAX_BODY_BYTES)",
+                human_bytes(gate.max_body_bytes)
+            ),
+        )
+            .into_response();
+    }
     resp
+}
+
+/// `16 MiB`, `64 KiB`, or bytes.
+fn human_bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 /// `GET /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file, streamed.

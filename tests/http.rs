@@ -446,7 +446,13 @@ async fn refusals_token_host_origin_and_size() {
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
         "x".repeat(100 * 1024)
     );
-    assert_eq!(post_mcp(Some(TOKEN), &[], big.clone()).await.status(), 413);
+    let r = post_mcp(Some(TOKEN), &[], big.clone()).await;
+    assert_eq!(r.status(), 413);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("64 KiB") && text.contains("https URL"),
+        "names the limit and the alternative: {text}"
+    );
     let r = c
         .post(format!("http://{addr}/message?sessionId=x"))
         .bearer_auth(TOKEN)
