@@ -569,6 +569,8 @@ async fn accept_loop(
             stop.clone(),
         ));
     }
+    // Refuse new connections at once while the open ones finish.
+    drop(listener);
     tracker.close();
     tracker.wait().await;
     Ok(())

@@ -1274,3 +1274,50 @@ async fn weak_token_is_refused_for_a_public_bind() {
     let (_, handle) = i2v_mcp::http::bind(core, opts).await.unwrap();
     within(15, "shutdown", handle.shutdown()).await;
 }
+
+/// The header-read timeout and eviction never cut a call that is running: a silent 2 s wait
+/// finishes through a 300 ms header timeout while idle sockets push against a cap of 4.
+#[tokio::test]
+async fn running_calls_survive_timeouts_and_eviction() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(crate::support::fakes::TaskPlan::Polls {
+        pending: 100_000,
+        processing: 1,
+        outcome: crate::support::fakes::Outcome::Succeed,
+    });
+    let ws = Workspace::new();
+    let img = ws.png("cat.png", 64, 64);
+    let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    let (addr, handle) = start(core, |o, _| {
+        o.header_read_timeout = Duration::from_millis(300);
+        o.max_connections = Some(4);
+    })
+    .await;
+    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+    let t = ok(&call(
+        &s,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "p", "provider": "piapi"}),
+    )
+    .await);
+    let waiting = tokio::spawn(async move {
+        let r = call(
+            &s,
+            "get_task",
+            json!({"task_id": t["task_id"], "wait_seconds": 2}),
+        )
+        .await;
+        let _ = s.cancel().await;
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = within(10, "the running wait", waiting).await.unwrap();
+    assert_eq!(ok(&r)["status"], "queued");
+    drop(idle);
+    within(15, "shutdown", handle.shutdown()).await;
+}
