@@ -482,14 +482,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
 async fn serve_stdio(cfg: Config) -> Result<(), Error> {
     use rmcp::ServiceExt;
     let server = crate::mcp::Server::starting(cfg);
+    // Our framing answers over-long and malformed lines that rmcp would drop unanswered.
+    let (to_client, from_client, writer) = crate::mcp::stdio::framed(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        crate::mcp::stdio::MAX_LINE_BYTES,
+    );
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve((to_client, from_client))
         .await
         .map_err(|e| Error::internal(format!("MCP session failed to start: {e}")))?;
     running
         .waiting()
         .await
         .map_err(|e| Error::internal(format!("MCP session ended with an error: {e}")))?;
+    // The last answers reach stdout before the process exits.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
     Ok(())
 }
 

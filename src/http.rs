@@ -31,7 +31,6 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
 use rmcp::model::{
@@ -59,9 +58,16 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub const WEBHOOK_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The address suggested in help texts.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8765";
-/// Idle time after which a streamable-HTTP session is dropped. Longer than any wait
-/// (`max_wait_seconds`); waits with a progress token also send a heartbeat every ≤5 s.
-const SESSION_KEEP_ALIVE: Duration = Duration::from_secs(3600);
+/// Idle time after which a streamable-HTTP session is dropped. rmcp's timer only restarts on
+/// session traffic, not while a tool runs, so this must stay well above the longest silent
+/// call (a `get_task` wait, at most 50 s; waits with a progress token also send a heartbeat
+/// every ≤5 s).
+const SESSION_KEEP_ALIVE: Duration = Duration::from_secs(600);
+/// Time to send a request's headers; also the idle time after which a keep-alive connection
+/// is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Live streamable-HTTP sessions (each holds a server instance, ~70 KiB).
+const MAX_SESSIONS: usize = 256;
 /// SSE comment pings, so proxies do not cut quiet streams.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Messages buffered per legacy SSE session in each direction.
@@ -92,6 +98,13 @@ pub struct HttpOptions {
     pub session_keep_alive: Option<Duration>,
     /// How long shutdown lets running requests finish.
     pub shutdown_grace: Duration,
+    /// Most open connections; `None` sizes it from the process's file-descriptor limit.
+    pub max_connections: Option<usize>,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// Most live streamable-HTTP sessions; past it a new session is refused (503).
+    pub max_sessions: usize,
 }
 
 impl HttpOptions {
@@ -108,6 +121,9 @@ impl HttpOptions {
             stateless: false,
             session_keep_alive: Some(SESSION_KEEP_ALIVE),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: None,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_sessions: MAX_SESSIONS,
         }
     }
 }
@@ -182,6 +198,7 @@ pub async fn bind(core: Arc<Core>, opts: HttpOptions) -> Result<(SocketAddr, Ser
     for a in &addrs {
         refuse_exposed_without_token(*a, &opts)?;
     }
+    raise_fd_limit();
     let listener = TcpListener::bind(first).await.map_err(|e| {
         Error::internal(format!("cannot listen on {first}: {e}"))
             .with_next_step("pick a free port, or stop the process that holds this one")
@@ -233,6 +250,14 @@ pub fn serve(
 
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = opts.session_keep_alive;
+    let sessions = Arc::new(sessions);
+    let gate = Arc::new(McpGate {
+        sessions: sessions.clone(),
+        max: opts.max_sessions,
+        stateless: opts.stateless,
+        keep_alive: opts.session_keep_alive,
+        max_body_bytes: opts.max_body_bytes,
+    });
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!opts.stateless)
         .with_json_response(opts.stateless)
@@ -256,7 +281,7 @@ pub fn serve(
                 .subscriptions(!stateless)
                 .video_links(&factory_base))
         },
-        Arc::new(sessions),
+        sessions,
         mcp_config,
     );
 
@@ -278,6 +303,7 @@ pub fn serve(
     let message_route = post(message).layer(DefaultBodyLimit::max(opts.max_body_bytes));
     let mut guarded = Router::new()
         .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(gate, mcp_gate))
         .route("/sse", get(sse))
         .route("/message", message_route.clone())
         .route("/videos/{file}", get(video));
@@ -303,23 +329,29 @@ pub fn serve(
                 "not found: MCP is served at /mcp (streamable HTTP) and /sse (legacy HTTP+SSE)",
             )
         });
-    let router = guarded.merge(open).with_state(app);
+    let router = guarded
+        .merge(open)
+        .with_state(app)
+        .layer(middleware::from_fn(one_host));
 
-    // Without TCP_NODELAY, an SSE answer written in pieces waits on the client's delayed ACK
-    // (~40 ms per request on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let stop = stop_accepting.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
-    let task = tokio::spawn(async move { server.await });
+    let max_connections = opts
+        .max_connections
+        .unwrap_or_else(connection_cap_from_fd_limit);
+    let conns = Arc::new(Conns::new(max_connections));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        router,
+        conns,
+        opts.header_read_timeout,
+        stop_accepting.clone(),
+    ));
     tracing::info!(
         %addr,
         auth = if opts.auth_token.is_some() { "bearer token" } else { "none (loopback only)" },
         webhooks = public.is_some(),
         stateless = opts.stateless,
+        max_connections,
+        max_sessions = opts.max_sessions,
         "serving MCP over HTTP at /mcp, legacy SSE at /sse"
     );
     Ok((
@@ -335,16 +367,344 @@ pub fn serve(
     ))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Connections: our own accept loop, so that a header-read timeout (also the idle keep-alive
+// timeout) and a connection cap apply. At the cap the oldest idle connection (no request in
+// flight: silent, dribbling headers, or kept alive) is closed to make room; when every
+// connection is busy the newcomer gets a 503 at once. axum::serve has neither.
+
+/// Descriptors kept free for the journal, provider requests and downloads.
+const RESERVED_FDS: u64 = 64;
+/// Upper bound on connections, whatever the descriptor limit.
+const MAX_CONNECTIONS: usize = 4096;
+/// The answer to a connection shed because every slot is busy.
+const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: 52\r\nConnection: close\r\n\r\nbusy: every connection slot is in use; retry shortly";
+/// The first bytes of an HTTP/2 connection with prior knowledge.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit: a server holding many sockets needs it, and
+/// the soft limit is often 1024. Done by [`bind`] (the real server), before sizing the cap.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (lim.current, lim.maximum)
+        && cur < max
+    {
+        let raised = Rlimit {
+            current: Some(max),
+            maximum: Some(max),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = cur, to = max, "raised the open-files limit"),
+            Err(e) => tracing::debug!(error = %e, "cannot raise the open-files limit"),
+        }
+    }
+}
+
+/// Half of the descriptors left after a reserve, between 16 and [`MAX_CONNECTIONS`].
+fn connection_cap_from_fd_limit() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let cap = soft.saturating_sub(RESERVED_FDS) / 2;
+    usize::try_from(cap)
+        .unwrap_or(MAX_CONNECTIONS)
+        .clamp(16, MAX_CONNECTIONS)
+}
+
+/// The live connections, for the cap and eviction.
+struct Conns {
+    max: usize,
+    next_id: std::sync::atomic::AtomicU64,
+    live: Mutex<HashMap<u64, ConnSlot>>,
+}
+
+struct ConnSlot {
+    /// Requests whose response has not finished (an open SSE stream counts).
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    evict: CancellationToken,
+}
+
+/// A connection's place under the cap; freed on drop.
+struct ConnTicket {
+    conns: Arc<Conns>,
+    id: u64,
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    evict: CancellationToken,
+}
+
+impl Drop for ConnTicket {
+    fn drop(&mut self) {
+        self.conns.lock().remove(&self.id);
+    }
+}
+
+impl Conns {
+    fn new(max: usize) -> Conns {
+        Conns {
+            max: max.max(1),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, ConnSlot>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a new connection: free, or taken from the oldest idle connection; `None`
+    /// when every connection is busy.
+    fn admit(self: &Arc<Self>) -> Option<ConnTicket> {
+        use std::sync::atomic::Ordering;
+        let mut live = self.lock();
+        if live.len() >= self.max {
+            // Ids grow with time: the smallest idle id is the oldest idle connection.
+            let oldest_idle = live
+                .iter()
+                .filter(|(_, c)| c.active.load(Ordering::SeqCst) == 0)
+                .map(|(id, _)| *id)
+                .min()?;
+            if let Some(c) = live.remove(&oldest_idle) {
+                c.evict.cancel();
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let evict = CancellationToken::new();
+        live.insert(
+            id,
+            ConnSlot {
+                active: active.clone(),
+                evict: evict.clone(),
+            },
+        );
+        Some(ConnTicket {
+            conns: self.clone(),
+            id,
+            active,
+            evict,
+        })
+    }
+}
+
+/// Counts one request of a connection as in flight until its response body is done.
+struct ActiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(active: &Arc<std::sync::atomic::AtomicUsize>) -> ActiveGuard {
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ActiveGuard(active.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted until hyper is done with it.
+struct CountedBody {
+    inner: Body,
+    _active: ActiveGuard,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    conns: Arc<Conns>,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let tracker = TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors or similar: back off a little, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    }
+                }
+            },
+        };
+        // Without TCP_NODELAY, an SSE answer written in pieces waits on the client's delayed
+        // ACK (~40 ms per request on Linux).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let Some(ticket) = conns.admit() else {
+            tracing::warn!(max = conns.max, "connection shed: every connection is busy");
+            // A fresh socket's send buffer is empty: this does not block.
+            let _ = tcp.try_write(SHED_RESPONSE);
+            continue;
+        };
+        tracker.spawn(serve_connection(
+            tcp,
+            ticket,
+            router.clone(),
+            header_read_timeout,
+            stop.clone(),
+        ));
+    }
+    // Refuse new connections at once while the open ones finish.
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// HTTP/1.1, or HTTP/2 with prior knowledge, until the client leaves, the connection idles
+/// past the header-read timeout, it is evicted, or the server stops.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    ticket: ConnTicket,
+    router: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let evict = ticket.evict.clone();
+    let h2 = tokio::select! {
+        _ = evict.cancelled() => return,
+        r = tokio::time::timeout(header_read_timeout, is_h2(&tcp)) => match r {
+            Ok(Ok(Some(h2))) => h2,
+            _ => return, // silent past the timeout, closed, or broken
+        },
+    };
+    let active = ticket.active.clone();
+    let router = hyper_util::service::TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let guard = ActiveGuard::new(&active);
+        let call = hyper::service::Service::call(&router, req);
+        async move {
+            let resp = match call.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            let (parts, body) = resp.into_parts();
+            Ok::<_, Infallible>(hyper::Response::from_parts(
+                parts,
+                CountedBody {
+                    inner: body,
+                    _active: guard,
+                },
+            ))
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let timer = hyper_util::rt::TokioTimer::new();
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
+                    return;
+                }
+                // Idle (no request in flight): closing it loses nothing.
+                _ = evict.cancelled() => return,
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = evict.cancelled() => {}
+            }
+        }};
+    }
+    if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        b.timer(timer)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(64);
+        drive!(b.serve_connection(io, service));
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(timer)
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true);
+        drive!(b.serve_connection(io, service));
+    }
+    drop(ticket);
+}
+
+/// Whether the client speaks HTTP/2 with prior knowledge; `None` if it closed first.
+async fn is_h2(tcp: &tokio::net::TcpStream) -> std::io::Result<Option<bool>> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(true));
+        }
+        // A prefix of the preface so far: wait for more (peek would return at once).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Shortest bearer token accepted on a non-loopback address (32 hex digits = 128 bits).
+const MIN_TOKEN_CHARS: usize = 32;
+
 fn refuse_exposed_without_token(addr: SocketAddr, opts: &HttpOptions) -> Result<(), Error> {
-    if opts.auth_token.is_none() && !addr.ip().is_loopback() {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    let Some(token) = &opts.auth_token else {
         return Err(Error::invalid_input(format!(
             "refusing to serve on {addr} without a bearer token: anyone who can reach it could spend your provider credits"
         ))
         .with_next_step(
             "set I2V_MCP_AUTH_TOKEN (e.g. `openssl rand -hex 32`) or [http].auth_token, or listen on 127.0.0.1",
         ));
+    };
+    if token_is_weak(token.expose_secret()) {
+        return Err(Error::invalid_input(format!(
+            "refusing to serve on {addr}: the bearer token is too weak to guess-proof a public server (at least {MIN_TOKEN_CHARS} random characters, 128 bits, are needed)"
+        ))
+        .with_next_step(
+            "make one with `openssl rand -hex 32` and set it as I2V_MCP_AUTH_TOKEN or [http].auth_token, or listen on 127.0.0.1",
+        ));
     }
     Ok(())
+}
+
+/// Shorter than [`MIN_TOKEN_CHARS`], or too few distinct characters to be random ("aaaa…").
+fn token_is_weak(token: &str) -> bool {
+    let token = token.trim();
+    let distinct: std::collections::HashSet<char> = token.chars().collect();
+    token.chars().count() < MIN_TOKEN_CHARS || distinct.len() < 8
 }
 
 fn parse_public_url(u: &str) -> Result<url::Url, Error> {
@@ -577,6 +937,93 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
         chunk
     }));
     Response::from_parts(parts, body)
+}
+
+/// Two `Host` headers: which one would the allowlist, a proxy, or rmcp believe? Refuse.
+async fn one_host(req: Request, next: Next) -> Response {
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        tracing::warn!(
+            path = req.uri().path(),
+            "refused: more than one Host header"
+        );
+        return (
+            StatusCode::BAD_REQUEST,
+            "Bad Request: more than one Host header",
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Session limits of `/mcp`.
+struct McpGate {
+    sessions: Arc<LocalSessionManager>,
+    max: usize,
+    stateless: bool,
+    keep_alive: Option<Duration>,
+    max_body_bytes: usize,
+}
+
+/// `/mcp`: refuse a new session past the cap (503 + Retry-After), answer a session's DELETE
+/// with 204 (rmcp says 202; clients expect 200 or 204), and say what to do about a 413.
+async fn mcp_gate(State(gate): State<Arc<McpGate>>, req: Request, next: Next) -> Response {
+    let opens_session = !gate.stateless
+        && req.method() == Method::POST
+        && !req.headers().contains_key("mcp-session-id");
+    if opens_session {
+        let live = gate.sessions.sessions.read().await.len();
+        if live >= gate.max {
+            let idle = gate
+                .keep_alive
+                .map(|d| format!("; idle sessions end after {} s", d.as_secs()))
+                .unwrap_or_default();
+            tracing::warn!(
+                live,
+                max = gate.max,
+                "new MCP session refused: too many sessions"
+            );
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many open MCP sessions ({live}, the limit is {}): end unused ones (DELETE /mcp with their Mcp-Session-Id) or retry later{idle}",
+                    gate.max
+                ),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            return r;
+        }
+    }
+    let delete = req.method() == Method::DELETE;
+    let resp = next.run(req).await;
+    if delete && resp.status() == StatusCode::ACCEPTED {
+        let (mut parts, _) = resp.into_parts();
+        parts.status = StatusCode::NO_CONTENT;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::CONTENT_TYPE);
+        return Response::from_parts(parts, Body::empty());
+    }
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Payload Too Large: an MCP request may be at most {} (max_body_bytes): send images as an https URL rather than a data: URI, or raise max_body_bytes (I2V_MCP_MAX_BODY_BYTES)",
+                human_bytes(gate.max_body_bytes)
+            ),
+        )
+            .into_response();
+    }
+    resp
+}
+
+/// `16 MiB`, `64 KiB`, or bytes.
+fn human_bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 /// `GET /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file, streamed.

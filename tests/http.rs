@@ -446,7 +446,13 @@ async fn refusals_token_host_origin_and_size() {
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
         "x".repeat(100 * 1024)
     );
-    assert_eq!(post_mcp(Some(TOKEN), &[], big.clone()).await.status(), 413);
+    let r = post_mcp(Some(TOKEN), &[], big.clone()).await;
+    assert_eq!(r.status(), 413);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("64 KiB") && text.contains("https URL"),
+        "names the limit and the alternative: {text}"
+    );
     let r = c
         .post(format!("http://{addr}/message?sessionId=x"))
         .bearer_auth(TOKEN)
@@ -982,5 +988,336 @@ async fn videos_are_linked_and_served_to_token_holders() {
     .unwrap();
     assert_eq!(missing.status(), 404);
     s.cancel().await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening: idle and slow clients, session and connection caps, duplicate Host, weak tokens.
+
+/// Send raw bytes on a fresh connection and read until the server closes it (bounded).
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = within(5, "connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match within(5, "raw response", tcp.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // One answer is enough: we only look at the status line and headers.
+                if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Until the server closes `tcp` (read returns 0 or an error); panics after `secs`.
+async fn closed_by_server(tcp: &mut tokio::net::TcpStream, secs: u64, what: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match within(secs, what, tcp.read(&mut buf)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Defect 6: 300 idle sockets (no token needed) used to exhaust the file descriptors. The real
+/// binary under a 256-descriptor limit must still answer /healthz and an authenticated
+/// tools/list within a second each.
+#[tokio::test]
+async fn idle_sockets_do_not_starve_the_server() {
+    use tokio::io::AsyncBufReadExt;
+    let ws = Workspace::new();
+    let token = "0123456789abcdef0123456789abcdef";
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" serve --http 127.0.0.1:0")
+        .arg(env!("CARGO_BIN_EXE_i2v-mcp"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(ws.env(&[("I2V_MCP_AUTH_TOKEN", token)]))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = within(30, "the serving line on stderr", async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("stderr closed");
+            if let Some(rest) = line.split("serving MCP at http://").nth(1) {
+                return rest.split('/').next().unwrap().parse().unwrap();
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            within(
+                5,
+                "an idle connection",
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let started = std::time::Instant::now();
+    let h = within(1, "/healthz with 300 idle sockets", async {
+        http()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(h.status(), 200);
+    let healthz = started.elapsed();
+    let started = std::time::Instant::now();
+    let (s, _) = within(
+        1,
+        "initialize with 300 idle sockets",
+        connect_http(addr, Some(token)),
+    )
+    .await
+    .unwrap();
+    let tools = within(1, "tools/list with 300 idle sockets", s.list_all_tools())
+        .await
+        .unwrap();
+    assert!(!tools.is_empty());
+    eprintln!(
+        "with 300 idle sockets: /healthz {healthz:?}, initialize + tools/list {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    let _ = s.cancel().await;
+    let _ = child.start_kill();
+}
+
+/// An idle connection, and one that dribbles a partial header, are closed after the header
+/// read timeout; a busy connection (an open stream) stays.
+#[tokio::test]
+async fn idle_and_slow_connections_time_out() {
+    use tokio::io::AsyncWriteExt;
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |o, _| {
+        o.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    closed_by_server(&mut silent, 3, "the idle connection to be closed").await;
+    closed_by_server(&mut slow, 3, "the slow header to be cut").await;
+    // A keep-alive connection that went idle after an answer is closed too.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    closed_by_server(&mut kept, 3, "the idle keep-alive connection to be closed").await;
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// At the connection cap the oldest idle connection makes room; when every connection is busy
+/// a newcomer is told 503 at once rather than left hanging.
+#[tokio::test]
+async fn connection_cap_evicts_idle_then_sheds_with_503() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |o, _| {
+        o.max_connections = Some(2);
+    })
+    .await;
+    // Two idle sockets fill the cap; /healthz still answers (one of them is evicted).
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let r = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Two open SSE streams are busy: they are never evicted, so the third is shed.
+    let c = http();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let s = within(
+            5,
+            "GET /sse",
+            c.get(format!("http://{addr}/sse"))
+                .bearer_auth(TOKEN)
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.status(), 200);
+        streams.push(s);
+    }
+    let started = std::time::Instant::now();
+    let r = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after:"), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(streams);
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// Streamable-HTTP sessions are capped: over the cap a new session is refused with 503 and
+/// Retry-After; ending one (DELETE, answered 204) makes room.
+#[tokio::test]
+async fn sessions_over_the_cap_are_refused_until_one_ends() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |o, _| {
+        o.max_sessions = 2;
+    })
+    .await;
+    let c = http();
+    let mcp = format!("http://{addr}/mcp");
+    let init = |id: i64| {
+        c.post(&mcp)
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(initialize(id, "2025-06-18").to_string())
+            .send()
+    };
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let r = within(10, "initialize", init(i)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(r.headers()["mcp-session-id"].to_str().unwrap().to_string());
+    }
+    let r = within(10, "initialize over the cap", init(3))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "{:?}",
+        r.headers()
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.contains("sessions"), "{text}");
+    // Issue 10 item 8: ending a session is 204 (clients expect 200/204, not 202).
+    let r = within(
+        10,
+        "DELETE /mcp",
+        c.delete(&mcp)
+            .bearer_auth(TOKEN)
+            .header("mcp-session-id", &ids[0])
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = within(10, "initialize after a DELETE", init(4))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// Two Host headers are refused (400) everywhere, before the allowlist could pick one.
+#[tokio::test]
+async fn duplicate_host_headers_are_refused() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |_, _| {}).await;
+    for path in ["/healthz", "/mcp"] {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        );
+        let r = raw_exchange(addr, req.as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{path}: {r}");
+    }
+    let r = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// A public bind needs a strong token; the error says how to make one.
+#[tokio::test]
+async fn weak_token_is_refused_for_a_public_bind() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    for weak in ["x", "short-token", &"a".repeat(40)] {
+        let mut opts = HttpOptions::from_config(&core.cfg, "0.0.0.0:0");
+        opts.auth_token = Some(weak.to_string().into());
+        let e = i2v_mcp::http::bind(core.clone(), opts).await.err().unwrap();
+        assert!(e.message.contains("too weak"), "{weak}: {}", e.message);
+        assert!(
+            e.next_step
+                .unwrap_or_default()
+                .contains("openssl rand -hex 32"),
+            "the error says how to make one"
+        );
+    }
+    let mut opts = HttpOptions::from_config(&core.cfg, "0.0.0.0:0");
+    opts.auth_token = Some("3f9c2a7b1e8d4f6a0c5b9e2d7a1f4c8b".to_string().into());
+    let (_, handle) = i2v_mcp::http::bind(core, opts).await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// The header-read timeout and eviction never cut a call that is running: a silent 2 s wait
+/// finishes through a 300 ms header timeout while idle sockets push against a cap of 4.
+#[tokio::test]
+async fn running_calls_survive_timeouts_and_eviction() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(crate::support::fakes::TaskPlan::Polls {
+        pending: 100_000,
+        processing: 1,
+        outcome: crate::support::fakes::Outcome::Succeed,
+    });
+    let ws = Workspace::new();
+    let img = ws.png("cat.png", 64, 64);
+    let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
+    let (addr, handle) = start(core, |o, _| {
+        o.header_read_timeout = Duration::from_millis(300);
+        o.max_connections = Some(4);
+    })
+    .await;
+    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+    let t = ok(&call(
+        &s,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "p", "provider": "piapi"}),
+    )
+    .await);
+    let waiting = tokio::spawn(async move {
+        let r = call(
+            &s,
+            "get_task",
+            json!({"task_id": t["task_id"], "wait_seconds": 2}),
+        )
+        .await;
+        let _ = s.cancel().await;
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = within(10, "the running wait", waiting).await.unwrap();
+    assert_eq!(ok(&r)["status"], "queued");
+    drop(idle);
     within(15, "shutdown", handle.shutdown()).await;
 }

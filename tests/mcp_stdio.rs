@@ -97,6 +97,25 @@ impl Proc {
         self.response(id).await
     }
 
+    /// Write one raw line (a newline is added).
+    pub async fn send_raw(&mut self, line: &[u8]) {
+        self.stdin.write_all(line).await.unwrap();
+        self.stdin.write_all(b"\n").await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// The next stdout line, which must be JSON-RPC 2.0.
+    pub async fn next(&mut self, what: &str) -> Value {
+        let line = within(60, what, self.lines.recv())
+            .await
+            .expect("stdout closed");
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("non-JSON on stdout ({e}): {line}"));
+        assert_eq!(v["jsonrpc"], "2.0", "not JSON-RPC: {line}");
+        self.seen.push(v.clone());
+        v
+    }
+
     pub async fn init(&mut self, version: &str) -> Value {
         let r = self
             .request(0, "initialize", json!({"protocolVersion":version,"capabilities":{},"clientInfo":{"name":"raw","version":"1"}}))
@@ -364,4 +383,118 @@ async fn rmcp_client_against_the_binary() {
         "{progress:?}"
     );
     within(10, "close", session.cancel()).await.unwrap();
+}
+
+/// Defect 7 and the malformed-request weak spot: every line that carries an id gets an answer
+/// (over-long lines, broken requests, batches), unparseable JSON gets -32700, and the server
+/// keeps serving. One row per hostile input: (what, line, expected id, expected code).
+#[tokio::test]
+async fn every_line_with_an_id_is_answered_and_the_server_keeps_serving() {
+    let ws = Workspace::new();
+    let mut p = Proc::spawn(&ws.env(&[]));
+    p.init("2025-06-18").await;
+
+    // Over the 32 MiB line limit, with the id near the start as clients write it.
+    let huge = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{{\"name\":\"create_i2v_task\",\"arguments\":{{\"provider\":\"local\",\"prompt\":\"x\",\"image\":\"data:image/png;base64,{}\"}}}}}}",
+        "A".repeat(33 << 20)
+    );
+    let started = std::time::Instant::now();
+    p.send_raw(huge.as_bytes()).await;
+    drop(huge);
+    let r = p.response(7).await;
+    let msg = r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert!(msg.contains("32 MiB"), "names the limit: {msg}");
+    assert!(
+        msg.contains("path") && msg.contains("https"),
+        "names the alternative: {msg}"
+    );
+    eprintln!("33 MiB line answered in {:?}", started.elapsed());
+
+    // A 17 MiB line (over rmcp's own 16 MiB cap, under ours) reaches the tool and is answered.
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{{\"name\":\"create_i2v_task\",\"arguments\":{{\"provider\":\"local\",\"prompt\":\"x\",\"image\":\"data:image/png;base64,{}\"}}}}}}",
+        "A".repeat(17 << 20)
+    );
+    p.send_raw(big.as_bytes()).await;
+    drop(big);
+    let r = p.response(8).await;
+    assert_eq!(
+        r["result"]["isError"], true,
+        "a tool error about the image: {r}"
+    );
+
+    let cases: Vec<(&str, &str, Value, i64)> = vec![
+        ("garbage", "{not json", Value::Null, -32700),
+        (
+            "truncated",
+            "{\"jsonrpc\":\"2.0\",\"id\":30,",
+            Value::Null,
+            -32700,
+        ),
+        (
+            "no jsonrpc",
+            r#"{"id":31,"method":"tools/list"}"#,
+            json!(31),
+            -32600,
+        ),
+        (
+            "wrong version",
+            r#"{"jsonrpc":"1.0","id":32,"method":"tools/list"}"#,
+            json!(32),
+            -32600,
+        ),
+        (
+            "method not a string",
+            r#"{"jsonrpc":"2.0","id":"s33","method":5}"#,
+            json!("s33"),
+            -32600,
+        ),
+        (
+            "params not structured",
+            r#"{"jsonrpc":"2.0","id":34,"method":"tools/list","params":5}"#,
+            json!(34),
+            -32600,
+        ),
+        (
+            "batch",
+            r#"[{"jsonrpc":"2.0","id":35,"method":"tools/list"}]"#,
+            json!(35),
+            -32600,
+        ),
+        ("empty batch", "[]", Value::Null, -32600),
+        ("not an object", "42", Value::Null, -32600),
+        (
+            "bad id type",
+            r#"{"jsonrpc":"2.0","id":{},"method":"tools/list"}"#,
+            Value::Null,
+            -32600,
+        ),
+    ];
+    for (what, line, id, code) in cases {
+        p.send_raw(line.as_bytes()).await;
+        let r = p.next(what).await;
+        assert_eq!(r["id"], id, "{what}: {r}");
+        assert_eq!(r["error"]["code"], code, "{what}: {r}");
+        assert!(
+            !r["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{what}: {r}"
+        );
+    }
+
+    let list = p.request(40, "tools/list", json!({})).await;
+    assert!(
+        list["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{list}"
+    );
+    p.close().await;
 }

@@ -3,6 +3,7 @@
 //! renders results as structured content with the same data as JSON text beside it (most hosts
 //! show the model only the text).
 
+pub mod stdio;
 pub mod tools;
 
 use std::collections::HashSet;
