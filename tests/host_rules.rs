@@ -79,7 +79,7 @@ async fn roots_offered_at_connect_are_used_by_the_first_call() {
     let root_uri = url::Url::from_directory_path(&root).unwrap().to_string();
     let result = within(30, "the create", async {
         loop {
-            let msg = p.next().await;
+            let msg = p.next("a message").await;
             if msg["method"] == "roots/list" {
                 // A client busy elsewhere answers late; the call must wait for it.
                 tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
@@ -141,7 +141,7 @@ async fn subscriptions_listen_streams_task_updates_on_2026_07_28() {
     let (mut acknowledged, mut updated) = (false, false);
     within(60, "an update of the task", async {
         while !(acknowledged && updated) {
-            let msg = p.next().await;
+            let msg = p.next("a message").await;
             assert!(msg.get("error").is_none(), "{msg}");
             match msg["method"].as_str() {
                 Some("notifications/subscriptions/acknowledged") => {

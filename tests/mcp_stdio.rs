@@ -79,18 +79,6 @@ impl Proc {
         }
     }
 
-    /// The next stdout message, whatever it is (a response, a request, a notification).
-    pub async fn next(&mut self) -> Value {
-        let line = within(60, "a message", self.lines.recv())
-            .await
-            .expect("stdout closed");
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("non-JSON on stdout ({e}): {line}"));
-        assert_eq!(v["jsonrpc"], "2.0", "not JSON-RPC: {line}");
-        self.seen.push(v.clone());
-        v
-    }
-
     pub async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
         self.send(json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
             .await;
