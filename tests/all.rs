@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod hostile;
 mod http;
 mod lifecycle;
 mod local;

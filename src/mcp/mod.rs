@@ -202,7 +202,8 @@ impl Server {
             }
             "estimate_cost" => {
                 let a: EstimateRequest = parse(name, args)?;
-                let est = core.estimate(&a)?;
+                let (ctx, _) = self.ctx(rc);
+                let est = core.estimate(&a, &ctx).await?;
                 let text = est
                     .quotes
                     .iter()
