@@ -703,6 +703,22 @@ mod tests {
     }
 
     #[test]
+    fn the_size_cap_holds_while_reading() {
+        // /proc files are regular files that report size 0, like devices: only the read can tell.
+        let status = Path::new("/proc/self/status");
+        if !status.exists() {
+            eprintln!("SKIPPED: this system has no /proc");
+            return;
+        }
+        let allowed = [PathBuf::from("/proc")];
+        let e = Source::Path(status)
+            .load("image", 64, &allowed)
+            .unwrap_err();
+        assert!(e.message.contains("at most 0 MB"), "{}", e.message);
+        assert!(e.message.contains("over"), "{}", e.message);
+    }
+
+    #[test]
     fn data_uris_and_model_rules() {
         let spec26 = find_key("novita/wan2.6-i2v").unwrap();
         let uri = format!("data:image/png;base64,{}", B64.encode(png(400, 400, true)));
