@@ -1,6 +1,6 @@
 //! In-process figures for the server's own hot paths, each beside a baseline that does the
 //! irreducible part of the same work:
-//! - preparing a ~10 MB local image for a provider (confinement, sniffing, header decode, sha256,
+//! - preparing a ~10 MB local image for a provider (confinement, sniffing, a full decode check, sha256,
 //!   base64) vs. just reading the file and base64-encoding it;
 //! - `estimate_cost` vs. parsing its JSON arguments;
 //! - a `get_task` answered from the journal vs. a bare SQLite primary-key SELECT.
@@ -124,7 +124,10 @@ async fn main() {
     let args =
         r#"{"provider":"novita","model":"wan2.6-i2v","resolution":"1080p","duration_seconds":10}"#;
     let req: EstimateRequest = serde_json::from_str(args).unwrap();
-    let ours = time(20_000, || core.estimate(&req).unwrap().quotes.len());
+    // Without an image, estimate never waits on anything: poll it to completion in place.
+    let ctx = CallCtx::default();
+    let estimate = |r: &EstimateRequest| futures::executor::block_on(core.estimate(r, &ctx));
+    let ours = time(20_000, || estimate(&req).unwrap().quotes.len());
     let base = time(20_000, || {
         serde_json::from_str::<EstimateRequest>(args)
             .unwrap()
@@ -140,7 +143,7 @@ async fn main() {
         compare: true,
         ..EstimateRequest::default()
     };
-    let ours = time(5_000, || core.estimate(&cmp).unwrap().quotes.len());
+    let ours = time(5_000, || estimate(&cmp).unwrap().quotes.len());
     show(
         "estimate_cost (compare all models)",
         ours,

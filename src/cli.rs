@@ -460,7 +460,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Estimate { args, compare } => {
             let core = Core::open(cfg)?;
-            let est = core.estimate(&args.to_estimate(compare)?)?;
+            let req = args.to_estimate(compare)?;
+            let ctx = CallCtx {
+                roots: explicit_roots(&[req.image.as_ref(), req.end_image.as_ref()]),
+                ..CallCtx::default()
+            };
+            let est = core.estimate(&req, &ctx).await?;
             if cli.json {
                 print_json(&est);
             } else {

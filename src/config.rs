@@ -483,8 +483,60 @@ fn read_file(path: &Path) -> Result<FileConfig, Error> {
         Error::invalid_input(format!("cannot read config file '{}': {e}", path.display()))
     })?;
     toml::from_str(&text).map_err(|e| {
-        Error::invalid_input(format!("config file '{}' is invalid: {e}", path.display()))
+        Error::invalid_input(format!(
+            "config file '{}' is invalid {}",
+            path.display(),
+            describe_toml_error(&e, &text)
+        ))
     })
+}
+
+/// Where a config file is wrong and what is wrong, never its text: toml's own message quotes the
+/// offending line, and an unquoted `api_key = sk-...` would print the key. A value quoted in the
+/// message (`invalid type: string "..."`) is hidden too when the error is about a value; key names
+/// (`unknown field`, `duplicate key`) are kept, since they say what to fix.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return format!("({})", hide_quoted(&message));
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let on_key = !before[line_start..].contains('=');
+    let message = if on_key {
+        message
+    } else {
+        hide_quoted(&message)
+    };
+    format!("at line {line}, column {column}: {message} (the line is not shown: it may hold a key)")
+}
+
+/// Replace every `"..."` and `` `...` `` in a message with `(hidden)`, but for one or two
+/// characters (toml's "expected `\"`" is no secret).
+fn hide_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = if rest[open..].starts_with('"') {
+            '"'
+        } else {
+            '`'
+        };
+        out.push_str(&rest[..open]);
+        let inner = &rest[open + 1..];
+        let len = inner.find(quote).unwrap_or(inner.len());
+        if inner[..len].chars().count() <= 2 {
+            out.push_str(&rest[open..(open + 1 + len + 1).min(rest.len())]);
+        } else {
+            out.push_str("(hidden)");
+        }
+        rest = inner.get(len + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -518,6 +570,46 @@ mod tests {
         let p = c.provider(ProviderId::Piapi).unwrap();
         assert_eq!(p.api_key.as_ref().unwrap().expose_secret(), "env-key");
         assert_eq!(p.base_url, "http://file");
+    }
+
+    #[test]
+    fn config_errors_never_echo_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let cases = [
+            // Unquoted: a syntax error on the secret's own line.
+            ("[providers.piapi]\napi_key = sk-live-SECRET123\n", "line 2"),
+            // Quoted but of the wrong type, or in the wrong place.
+            ("max_wait_seconds = \"sk-live-SECRET123\"\n", "line 1"),
+            (
+                "[providers.piapi]\napi_key = [\"sk-live-SECRET123\"]\n",
+                "line 2",
+            ),
+            (
+                "[providers.piapi]\napi_key = \"sk-live-SECRET123\n",
+                "line 2",
+            ),
+            (
+                "[providers.piapi]\napi_key = \"sk-live-SECRET123\"\napi_key = \"sk-live-SECRET123\"\n",
+                "line 3",
+            ),
+        ];
+        for (text, line) in cases {
+            std::fs::write(&path, text).unwrap();
+            let e = read_file(&path).unwrap_err();
+            assert!(
+                !e.message.contains("SECRET123"),
+                "{text:?} echoed: {}",
+                e.message
+            );
+            assert!(e.message.contains(line), "{text:?}: {}", e.message);
+            assert!(e.message.contains("config.toml"), "{}", e.message);
+        }
+        // What is wrong is still said, by key name.
+        std::fs::write(&path, "data_dri = \"/x\"\n").unwrap();
+        let e = read_file(&path).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+        assert!(e.message.contains("data_dri"), "{}", e.message);
     }
 
     #[test]

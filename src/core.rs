@@ -586,9 +586,9 @@ impl Core {
         }
 
         let allowed = self.allowed_dirs(&ctx);
-        let image = media::resolve(&req.image, "image", spec, &allowed)?;
+        let image = media::resolve_async(&req.image, "image", spec, allowed.clone()).await?;
         let end_image = match &req.end_image {
-            Some(e) => Some(media::resolve(e, "end_image", spec, &allowed)?),
+            Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed).await?),
             None => None,
         };
         if provider == ProviderId::Local {
@@ -938,7 +938,9 @@ impl Core {
         })
     }
 
-    pub fn estimate(&self, req: &EstimateRequest) -> Result<Estimate> {
+    /// Quotes for `req`; its images are read and checked like create's (nothing is sent), from
+    /// the allowed directories and `ctx`'s roots.
+    pub async fn estimate(&self, req: &EstimateRequest, ctx: &CallCtx) -> Result<Estimate> {
         let create = req.as_create();
         let specs: Vec<&'static ModelSpec> = if req.compare {
             catalog::models()
@@ -958,6 +960,7 @@ impl Core {
             validate::check(&create, spec)?;
             vec![spec]
         };
+        let specs = self.fitting_images(req, specs, ctx).await?;
         if specs.is_empty() {
             return Err(Error::unsupported(
                 "no model can honour these arguments together: drop one (see list_models)",
@@ -976,6 +979,35 @@ impl Core {
 }
 
 impl Core {
+    /// The models of `specs` that would take `req`'s images. When none would, the first model's
+    /// reason is the answer (with one model, its own).
+    async fn fitting_images(
+        &self,
+        req: &EstimateRequest,
+        mut specs: Vec<&'static ModelSpec>,
+        ctx: &CallCtx,
+    ) -> Result<Vec<&'static ModelSpec>> {
+        for (field, input) in [("image", &req.image), ("end_image", &req.end_image)] {
+            let Some(input) = input else { continue };
+            let verdicts = media::fits(input, field, &specs, self.allowed_dirs(ctx)).await;
+            let mut first_err = None;
+            let mut kept = Vec::new();
+            for (spec, verdict) in specs.into_iter().zip(verdicts) {
+                match verdict {
+                    Ok(()) => kept.push(spec),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let (true, Some(e)) = (kept.is_empty(), first_err) {
+                return Err(e);
+            }
+            specs = kept;
+        }
+        Ok(specs)
+    }
+
     /// Turn provider webhooks on (HTTP mode with a public URL). Only the first call counts.
     pub fn enable_webhooks(&self, public_url: &str) {
         let _ = self

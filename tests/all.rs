@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod host_rules;
+mod hostile;
 mod http;
 mod interop;
 mod lifecycle;

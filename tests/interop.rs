@@ -3,6 +3,7 @@
 //! output unless it exits 0. Without the clients installed (`tests/interop/setup.sh`) a test
 //! prints `SKIPPED: ...` and passes, except under CI (env `CI` set), where it fails.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,7 +58,11 @@ fn run(program: Result<PathBuf, String>, script: &str) {
             panic!("{why}: run tests/interop/setup.sh before cargo test")
         }
         Err(why) => {
-            eprintln!("SKIPPED: {why}, run tests/interop/setup.sh");
+            // Straight to the process's stderr: libtest would swallow eprintln! of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {why}, run tests/interop/setup.sh"
+            );
             return;
         }
     };

@@ -56,6 +56,11 @@ impl Proc {
         }
     }
 
+    /// The server's process id (tests/hostile.rs reads its peak memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("server running")
+    }
+
     pub async fn send(&mut self, msg: Value) {
         let mut line = serde_json::to_vec(&msg).unwrap();
         line.push(b'\n');

@@ -198,7 +198,9 @@ impl Server {
             }
             "estimate_cost" => {
                 let a: EstimateRequest = parse(name, args)?;
-                let est = core.estimate(&a)?;
+                // The image is checked like create's, so the client's roots count here too.
+                let (ctx, _progress) = self.ctx(rc, true).await;
+                let est = core.estimate(&a, &ctx).await?;
                 Ok(structured(&est))
             }
             other => Err(Error::invalid_input(format!(

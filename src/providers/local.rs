@@ -102,16 +102,9 @@ impl Client {
         let img = image.as_local().ok_or_else(|| {
             Error::unsupported("local/camera-preview reads local files and data URIs only")
         })?;
-        let plan = render::plan(&img.bytes, &render_spec(req)?).map_err(render_error)?;
-        // The header can be fine and the data cut off: decode it all now, so a corrupt image is
-        // refused before anything is journaled or rendered.
-        image::load_from_memory(&img.bytes).map_err(|e| {
-            Error::invalid_input(format!(
-                "image ({}) cannot be decoded ({e}): is it corrupt or truncated?",
-                img.origin
-            ))
-        })?;
-        Ok(plan)
+        // `media` has already decoded the image in full, off the async workers, so a corrupt or
+        // truncated one never gets here; this reads the header only.
+        render::plan(&img.bytes, &render_spec(req)?).map_err(render_error)
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
@@ -150,7 +143,7 @@ impl Client {
         let job = match existing {
             Some(j) => j,
             // The server restarted mid-render: rendering is free and deterministic, so start over.
-            None => self.restart(row).map_err(ProviderError::rejected)?,
+            None => self.restart(row).await.map_err(ProviderError::rejected)?,
         };
         let result = job.result.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(match result {
@@ -188,18 +181,22 @@ impl Client {
         })
     }
 
-    fn restart(&self, row: &TaskRow) -> Result<Arc<Job>, Error> {
+    async fn restart(&self, row: &TaskRow) -> Result<Arc<Job>, Error> {
         let req: CreateRequest = serde_json::from_str(&row.request)
             .map_err(|e| Error::internal(format!("journal request unreadable: {e}")))?;
         let spec = catalog::default_model(ProviderId::Local);
         let mut allowed = self.allowed.clone();
         allowed.push(self.output_dir.clone());
-        let image = media::resolve(&req.image, "image", spec, &allowed)?;
+        let image = media::resolve_async(&req.image, "image", spec, allowed).await?;
         let ImageInput::Local(img) = image else {
             return Err(Error::unsupported(
                 "local/camera-preview needs a local image",
             ));
         };
+        // Another poll may have restarted it while the image was read.
+        if let Some(job) = self.jobs().get(&row.id).cloned() {
+            return Ok(job);
+        }
         Ok(self.start(&row.id, img.bytes.clone(), render_spec(&req)?))
     }
 

@@ -190,3 +190,150 @@ pub fn raw_err(response: &Value) -> Value {
     let text = r["content"][0]["text"].as_str().expect("a text block");
     serde_json::from_str::<Value>(text).expect("the error text is JSON")["error"].clone()
 }
+
+/// A PNG that claims `w`x`h` 8-bit RGB pixels, all black, with a valid but tiny zlib stream (about
+/// 26 bits per 3 KB of pixels): a decompression bomb. Written by hand so a 13000x13000 one takes
+/// milliseconds and no memory here. Each row is filter 0 and zeros, so the stream is one zero
+/// literal then matches of 258 at distance 1 (fixed Huffman codes).
+pub fn png_bomb(w: u32, h: u32) -> Vec<u8> {
+    let total = u64::from(h) * (1 + 3 * u64::from(w));
+    let mut bits = BitWriter::default();
+    bits.put(1, 1); // BFINAL
+    bits.put(1, 2); // BTYPE = 01, fixed Huffman
+    bits.code(0b0011_0000, 8); // literal 0
+    let mut left = total - 1;
+    while left >= 258 {
+        bits.code(0b1100_0101, 8); // length code 285 = 258
+        bits.code(0, 5); // distance code 0 = 1
+        left -= 258;
+    }
+    for _ in 0..left {
+        bits.code(0b0011_0000, 8);
+    }
+    bits.code(0, 7); // end of block
+    let mut idat = vec![0x78, 0x01];
+    idat.extend(bits.finish());
+    let adler = (((total % 65521) as u32) << 16) | 1; // a stays 1 over zeros; b = n
+    idat.extend(adler.to_be_bytes());
+
+    let mut ihdr = Vec::new();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [(b"IHDR", &ihdr), (b"IDAT", &idat), (b"IEND", &Vec::new())] {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    out
+}
+
+#[derive(Default)]
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u32,
+    n: u32,
+}
+
+impl BitWriter {
+    /// `len` bits of `v`, least significant first (deflate's header fields and extra bits).
+    fn put(&mut self, v: u32, len: u32) {
+        for i in 0..len {
+            self.acc |= ((v >> i) & 1) << self.n;
+            self.n += 1;
+            if self.n == 8 {
+                self.out.push(self.acc as u8);
+                self.acc = 0;
+                self.n = 0;
+            }
+        }
+    }
+    /// A Huffman code, most significant bit first.
+    fn code(&mut self, v: u32, len: u32) {
+        for i in (0..len).rev() {
+            self.put((v >> i) & 1, 1);
+        }
+    }
+    fn finish(mut self) -> Vec<u8> {
+        if self.n > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.out
+    }
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A JPEG of the given size (a gradient, so it has real entropy-coded data).
+pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+    });
+    let mut out = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut out),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    out
+}
+
+/// A named pipe at `path` (nothing ever writes to it).
+pub fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Opens each FIFO for writing and closes it when dropped, so a reader stuck on one (the bug
+/// these tests catch) sees end-of-file and the test can end instead of hanging.
+pub struct FifoGuard(pub Vec<PathBuf>);
+
+impl Drop for FifoGuard {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        for p in &self.0 {
+            // Non-blocking: fails at once (ENXIO) when nobody is reading, which is the good case.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(p);
+        }
+    }
+}
+
+/// Peak resident memory (VmHWM) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
