@@ -154,7 +154,15 @@ async fn hostile_inputs_are_refused_with_their_category() {
                 Ok(Err(e)) => format!("protocol error {e}"),
                 Ok(Ok(r)) if r.is_error != Some(true) => format!("success {:?}", r.content),
                 Ok(Ok(r)) => {
-                    let e = r.structured_content.unwrap_or_default()["error"].clone();
+                    // An error is JSON in the text block (no structured content: see host_rules).
+                    let text = r
+                        .content
+                        .first()
+                        .and_then(|c| c.as_text())
+                        .map(|t| t.text.clone());
+                    let e = serde_json::from_str::<Value>(&text.unwrap_or_default())
+                        .unwrap_or_default()["error"]
+                        .clone();
                     let message = e["message"].as_str().unwrap_or_default();
                     if e["category"] == category && message.contains(word) {
                         continue;
@@ -305,11 +313,20 @@ async fn memory_stays_under_200_mib_through_bombs_devices_and_big_data_uris() {
             &image[..image.len().min(60)]
         );
     }
-    // A 50 MB data URI: over the stdio line limit today, so it may go unanswered; either way the
-    // server must not hold it all, and must keep answering.
+    // A 50 MB data URI: over the stdio line limit, answered with the limit and the alternatives,
+    // without the server holding it all; then it keeps answering.
     let big = format!("data:image/png;base64,{}", "A".repeat(50 * MIB as usize));
     p.send(create(99, &big)).await;
     drop(big);
+    let r = within(30, "the answer to a 50 MB line", p.response(99)).await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("MiB"),
+        "{r}"
+    );
     let list = within(
         10,
         "tools/list after the hostile inputs",
