@@ -688,8 +688,13 @@ impl Core {
         self.finish_wait(task, wait, started, &ctx).await
     }
 
+    /// The task an idempotency key already stands for. A key whose create was refused (nothing
+    /// accepted upstream, nothing charged) stands for nothing: the retry is a new attempt, which
+    /// takes the key over in `Store::insert`. A key whose outcome is unknown, or that the provider
+    /// accepted, always returns its task and is never sent again.
     fn existing_for_key(&self, key: &str, fingerprint: &str) -> Result<Option<Task>> {
         match self.store.find_by_key(key)? {
+            Some(row) if row.is_refused() => Ok(None),
             Some(row) => Ok(Some(self.dedup(&row, fingerprint)?)),
             None => Ok(None),
         }

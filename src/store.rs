@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS uploads (
 /// Journal status: the public five plus `submitting` (written before the provider is called).
 pub const SUBMITTING: &str = "submitting";
 const OPEN: &str = "('submitting','queued','running')";
+/// A failed task that surely reached no provider: it has no provider id and its create was refused
+/// (not `submit_unknown`). Nothing was created upstream or charged, so its idempotency key is free
+/// again, and spend counting leaves it out.
+const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
+    AND error_category IS NOT NULL AND error_category <> 'submit_unknown')";
 
 /// Download state of a succeeded task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +185,16 @@ impl TaskRow {
         self.status == SUBMITTING
     }
 
+    /// The create was refused before anything was accepted upstream (see `REFUSED`).
+    pub fn is_refused(&self) -> bool {
+        self.status == "failed"
+            && self.provider_task_id.is_none()
+            && self
+                .error
+                .as_ref()
+                .is_some_and(|e| e.category != Category::SubmitUnknown)
+    }
+
     pub fn to_task(&self) -> Task {
         let status = self.public_status();
         let video = if self.video_url.is_some() || self.local_path.is_some() {
@@ -288,10 +303,14 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Insert a task, or return the existing one holding the same idempotency key.
+    /// Insert a task, or return the existing one holding the same idempotency key. A key whose task
+    /// was refused (nothing accepted upstream) is taken over by the new task: the old row keeps its
+    /// error, loses the key and notes its successor. The read and the takeover run in one
+    /// IMMEDIATE transaction, so of concurrent retries (in any process) exactly one inserts and the
+    /// others see its row.
     pub fn insert(&self, t: &NewTask) -> Result<Inserted> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some(key) = &t.idempotency_key {
             let existing = tx
                 .query_row(
@@ -301,7 +320,27 @@ impl Store {
                 )
                 .optional()?;
             if let Some(row) = existing {
-                return Ok(Inserted::Existing(Box::new(row)));
+                if !row.is_refused() {
+                    return Ok(Inserted::Existing(Box::new(row)));
+                }
+                let note = format!(
+                    "refused, nothing was charged; idempotency key retried as task {}",
+                    t.id
+                );
+                let n = tx.execute(
+                    &format!(
+                        "UPDATE tasks SET idempotency_key = NULL, note = ?2, updated_at = ?3
+                         WHERE id = ?1 AND {REFUSED}"
+                    ),
+                    params![row.id, note, t.created_at],
+                )?;
+                if n != 1 {
+                    return Err(Error::internal(format!(
+                        "task {} changed while its idempotency key was being retried: try again",
+                        row.id
+                    )));
+                }
+                tracing::info!(previous = %row.id, task = %t.id, "idempotency key of a refused create retried");
             }
         }
         tx.execute(
@@ -571,9 +610,9 @@ impl Store {
     /// Estimated spend of tasks created since `since_ms` that may have been charged.
     pub fn spent_since(&self, since_ms: i64) -> Result<f64> {
         let v: Option<f64> = self.conn().query_row(
-            "SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= ?1
-               AND NOT (status = 'failed' AND provider_task_id IS NULL
-                        AND error_category NOT IN ('submit_unknown'))",
+            &format!(
+                "SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= ?1 AND NOT {REFUSED}"
+            ),
             [since_ms],
             |r| r.get(0),
         )?;
@@ -681,6 +720,57 @@ mod tests {
         let s = Store::open(&dir.path().join("j.sqlite")).unwrap();
         let t = s.get("t1").unwrap().unwrap().to_task();
         assert_eq!(t.video.unwrap().sha256.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn a_refused_key_is_taken_over_once_across_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let s = Store::open(&path).unwrap();
+        s.insert(&new_task("t0", Some("k"))).unwrap();
+        let refused = Error::new(Category::ProviderUnavailable, "cannot connect");
+        s.fail("t0", &refused, 1_500).unwrap();
+        assert!(s.get("t0").unwrap().unwrap().is_refused());
+        // Two "processes" retry the key at once: exactly one new task.
+        let handles: Vec<_> = ["t1", "t2"]
+            .into_iter()
+            .map(|id| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let s = Store::open(&path).unwrap();
+                    matches!(s.insert(&new_task(id, Some("k"))).unwrap(), Inserted::New)
+                })
+            })
+            .collect();
+        let news = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|n| *n)
+            .count();
+        assert_eq!(news, 1);
+        let holder = s.find_by_key("k").unwrap().unwrap();
+        assert!(holder.id == "t1" || holder.id == "t2");
+        let old = s.get("t0").unwrap().unwrap();
+        assert_eq!(old.idempotency_key, None);
+        assert_eq!(old.error.unwrap().category, Category::ProviderUnavailable);
+        assert!(old.note.unwrap().contains(&holder.id));
+        // An unknown outcome keeps its key for good.
+        s.insert(&new_task("u0", Some("u"))).unwrap();
+        s.fail("u0", &Error::new(Category::SubmitUnknown, "?"), 2_000)
+            .unwrap();
+        match s.insert(&new_task("u1", Some("u"))).unwrap() {
+            Inserted::Existing(row) => assert_eq!(row.id, "u0"),
+            Inserted::New => panic!("a key with an unknown outcome was reused"),
+        }
+        // So does an accepted one that later failed.
+        s.insert(&new_task("a0", Some("a"))).unwrap();
+        s.mark_submitted("a0", "up-a", 2_000).unwrap();
+        s.fail("a0", &Error::new(Category::GenerationFailed, "x"), 3_000)
+            .unwrap();
+        assert!(matches!(
+            s.insert(&new_task("a1", Some("a"))).unwrap(),
+            Inserted::Existing(_)
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod http;
+mod journal;
 mod lifecycle;
 mod local;
 mod mcp_flow;
