@@ -642,7 +642,20 @@ impl Core {
             attempt += 1;
             match p.submit(&sub).await {
                 Ok(ptid) => {
-                    self.store.mark_submitted(&id, &ptid, now_ms())?;
+                    if let Err(e) = self.store.mark_submitted(&id, &ptid, now_ms()) {
+                        // Paid and accepted upstream, but not in the journal: the provider's id
+                        // goes to the log at once, stays in memory and is written as soon as the
+                        // journal takes it; the caller learns it too.
+                        tracing::error!(task = %id, provider = %provider, provider_task_id = %ptid, error = %e, "the provider accepted the task but the journal could not record its id; kept in memory, retrying");
+                        self.watcher.record_submitted(&id, &ptid);
+                        return Err(Error::internal(format!(
+                            "{provider} accepted the task as provider task {ptid}, but the journal could not record it ({}); it is being recorded and watched in the background as task {id}",
+                            e.message
+                        ))
+                        .with_next_step(format!(
+                            "do not create it again (it is paid): call get_task with task_id {id}; free space in the data dir if it is full; the provider dashboard lists it as {ptid}"
+                        )));
+                    }
                     tracing::info!(task = %id, provider = %provider, provider_task_id = %ptid, "submitted");
                     break;
                 }

@@ -275,6 +275,11 @@ pub struct ListFilter {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Test hook: how many `mark_submitted` writes fail next as if the disk were full.
+    submit_write_failures: std::sync::atomic::AtomicU32,
+    /// Provider task ids accepted upstream whose journal write failed (a full disk): kept here,
+    /// shown on reads of their task, until the write lands (see `Watcher::record_submitted`).
+    unrecorded: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Store {
@@ -294,7 +299,30 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            submit_write_failures: std::sync::atomic::AtomicU32::new(0),
+            unrecorded: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    fn unrecorded(&self) -> MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A row as the application sees it: a provider id accepted but not yet written is filled in
+    /// from memory.
+    fn overlay(&self, mut row: TaskRow) -> TaskRow {
+        if row.provider_task_id.is_none()
+            && row.is_submitting()
+            && let Some(ptid) = self.unrecorded().get(&row.id)
+        {
+            row.provider_task_id = Some(ptid.clone());
+        }
+        row
+    }
+
+    /// The provider task id accepted for `id` that the journal has not recorded yet.
+    pub fn unrecorded_submit(&self, id: &str) -> Option<String> {
+        self.unrecorded().get(id).cloned()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -321,7 +349,9 @@ impl Store {
                 .optional()?;
             if let Some(row) = existing {
                 if !row.is_refused() {
-                    return Ok(Inserted::Existing(Box::new(row)));
+                    drop(tx);
+                    drop(conn);
+                    return Ok(Inserted::Existing(Box::new(self.overlay(row))));
                 }
                 let note = format!(
                     "refused, nothing was charged; idempotency key retried as task {}",
@@ -364,23 +394,25 @@ impl Store {
     }
 
     pub fn get(&self, id: &str) -> Result<Option<TaskRow>> {
-        Ok(self
+        let row = self
             .conn()
             .query_row("SELECT * FROM tasks WHERE id = ?1", [id], |r| {
                 TaskRow::try_from(r)
             })
-            .optional()?)
+            .optional()?;
+        Ok(row.map(|r| self.overlay(r)))
     }
 
     pub fn find_by_key(&self, key: &str) -> Result<Option<TaskRow>> {
-        Ok(self
+        let row = self
             .conn()
             .query_row(
                 "SELECT * FROM tasks WHERE idempotency_key = ?1",
                 [key],
                 |r| TaskRow::try_from(r),
             )
-            .optional()?)
+            .optional()?;
+        Ok(row.map(|r| self.overlay(r)))
     }
 
     pub fn find_by_provider_id(&self, provider: ProviderId, ptid: &str) -> Result<Option<TaskRow>> {
@@ -405,14 +437,57 @@ impl Store {
         Ok(None)
     }
 
-    /// `submitting` -> `queued` with the provider's id. False if the task left `submitting`.
+    /// Fault injection for tests: the next `n` `mark_submitted` writes fail with SQLite's
+    /// "database or disk is full". Not for production use.
+    #[doc(hidden)]
+    pub fn inject_submit_write_failures(&self, n: u32) {
+        self.submit_write_failures
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn injected_failure(&self) -> Result<()> {
+        let take = self.submit_write_failures.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        match take {
+            Ok(_) => Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full (injected)".into()),
+            )
+            .into()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// `submitting` -> `queued` with the provider's id. False if the task left `submitting`. A task
+    /// another process declared `submit_unknown` meanwhile (a restart's `recover`) is now known to
+    /// be accepted: it becomes `queued` too, so its provider id is never dropped.
+    /// If the write fails, the id is kept in memory (and shown on reads) until a later call lands.
     pub fn mark_submitted(&self, id: &str, provider_task_id: &str, now: i64) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE tasks SET status = 'queued', provider_task_id = ?2, updated_at = ?3
-             WHERE id = ?1 AND status = 'submitting'",
-            params![id, provider_task_id, now],
-        )?;
-        Ok(n == 1)
+        let written = self.injected_failure().and_then(|()| {
+            Ok(self.conn().execute(
+                "UPDATE tasks SET status = 'queued', provider_task_id = ?2, updated_at = ?3,
+                    error_category = NULL, error_message = NULL, error_retryable = NULL,
+                    error_next_step = NULL, finished_at = NULL
+                 WHERE id = ?1 AND (status = 'submitting'
+                    OR (status = 'failed' AND error_category = 'submit_unknown'
+                        AND provider_task_id IS NULL))",
+                params![id, provider_task_id, now],
+            )?)
+        });
+        match written {
+            Ok(n) => {
+                self.unrecorded().remove(id);
+                Ok(n == 1)
+            }
+            Err(e) => {
+                self.unrecorded()
+                    .insert(id.to_string(), provider_task_id.to_string());
+                Err(e)
+            }
+        }
     }
 
     /// End an open task as failed (submit refused, submit unknown, gave up watching).
@@ -593,7 +668,8 @@ impl Store {
             ],
             |r| TaskRow::try_from(r),
         )?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().map(|r| self.overlay(r)).collect())
     }
 
     /// Tasks the watcher must pick up after a restart: open ones and unfinished downloads.
@@ -762,6 +838,10 @@ mod tests {
             Inserted::Existing(row) => assert_eq!(row.id, "u0"),
             Inserted::New => panic!("a key with an unknown outcome was reused"),
         }
+        // A provider id that arrives late resolves the unknown outcome.
+        assert!(s.mark_submitted("u0", "up-u", 2_500).unwrap());
+        let u0 = s.get("u0").unwrap().unwrap();
+        assert_eq!((u0.status.as_str(), u0.error), ("queued", None));
         // So does an accepted one that later failed.
         s.insert(&new_task("a0", Some("a"))).unwrap();
         s.mark_submitted("a0", "up-a", 2_000).unwrap();

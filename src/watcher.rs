@@ -28,6 +28,9 @@ const DOWNLOAD_ATTEMPTS: u32 = 5;
 const PERMANENT_POLL_FAILURES: u32 = 3;
 /// How often a local render's progress is read (an in-memory read, no network).
 const LOCAL_POLL: Duration = Duration::from_millis(100);
+/// Backoff of journal writes that must land (a provider id accepted upstream): first and longest.
+const RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
+const RECORD_MAX_RETRY: Duration = Duration::from_secs(30);
 /// Polls in flight at once, across all tasks.
 const MAX_CONCURRENT_POLLS: usize = 32;
 
@@ -112,6 +115,32 @@ impl Watcher {
             }
             None => false,
         }
+    }
+
+    /// The provider accepted task `id` as `ptid` but the journal could not record it (a full
+    /// disk). The store keeps the id in memory meanwhile; this retries the write with backoff until
+    /// it lands, logging each failure with both ids, then watches the task as usual.
+    pub fn record_submitted(&self, id: &str, ptid: &str) {
+        let watcher = self.clone();
+        let (id, ptid) = (id.to_string(), ptid.to_string());
+        tokio::spawn(async move {
+            let mut delay = RECORD_FIRST_RETRY;
+            loop {
+                tokio::time::sleep(jitter(delay)).await;
+                match watcher.inner.store.mark_submitted(&id, &ptid, now_ms()) {
+                    Ok(_) => {
+                        tracing::warn!(task = %id, provider_task_id = %ptid, "provider task id recorded in the journal at last");
+                        watcher.watch(&id);
+                        watcher.publish(&id);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(task = %id, provider_task_id = %ptid, error = %e, retry_in = ?delay, "the journal still cannot record the provider's task id; kept in memory, retrying");
+                        delay = (delay * 2).min(RECORD_MAX_RETRY);
+                    }
+                }
+            }
+        });
     }
 
     pub fn is_watching(&self, id: &str) -> bool {

@@ -125,3 +125,85 @@ async fn a_key_whose_outcome_is_unknown_is_never_resubmitted() {
     assert_eq!(fake.creates(), 1, "never sent again");
     s.cancel().await.unwrap();
 }
+
+/// Collects what the code logs through `tracing` on this thread (a current-thread runtime runs
+/// the spawned tasks here too).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+}
+
+#[tokio::test]
+async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_id() {
+    let logs = Logs::default();
+    let _log = logs.capture();
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    let img = ws.png("a.png", 64, 64);
+    let core = core_for(&ws, &fake, "piapi");
+    // The disk is full for the create's write and two retries.
+    core.store().inject_submit_write_failures(3);
+    let (s, _) = connect(core.clone()).await;
+    let e = err(&call(
+        &s,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "p", "provider": "piapi"}),
+    )
+    .await);
+    let upstream = fake.tasks();
+    assert_eq!(upstream.len(), 1);
+    let ptid = upstream[0].id.clone();
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains(&ptid), "{e}");
+    assert!(message.contains("being recorded"), "{e}");
+    let id = message
+        .split_whitespace()
+        .find(|w| w.starts_with("tsk_"))
+        .unwrap_or_else(|| panic!("no task id in {e}"))
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .to_string();
+    let log = logs.text();
+    assert!(
+        log.lines().any(|l| l.contains(&ptid)
+            && l.contains(&id)
+            && (l.contains("ERROR") || l.contains("WARN"))),
+        "the provider id is not logged with ours: {log}"
+    );
+    // Known at once from memory, then recorded, watched and downloaded.
+    let t = core.store().get(&id).unwrap().unwrap().to_task();
+    assert_eq!(t.provider_task_id.as_deref(), Some(ptid.as_str()));
+    let done = ok(&call(&s, "get_task", json!({"task_id": id, "wait_seconds": 60})).await);
+    assert_downloaded(&done);
+    assert_eq!(done["provider_task_id"], ptid.as_str());
+    s.cancel().await.unwrap();
+    assert_eq!(fake.creates(), 1);
+    // It is in the journal for good: a restart finds it recorded, not `submit_unknown`.
+    drop(core);
+    let again = core_for(&ws, &fake, "piapi");
+    let row = again.store().get(&id).unwrap().unwrap();
+    assert_eq!(row.provider_task_id.as_deref(), Some(ptid.as_str()));
+    assert_eq!(row.status, "succeeded");
+}
