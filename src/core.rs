@@ -614,8 +614,9 @@ impl Core {
             id: id.clone(),
             provider,
             model: spec.model.clone(),
-            request: serde_json::to_string(&req)
-                .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?,
+            request: self
+                .journal_request(&req, &image, end_image.as_ref())
+                .await?,
             fingerprint: fingerprint.clone(),
             idempotency_key: req.idempotency_key.clone(),
             estimated_cost: quote.usd,
@@ -705,6 +706,63 @@ impl Core {
     /// accepted upstream, nothing charged) stands for nothing: the retry is a new attempt, which
     /// takes the key over in `Store::insert`. A key whose outcome is unknown, or that the provider
     /// accepted, always returns its task and is never sent again.
+    /// The request as the journal keeps it: an image given inline (a data URI, up to tens of MB)
+    /// is written once to `<data_dir>/inputs/<sha256>.<ext>` and the request names that file
+    /// instead, so rows stay small and reading a task never loads image bytes. A restarted local
+    /// render reads the file back through the same path checks as any input.
+    async fn journal_request(
+        &self,
+        req: &CreateRequest,
+        image: &media::ImageInput,
+        end_image: Option<&media::ImageInput>,
+    ) -> Result<String> {
+        let mut req = req.clone();
+        req.image = self.stored_input(&req.image, image).await?;
+        if let (Some(given), Some(resolved)) = (&req.end_image, end_image) {
+            req.end_image = Some(self.stored_input(given, resolved).await?);
+        }
+        serde_json::to_string(&req)
+            .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))
+    }
+
+    /// `given` as the journal keeps it: a data URI becomes the path of its bytes under
+    /// `inputs_dir`, written atomically (temp file + rename) unless already there.
+    async fn stored_input(&self, given: &str, resolved: &media::ImageInput) -> Result<String> {
+        let Some(img) = resolved.as_local() else {
+            return Ok(given.to_string());
+        };
+        if !given.trim_start().starts_with("data:") {
+            return Ok(given.to_string());
+        }
+        let dir = crate::store::inputs_dir(&self.cfg.data_dir);
+        let path = dir.join(format!("{}.{}", img.sha256, img.format.extension()));
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            let io = |e: std::io::Error| {
+                Error::internal(format!(
+                    "cannot keep the image in '{}': {e}",
+                    dir.display()
+                ))
+                .with_next_step("free space in the data dir or set I2V_MCP_DATA_DIR to a writable directory")
+            };
+            tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+            let tmp = dir.join(format!(
+                ".{}.{}-{:08x}.part",
+                img.sha256,
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            let written = match tokio::fs::write(&tmp, &img.bytes).await {
+                Ok(()) => tokio::fs::rename(&tmp, &path).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(io(e));
+            }
+        }
+        Ok(path.display().to_string())
+    }
+
     fn existing_for_key(&self, key: &str, fingerprint: &str) -> Result<Option<Task>> {
         match self.store.find_by_key(key)? {
             Some(row) if row.is_refused() => Ok(None),

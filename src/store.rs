@@ -53,6 +53,19 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 "#;
 
+/// The columns a `TaskRow` is read from, all but `request`: that one is read only where it is
+/// needed (`get`), so listing tasks never loads what was sent.
+const ROW: &str = "id, provider, model, provider_task_id, status, fingerprint, idempotency_key,
+    progress, eta, estimated_cost, video_url, url_expires_at, local_path, bytes, sha256, download,
+    error_category, error_message, error_retryable, error_next_step, note, webhook_secret, polls,
+    created_at, updated_at, finished_at";
+
+/// Where images given inline are kept, by digest, so the journal holds their paths, not their
+/// bytes.
+pub fn inputs_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("inputs")
+}
+
 /// Journal status: the public five plus `submitting` (written before the provider is called).
 pub const SUBMITTING: &str = "submitting";
 const OPEN: &str = "('submitting','queued','running')";
@@ -97,7 +110,9 @@ pub struct TaskRow {
     pub provider_task_id: Option<String>,
     /// `submitting` or one of the public statuses.
     pub status: String,
-    pub request: String,
+    /// The create request as journaled (images as references, see `core::journal_request`);
+    /// `None` when the query did not read it.
+    pub request: Option<String>,
     pub fingerprint: String,
     pub idempotency_key: Option<String>,
     pub progress: Option<u8>,
@@ -147,7 +162,10 @@ impl TryFrom<&Row<'_>> for TaskRow {
             model: r.get("model")?,
             provider_task_id: r.get("provider_task_id")?,
             status: r.get("status")?,
-            request: r.get("request")?,
+            request: match r.as_ref().column_index("request") {
+                Ok(i) => r.get(i)?,
+                Err(_) => None,
+            },
             fingerprint: r.get("fingerprint")?,
             idempotency_key: r.get("idempotency_key")?,
             progress: r
@@ -342,7 +360,7 @@ impl Store {
         if let Some(key) = &t.idempotency_key {
             let existing = tx
                 .query_row(
-                    "SELECT * FROM tasks WHERE idempotency_key = ?1",
+                    &format!("SELECT {ROW} FROM tasks WHERE idempotency_key = ?1"),
                     [key],
                     |r| TaskRow::try_from(r),
                 )
@@ -396,9 +414,11 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<TaskRow>> {
         let row = self
             .conn()
-            .query_row("SELECT * FROM tasks WHERE id = ?1", [id], |r| {
-                TaskRow::try_from(r)
-            })
+            .query_row(
+                &format!("SELECT {ROW}, request FROM tasks WHERE id = ?1"),
+                [id],
+                |r| TaskRow::try_from(r),
+            )
             .optional()?;
         Ok(row.map(|r| self.overlay(r)))
     }
@@ -407,7 +427,7 @@ impl Store {
         let row = self
             .conn()
             .query_row(
-                "SELECT * FROM tasks WHERE idempotency_key = ?1",
+                &format!("SELECT {ROW} FROM tasks WHERE idempotency_key = ?1"),
                 [key],
                 |r| TaskRow::try_from(r),
             )
@@ -425,7 +445,9 @@ impl Store {
         for p in ids {
             let row = conn
                 .query_row(
-                    "SELECT * FROM tasks WHERE provider = ?1 AND provider_task_id = ?2",
+                    &format!(
+                        "SELECT {ROW} FROM tasks WHERE provider = ?1 AND provider_task_id = ?2"
+                    ),
                     params![p, ptid],
                     |r| TaskRow::try_from(r),
                 )
@@ -518,9 +540,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let row = tx
-            .query_row("SELECT * FROM tasks WHERE id = ?1", [id], |r| {
-                TaskRow::try_from(r)
-            })
+            .query_row(
+                &format!("SELECT {ROW} FROM tasks WHERE id = ?1"),
+                [id],
+                |r| TaskRow::try_from(r),
+            )
             .optional()?;
         let Some(row) = row else { return Ok(false) };
         let late_success = row.status == "failed"
@@ -654,12 +678,12 @@ impl Store {
 
     pub fn list(&self, f: &ListFilter) -> Result<Vec<TaskRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT * FROM tasks
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ROW} FROM tasks
              WHERE (?1 IS NULL OR status = ?1 OR (?1 = 'queued' AND status = 'submitting'))
                AND (?2 IS NULL OR provider = ?2)
-             ORDER BY created_at DESC, id DESC LIMIT ?3",
-        )?;
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(
             params![
                 f.status.map(|s| s.as_str()),
@@ -676,7 +700,7 @@ impl Store {
     pub fn unfinished(&self) -> Result<Vec<TaskRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT * FROM tasks WHERE status IN {OPEN}
+            "SELECT {ROW} FROM tasks WHERE status IN {OPEN}
                 OR (status = 'succeeded' AND download = 'pending') ORDER BY created_at"
         ))?;
         let rows = stmt.query_map([], |r| TaskRow::try_from(r))?;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::mcp_flow::{assert_downloaded, core_for};
 use crate::support::fakes::{FakeProvider, Fault, Kind};
-use crate::support::{Workspace, call, connect, err, ok};
+use crate::support::{Workspace, call, connect, err, ok, within};
 
 /// A core whose piapi base URL is a port nobody listens on: every create is refused at connect.
 fn unreachable_core(ws: &Workspace, fake: &FakeProvider) -> Arc<Core> {
@@ -206,4 +206,151 @@ async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_
     let row = again.store().get(&id).unwrap().unwrap();
     assert_eq!(row.provider_task_id.as_deref(), Some(ptid.as_str()));
     assert_eq!(row.status, "succeeded");
+}
+
+/// A PNG of noise (incompressible) as a data URI of about `mib` MiB.
+fn noise_data_uri(mib: f64) -> String {
+    use base64::Engine;
+    let side = ((mib * 1024.0 * 1024.0 * 0.75 / 3.0).sqrt()) as u32;
+    let mut x: u32 = 0x1234_5678;
+    let img = image::RgbImage::from_fn(side, side, |_, _| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        image::Rgb([x as u8, (x >> 8) as u8, (x >> 16) as u8])
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    )
+}
+
+/// The journal's bytes on disk, its write-ahead log included.
+fn journal_bytes(ws: &Workspace) -> u64 {
+    ["journal.sqlite", "journal.sqlite-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(ws.data().join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn large_data_uris_stay_out_of_the_journal() {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    let uri = noise_data_uri(5.0);
+    assert!(uri.len() > 5_000_000, "{}", uri.len());
+    let core = core_for(&ws, &fake, "piapi");
+    let (s, _) = connect(core.clone()).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let t = ok(&call(
+            &s,
+            "create_i2v_task",
+            json!({"image": uri, "prompt": format!("p{i}"), "provider": "piapi"}),
+        )
+        .await);
+        ids.push(t["task_id"].as_str().unwrap().to_string());
+    }
+    let last = ok(&call(
+        &s,
+        "get_task",
+        json!({"task_id": ids[3], "wait_seconds": 60}),
+    )
+    .await);
+    assert_downloaded(&last);
+    // The provider got the image itself.
+    let body = &fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap()
+        .body_text;
+    assert!(
+        body.contains(&uri[uri.len() - 200..]),
+        "the image did not reach the provider"
+    );
+    let size = journal_bytes(&ws);
+    assert!(
+        size < 1 << 20,
+        "4 creates of a 5 MB image made a {size}-byte journal"
+    );
+    // The journal keeps where the bytes are: one file per distinct image, found by its digest.
+    let row = core.store().get(&ids[0]).unwrap().unwrap();
+    let request = row.request.clone().unwrap_or_default();
+    assert!(
+        !request.contains("base64"),
+        "{}",
+        &request[..request.len().min(300)]
+    );
+    let inputs: Vec<_> = std::fs::read_dir(ws.data().join("inputs"))
+        .unwrap()
+        .collect();
+    assert_eq!(inputs.len(), 1);
+    // Listing reads no request at all.
+    let listed = core
+        .store()
+        .list(&i2v_mcp::store::ListFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed.len(), 4);
+    assert!(listed.iter().all(|r| r.request.is_none()));
+    eprintln!(
+        "journal after 4 creates of a {} MB data URI: {size} bytes",
+        uri.len() / 1_000_000
+    );
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_local_render_restarted_from_the_journal_finds_its_data_uri_image() {
+    let ws = Workspace::new();
+    let uri = noise_data_uri(0.3);
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (s, _) = connect(core.clone()).await;
+    let t = ok(&call(
+        &s,
+        "create_i2v_task",
+        json!({"image": uri, "prompt": "p", "provider": "local", "wait_seconds": 60}),
+    )
+    .await);
+    assert_eq!(t["status"], "succeeded", "{t}");
+    s.cancel().await.unwrap();
+    // A restarted server has no render job: it starts over from what the journal holds.
+    let row = core
+        .store()
+        .get(t["task_id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    let cfg = ws.config(&[]);
+    let http = i2v_mcp::providers::http::client().unwrap();
+    let fresh = i2v_mcp::providers::Providers::new(
+        &cfg,
+        &http,
+        Arc::new(i2v_mcp::store::Store::open(&ws.data().join("journal.sqlite")).unwrap()),
+    );
+    let local = fresh.get(i2v_mcp::model::ProviderId::Local).unwrap();
+    let status = within(60, "the restarted render", async {
+        loop {
+            let snap = local
+                .poll(&row)
+                .await
+                .unwrap_or_else(|e| panic!("{:?}", e.error));
+            if snap.status.is_terminal() {
+                return snap;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        status.status,
+        i2v_mcp::model::Status::Succeeded,
+        "{status:?}"
+    );
 }
