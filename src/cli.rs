@@ -414,6 +414,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     println!("{}", t.summary());
                 }
             }
+            if let (false, Some(note)) = (cli.json, &list.note) {
+                eprintln!("note: {note}");
+            }
             Ok(())
         }
         Command::Cancel { task_id } => {

@@ -210,6 +210,9 @@ pub struct LoraList {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TaskList {
     pub tasks: Vec<Task>,
+    /// Set when some journal rows could not be read and were skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What `estimate_cost` takes: the create arguments that decide the price and the model.
@@ -930,13 +933,26 @@ impl Core {
         provider: Option<ProviderId>,
         limit: Option<u32>,
     ) -> Result<TaskList> {
-        let rows = self.store.list(&ListFilter {
+        let listed = self.store.list(&ListFilter {
             status,
             provider,
             limit: limit.unwrap_or(20).clamp(1, 500),
         })?;
+        let note = (!listed.unreadable.is_empty()).then(|| {
+            let bad: Vec<String> = listed
+                .unreadable
+                .iter()
+                .map(|b| format!("{} ({})", b.id, b.problem))
+                .collect();
+            format!(
+                "skipped {} journal row(s) this version cannot read: {}",
+                bad.len(),
+                bad.join("; ")
+            )
+        });
         Ok(TaskList {
-            tasks: rows.iter().map(|r| r.to_task()).collect(),
+            tasks: listed.rows.iter().map(|r| r.to_task()).collect(),
+            note,
         })
     }
 

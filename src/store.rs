@@ -138,7 +138,12 @@ impl TryFrom<&Row<'_>> for TaskRow {
     fn try_from(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
         let provider: String = r.get("provider")?;
         let provider = provider.parse().map_err(|_| {
-            rusqlite::Error::InvalidColumnType(0, "provider".into(), rusqlite::types::Type::Text)
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("unknown provider '{provider}' (written by a newer version of i2v-mcp?)")
+                    .into(),
+            )
         })?;
         let category: Option<String> = r.get("error_category")?;
         let error = category.map(|c| Error {
@@ -188,6 +193,66 @@ impl TryFrom<&Row<'_>> for TaskRow {
             finished_at: r.get("finished_at")?,
         })
     }
+}
+
+/// A journal row this version cannot decode (a provider from a newer version, a value of the
+/// wrong type): named, logged and skipped, so the other tasks keep being served.
+#[derive(Debug, Clone)]
+pub struct BadRow {
+    pub id: String,
+    pub problem: String,
+}
+
+impl BadRow {
+    fn of(r: &Row<'_>, e: &rusqlite::Error) -> BadRow {
+        let problem = match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => inner.to_string(),
+            rusqlite::Error::InvalidColumnType(_, name, ty) => {
+                format!("column {name} holds a {ty} value this version cannot read")
+            }
+            other => other.to_string(),
+        };
+        BadRow {
+            id: r
+                .get::<_, String>("id")
+                .unwrap_or_else(|_| "(unreadable id)".into()),
+            problem,
+        }
+    }
+
+    pub fn error(&self) -> Error {
+        Error::internal(format!(
+            "journal row of task {} cannot be read by this version: {}; other tasks are unaffected",
+            self.id, self.problem
+        ))
+        .with_next_step(
+            "if a newer i2v-mcp wrote this task, use that version to read it; list_tasks skips it",
+        )
+    }
+}
+
+/// Decode one row, or say which row cannot be decoded and why.
+fn decode(r: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRow, BadRow>> {
+    Ok(TaskRow::try_from(r).map_err(|e| BadRow::of(r, &e)))
+}
+
+/// A decoded single row, or the error that names what is wrong with it.
+fn checked(row: Option<std::result::Result<TaskRow, BadRow>>) -> Result<Option<TaskRow>> {
+    match row {
+        None => Ok(None),
+        Some(Ok(row)) => Ok(Some(row)),
+        Some(Err(bad)) => {
+            tracing::warn!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded");
+            Err(bad.error())
+        }
+    }
+}
+
+/// `list`'s answer: the rows, and the ones skipped because they cannot be decoded.
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub rows: Vec<TaskRow>,
+    pub unreadable: Vec<BadRow>,
 }
 
 impl TaskRow {
@@ -308,6 +373,12 @@ impl Store {
                     .with_next_step("set I2V_MCP_DATA_DIR to a writable directory")
             })?;
         }
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            tracing::warn!(
+                journal = %path.display(),
+                "the journal file is empty (0 bytes): starting a new journal. If it held tasks, it may have been truncated (a full disk, a copy cut short): restore it from a backup before creating tasks"
+            );
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL); only a power
@@ -362,10 +433,10 @@ impl Store {
                 .query_row(
                     &format!("SELECT {ROW} FROM tasks WHERE idempotency_key = ?1"),
                     [key],
-                    |r| TaskRow::try_from(r),
+                    decode,
                 )
                 .optional()?;
-            if let Some(row) = existing {
+            if let Some(row) = checked(existing)? {
                 if !row.is_refused() {
                     drop(tx);
                     drop(conn);
@@ -417,10 +488,10 @@ impl Store {
             .query_row(
                 &format!("SELECT {ROW}, request FROM tasks WHERE id = ?1"),
                 [id],
-                |r| TaskRow::try_from(r),
+                decode,
             )
             .optional()?;
-        Ok(row.map(|r| self.overlay(r)))
+        Ok(checked(row)?.map(|r| self.overlay(r)))
     }
 
     pub fn find_by_key(&self, key: &str) -> Result<Option<TaskRow>> {
@@ -429,10 +500,10 @@ impl Store {
             .query_row(
                 &format!("SELECT {ROW} FROM tasks WHERE idempotency_key = ?1"),
                 [key],
-                |r| TaskRow::try_from(r),
+                decode,
             )
             .optional()?;
-        Ok(row.map(|r| self.overlay(r)))
+        Ok(checked(row)?.map(|r| self.overlay(r)))
     }
 
     pub fn find_by_provider_id(&self, provider: ProviderId, ptid: &str) -> Result<Option<TaskRow>> {
@@ -449,11 +520,11 @@ impl Store {
                         "SELECT {ROW} FROM tasks WHERE provider = ?1 AND provider_task_id = ?2"
                     ),
                     params![p, ptid],
-                    |r| TaskRow::try_from(r),
+                    decode,
                 )
                 .optional()?;
-            if row.is_some() {
-                return Ok(row);
+            if let Some(row) = checked(row)? {
+                return Ok(Some(row));
             }
         }
         Ok(None)
@@ -543,10 +614,12 @@ impl Store {
             .query_row(
                 &format!("SELECT {ROW} FROM tasks WHERE id = ?1"),
                 [id],
-                |r| TaskRow::try_from(r),
+                decode,
             )
             .optional()?;
-        let Some(row) = row else { return Ok(false) };
+        let Some(row) = checked(row)? else {
+            return Ok(false);
+        };
         let late_success = row.status == "failed"
             && row
                 .error
@@ -676,7 +749,8 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub fn list(&self, f: &ListFilter) -> Result<Vec<TaskRow>> {
+    /// The newest tasks matching `f`. A row that cannot be decoded is skipped and named.
+    pub fn list(&self, f: &ListFilter) -> Result<Listed> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {ROW} FROM tasks
@@ -690,10 +764,19 @@ impl Store {
                 f.provider.map(|p| p.as_str()),
                 f.limit.max(1)
             ],
-            |r| TaskRow::try_from(r),
+            decode,
         )?;
-        let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows.into_iter().map(|r| self.overlay(r)).collect())
+        let mut listed = Listed::default();
+        for row in rows {
+            match row? {
+                Ok(row) => listed.rows.push(self.overlay(row)),
+                Err(bad) => {
+                    tracing::warn!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded; skipped");
+                    listed.unreadable.push(bad);
+                }
+            }
+        }
+        Ok(listed)
     }
 
     /// Tasks the watcher must pick up after a restart: open ones and unfinished downloads.
@@ -703,8 +786,17 @@ impl Store {
             "SELECT {ROW} FROM tasks WHERE status IN {OPEN}
                 OR (status = 'succeeded' AND download = 'pending') ORDER BY created_at"
         ))?;
-        let rows = stmt.query_map([], |r| TaskRow::try_from(r))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let rows = stmt.query_map([], decode)?;
+        let mut ok = Vec::new();
+        for row in rows {
+            match row? {
+                Ok(row) => ok.push(row),
+                Err(bad) => {
+                    tracing::error!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded; not resumed");
+                }
+            }
+        }
+        Ok(ok)
     }
 
     /// Estimated spend of tasks created since `since_ms` that may have been charged.

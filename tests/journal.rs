@@ -297,7 +297,8 @@ async fn large_data_uris_stay_out_of_the_journal() {
             limit: 100,
             ..Default::default()
         })
-        .unwrap();
+        .unwrap()
+        .rows;
     assert_eq!(listed.len(), 4);
     assert!(listed.iter().all(|r| r.request.is_none()));
     eprintln!(
@@ -353,4 +354,96 @@ async fn a_local_render_restarted_from_the_journal_finds_its_data_uri_image() {
         i2v_mcp::model::Status::Succeeded,
         "{status:?}"
     );
+}
+
+#[tokio::test]
+async fn undecodable_rows_are_named_and_the_rest_is_served() {
+    let logs = Logs::default();
+    let _log = logs.capture();
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    let img = ws.png("a.png", 64, 64);
+    let mut ids = Vec::new();
+    {
+        let (s, _) = connect(core_for(&ws, &fake, "piapi")).await;
+        for i in 0..3 {
+            let t = ok(&call(
+                &s,
+                "create_i2v_task",
+                json!({"image": img, "prompt": format!("p{i}"), "provider": "piapi"}),
+            )
+            .await);
+            ids.push(t["task_id"].as_str().unwrap().to_string());
+        }
+        s.cancel().await.unwrap();
+    }
+    // A newer version's provider, and a timestamp that is not one, on open tasks.
+    let db = rusqlite::Connection::open(ws.data().join("journal.sqlite")).unwrap();
+    db.execute(
+        "UPDATE tasks SET provider = 'sora9', status = 'queued' WHERE id = ?1",
+        [&ids[0]],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE tasks SET created_at = 'yesterday', status = 'queued' WHERE id = ?1",
+        [&ids[1]],
+    )
+    .unwrap();
+    drop(db);
+
+    let core = Core::start(ws.config(&[
+        ("PIAPI_API_KEY", fake.api_key()),
+        ("I2V_MCP_PIAPI_BASE_URL", fake.base_url()),
+    ]))
+    .unwrap_or_else(|e| panic!("one bad row stopped the core: {e:?}"));
+    let (s, _) = connect(core).await;
+    let listed = ok(&call(&s, "list_tasks", json!({})).await);
+    let tasks = listed["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{listed}");
+    assert_eq!(tasks[0]["task_id"], ids[2].as_str());
+    let note = listed["note"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no note: {listed}"));
+    assert!(note.contains(&ids[0]) && note.contains(&ids[1]), "{note}");
+    let e = err(&call(&s, "get_task", json!({"task_id": ids[0]})).await);
+    let m = e["message"].as_str().unwrap();
+    assert!(m.contains(&ids[0]) && m.contains("sora9"), "{e}");
+    let e = err(&call(&s, "get_task", json!({"task_id": ids[1]})).await);
+    assert!(e["message"].as_str().unwrap().contains("created_at"), "{e}");
+    // Still serving: the good task completes.
+    let done = ok(&call(
+        &s,
+        "get_task",
+        json!({"task_id": ids[2], "wait_seconds": 60}),
+    )
+    .await);
+    assert_downloaded(&done);
+    s.cancel().await.unwrap();
+    let log = logs.text();
+    assert!(
+        log.contains(&ids[0]) && log.contains(&ids[1]),
+        "bad rows not logged: {log}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_journal_file_is_taken_as_new_with_a_warning() {
+    let logs = Logs::default();
+    let _log = logs.capture();
+    let ws = Workspace::new();
+    std::fs::write(ws.data().join("journal.sqlite"), b"").unwrap();
+    let core = Core::start(ws.config(&[])).unwrap();
+    assert_eq!(core.list(None, None, None).unwrap().tasks.len(), 0);
+    let log = logs.text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("journal.sqlite") && l.contains("truncated")),
+        "{log}"
+    );
+    // A fresh journal (no file yet) starts quietly.
+    let quiet = Logs::default();
+    let _q = quiet.capture();
+    let ws = Workspace::new();
+    Core::start(ws.config(&[])).unwrap();
+    assert!(!quiet.text().contains("truncated"), "{}", quiet.text());
 }

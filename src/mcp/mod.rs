@@ -162,7 +162,7 @@ impl Server {
             "list_tasks" => {
                 let a: ListArgs = parse(name, args)?;
                 let list = core.list(a.status, a.provider, a.limit)?;
-                let text = if list.tasks.is_empty() {
+                let mut text = if list.tasks.is_empty() {
                     "no tasks".to_string()
                 } else {
                     list.tasks
@@ -171,6 +171,9 @@ impl Server {
                         .collect::<Vec<_>>()
                         .join("\n")
                 };
+                if let Some(note) = &list.note {
+                    text.push_str(&format!("\nnote: {note}"));
+                }
                 Ok(structured(&list, text))
             }
             "cancel_task" => {
