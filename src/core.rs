@@ -27,6 +27,8 @@ use crate::watcher::Watcher;
 const CREATE_ATTEMPTS: u32 = 3;
 /// How long a `get_task` without `wait_seconds` waits for its refresh poll.
 const REFRESH_WAIT: Duration = Duration::from_secs(10);
+/// Temp files untouched this long (at least) are left from a crash and removed at start.
+const STALE_TEMP_FILES: Duration = Duration::from_secs(10 * 60);
 /// Longest silence between progress notifications while a call waits.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -346,6 +348,15 @@ impl Core {
     /// Open the journal, build the providers and start the watcher (resuming open tasks).
     pub fn start(cfg: Config) -> Result<Arc<Core>> {
         let core = Core::open(cfg)?;
+        // A download stalls at most `download_timeout`: an older temp file has no live writer.
+        let stale_after = core.cfg.download_timeout.max(STALE_TEMP_FILES) + Duration::from_secs(60);
+        crate::watcher::clean_stale_temp_files(
+            &[
+                core.cfg.output_dir.clone(),
+                crate::store::inputs_dir(&core.cfg.data_dir),
+            ],
+            stale_after,
+        );
         core.watcher.recover()?;
         Ok(core)
     }

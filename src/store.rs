@@ -66,6 +66,58 @@ pub fn inputs_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("inputs")
 }
 
+/// One server per data dir: held by `serve` for its lifetime (an OS file lock, so a crash or a
+/// SIGKILL releases it). Two servers on one journal would poll every task twice and download
+/// every video twice. One-shot CLI commands take no lock: they watch only the task they touch.
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+impl ServeLock {
+    pub fn acquire(data_dir: &Path) -> Result<ServeLock> {
+        use std::io::{Read, Seek, Write};
+        let path = data_dir.join("serve.lock");
+        let io = |e: std::io::Error| {
+            Error::internal(format!("cannot lock '{}': {e}", path.display()))
+                .with_next_step("set I2V_MCP_DATA_DIR to a writable directory")
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message a second server shows.
+                file.set_len(0).map_err(io)?;
+                file.rewind().map_err(io)?;
+                writeln!(file, "{}", std::process::id()).map_err(io)?;
+                Ok(ServeLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "unknown pid".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                Err(Error::internal(format!(
+                    "another i2v-mcp server ({holder}) already serves the data dir '{}'",
+                    data_dir.display()
+                ))
+                .with_next_step(
+                    "use that server, stop it first, or give this one its own I2V_MCP_DATA_DIR; one-shot commands (create, get, tasks) work beside it",
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}
+
 /// Journal status: the public five plus `submitting` (written before the provider is called).
 pub const SUBMITTING: &str = "submitting";
 const OPEN: &str = "('submitting','queued','running')";

@@ -172,6 +172,45 @@ impl Watcher {
     }
 }
 
+/// Remove temp files (`.<name>.part`) a crash left behind in `dirs`: downloads, renders and kept
+/// inputs are written to one and renamed into place, so a temp file not modified for
+/// `older_than` belongs to no live writer. Returns how many were removed.
+pub fn clean_stale_temp_files(dirs: &[PathBuf], older_than: Duration) -> usize {
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with('.') && name.ends_with(".part")) {
+                continue;
+            }
+            let stale = entry
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > older_than);
+            if stale {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale temp file")
+                    }
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed temp files left by an earlier crash");
+    }
+    removed
+}
+
 fn needs_work(row: &TaskRow) -> bool {
     matches!(row.status.as_str(), "queued" | "running")
         || (row.status == "succeeded" && row.download == Some(Download::Pending))

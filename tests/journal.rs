@@ -447,3 +447,87 @@ async fn an_empty_journal_file_is_taken_as_new_with_a_warning() {
     Core::start(ws.config(&[])).unwrap();
     assert!(!quiet.text().contains("truncated"), "{}", quiet.text());
 }
+
+#[tokio::test]
+async fn a_second_server_on_one_data_dir_fails_fast_and_one_shot_commands_still_work() {
+    let ws = Workspace::new();
+    let env = ws.env(&[]);
+    let mut first = crate::mcp_stdio::Proc::spawn(&env);
+    first.init("2025-06-18").await;
+    let bin = env!("CARGO_BIN_EXE_i2v-mcp");
+    let run = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .envs(&env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        // Stdin stays open: a server must give up by itself, not because its input ended.
+        let stdin = child.stdin.take();
+        async move {
+            let out = child.wait_with_output().await;
+            drop(stdin);
+            out
+        }
+    };
+    let second = within(10, "the second server to give up", run(&["serve"]))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(second.stdout.is_empty(), "stdout is the protocol");
+    assert!(
+        stderr.contains("already") && stderr.contains(&format!("pid {}", first.pid())),
+        "{stderr}"
+    );
+    // A one-shot command beside the running server works.
+    let tasks = within(20, "the tasks command", run(&["tasks"]))
+        .await
+        .unwrap();
+    assert!(
+        tasks.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tasks.stderr)
+    );
+    // The lock goes with the server.
+    first.close().await;
+    let mut next = crate::mcp_stdio::Proc::spawn(&env);
+    next.init("2025-06-18").await;
+    next.close().await;
+}
+
+#[tokio::test]
+async fn stale_temp_files_are_cleaned_when_a_server_starts() {
+    let ws = Workspace::new();
+    let inputs = ws.data().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let make = |p: std::path::PathBuf, modified: Option<std::time::SystemTime>| {
+        let f = std::fs::File::create(&p).unwrap();
+        if let Some(t) = modified {
+            f.set_modified(t).unwrap();
+        }
+        p
+    };
+    let stale = [
+        make(ws.out().join(".tsk_a.4242-0000beef.mp4.part"), Some(old)),
+        make(ws.out().join(".tsk_b.mp4.part"), Some(old)),
+        make(inputs.join(".abc.4242-0000beef.part"), Some(old)),
+    ];
+    let live = make(ws.out().join(".tsk_c.4243-0000cafe.mp4.part"), None);
+    let other = make(ws.out().join("keep.mp4"), Some(old));
+    Core::start(ws.config(&[])).unwrap();
+    for p in &stale {
+        assert!(!p.exists(), "{} was left", p.display());
+    }
+    assert!(
+        live.exists(),
+        "a fresh temp file may belong to a live download"
+    );
+    assert!(other.exists(), "only temp files are cleaned");
+}

@@ -101,6 +101,11 @@ impl Proc {
     }
 
     /// SIGKILL: no chance to clean up.
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();
         let _ = within(20, "killed server exit", self.child.wait()).await;
