@@ -75,28 +75,40 @@ pub struct ServeLock {
 }
 
 impl ServeLock {
-    pub fn acquire(data_dir: &Path) -> Result<ServeLock> {
+    /// Take the lock, or fail naming the server that holds it. A data dir where no lock file can
+    /// be made gives `Ok(None)` with a warning: the server still starts and reports the unusable
+    /// data dir to every call that needs it.
+    pub fn acquire(data_dir: &Path) -> Result<Option<ServeLock>> {
         use std::io::{Read, Seek, Write};
         let path = data_dir.join("serve.lock");
-        let io = |e: std::io::Error| {
-            Error::internal(format!("cannot lock '{}': {e}", path.display()))
-                .with_next_step("set I2V_MCP_DATA_DIR to a writable directory")
+        let unlocked = |e: std::io::Error| {
+            tracing::warn!(lock = %path.display(), error = %e, "cannot take the data dir lock; serving without it");
+            Ok(None)
         };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
-        let mut file = std::fs::OpenOptions::new()
+        if let Err(e) = std::fs::create_dir_all(data_dir) {
+            return unlocked(e);
+        }
+        let mut file = match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(io)?;
+        {
+            Ok(f) => f,
+            Err(e) => return unlocked(e),
+        };
         match file.try_lock() {
             Ok(()) => {
                 // Who holds it, for the message a second server shows.
-                file.set_len(0).map_err(io)?;
-                file.rewind().map_err(io)?;
-                writeln!(file, "{}", std::process::id()).map_err(io)?;
-                Ok(ServeLock { _file: file })
+                let written = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{}", std::process::id()));
+                if let Err(e) = written {
+                    tracing::warn!(lock = %path.display(), error = %e, "cannot write the pid into the lock file");
+                }
+                Ok(Some(ServeLock { _file: file }))
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
@@ -113,7 +125,7 @@ impl ServeLock {
                     "use that server, stop it first, or give this one its own I2V_MCP_DATA_DIR; one-shot commands (create, get, tasks) work beside it",
                 ))
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+            Err(std::fs::TryLockError::Error(e)) => unlocked(e),
         }
     }
 }
