@@ -349,6 +349,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             max_body_bytes,
             stateless,
         } => {
+            // Held until this server ends; a second server on the data dir fails here, at once.
+            let _lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
             let Some(addr) = http else {
                 return serve_stdio(cfg).await;
             };
@@ -413,6 +415,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 for t in &list.tasks {
                     println!("{}", t.summary());
                 }
+            }
+            if let (false, Some(note)) = (cli.json, &list.note) {
+                eprintln!("note: {note}");
             }
             Ok(())
         }

@@ -27,6 +27,8 @@ use crate::watcher::Watcher;
 const CREATE_ATTEMPTS: u32 = 3;
 /// How long a `get_task` without `wait_seconds` waits for its refresh poll.
 const REFRESH_WAIT: Duration = Duration::from_secs(10);
+/// Temp files untouched this long (at least) are left from a crash and removed at start.
+const STALE_TEMP_FILES: Duration = Duration::from_secs(10 * 60);
 /// Longest silence between progress notifications while a call waits.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -210,6 +212,9 @@ pub struct LoraList {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TaskList {
     pub tasks: Vec<Task>,
+    /// Set when some journal rows could not be read and were skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What `estimate_cost` takes: the create arguments that decide the price and the model.
@@ -343,6 +348,15 @@ impl Core {
     /// Open the journal, build the providers and start the watcher (resuming open tasks).
     pub fn start(cfg: Config) -> Result<Arc<Core>> {
         let core = Core::open(cfg)?;
+        // A download stalls at most `download_timeout`: an older temp file has no live writer.
+        let stale_after = core.cfg.download_timeout.max(STALE_TEMP_FILES) + Duration::from_secs(60);
+        crate::watcher::clean_stale_temp_files(
+            &[
+                core.cfg.output_dir.clone(),
+                crate::store::inputs_dir(&core.cfg.data_dir),
+            ],
+            stale_after,
+        );
         core.watcher.recover()?;
         Ok(core)
     }
@@ -614,8 +628,9 @@ impl Core {
             id: id.clone(),
             provider,
             model: spec.model.clone(),
-            request: serde_json::to_string(&req)
-                .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?,
+            request: self
+                .journal_request(&req, &image, end_image.as_ref())
+                .await?,
             fingerprint: fingerprint.clone(),
             idempotency_key: req.idempotency_key.clone(),
             estimated_cost: quote.usd,
@@ -642,7 +657,20 @@ impl Core {
             attempt += 1;
             match p.submit(&sub).await {
                 Ok(ptid) => {
-                    self.store.mark_submitted(&id, &ptid, now_ms())?;
+                    if let Err(e) = self.store.mark_submitted(&id, &ptid, now_ms()) {
+                        // Paid and accepted upstream, but not in the journal: the provider's id
+                        // goes to the log at once, stays in memory and is written as soon as the
+                        // journal takes it; the caller learns it too.
+                        tracing::error!(task = %id, provider = %provider, provider_task_id = %ptid, error = %e, "the provider accepted the task but the journal could not record its id; kept in memory, retrying");
+                        self.watcher.record_submitted(&id, &ptid);
+                        return Err(Error::internal(format!(
+                            "{provider} accepted the task as provider task {ptid}, but the journal could not record it ({}); it is being recorded and watched in the background as task {id}",
+                            e.message
+                        ))
+                        .with_next_step(format!(
+                            "do not create it again (it is paid): call get_task with task_id {id}; free space in the data dir if it is full; the provider dashboard lists it as {ptid}"
+                        )));
+                    }
                     tracing::info!(task = %id, provider = %provider, provider_task_id = %ptid, "submitted");
                     break;
                 }
@@ -688,8 +716,70 @@ impl Core {
         self.finish_wait(task, wait, started, &ctx).await
     }
 
+    /// The task an idempotency key already stands for. A key whose create was refused (nothing
+    /// accepted upstream, nothing charged) stands for nothing: the retry is a new attempt, which
+    /// takes the key over in `Store::insert`. A key whose outcome is unknown, or that the provider
+    /// accepted, always returns its task and is never sent again.
+    /// The request as the journal keeps it: an image given inline (a data URI, up to tens of MB)
+    /// is written once to `<data_dir>/inputs/<sha256>.<ext>` and the request names that file
+    /// instead, so rows stay small and reading a task never loads image bytes. A restarted local
+    /// render reads the file back through the same path checks as any input.
+    async fn journal_request(
+        &self,
+        req: &CreateRequest,
+        image: &media::ImageInput,
+        end_image: Option<&media::ImageInput>,
+    ) -> Result<String> {
+        let mut req = req.clone();
+        req.image = self.stored_input(&req.image, image).await?;
+        if let (Some(given), Some(resolved)) = (&req.end_image, end_image) {
+            req.end_image = Some(self.stored_input(given, resolved).await?);
+        }
+        serde_json::to_string(&req)
+            .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))
+    }
+
+    /// `given` as the journal keeps it: a data URI becomes the path of its bytes under
+    /// `inputs_dir`, written atomically (temp file + rename) unless already there.
+    async fn stored_input(&self, given: &str, resolved: &media::ImageInput) -> Result<String> {
+        let Some(img) = resolved.as_local() else {
+            return Ok(given.to_string());
+        };
+        if !given.trim_start().starts_with("data:") {
+            return Ok(given.to_string());
+        }
+        let dir = crate::store::inputs_dir(&self.cfg.data_dir);
+        let path = dir.join(format!("{}.{}", img.sha256, img.format.extension()));
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            let io = |e: std::io::Error| {
+                Error::internal(format!(
+                    "cannot keep the image in '{}': {e}",
+                    dir.display()
+                ))
+                .with_next_step("free space in the data dir or set I2V_MCP_DATA_DIR to a writable directory")
+            };
+            tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+            let tmp = dir.join(format!(
+                ".{}.{}-{:08x}.part",
+                img.sha256,
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            let written = match tokio::fs::write(&tmp, &img.bytes).await {
+                Ok(()) => tokio::fs::rename(&tmp, &path).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(io(e));
+            }
+        }
+        Ok(path.display().to_string())
+    }
+
     fn existing_for_key(&self, key: &str, fingerprint: &str) -> Result<Option<Task>> {
         match self.store.find_by_key(key)? {
+            Some(row) if row.is_refused() => Ok(None),
             Some(row) => Ok(Some(self.dedup(&row, fingerprint)?)),
             None => Ok(None),
         }
@@ -854,13 +944,26 @@ impl Core {
         provider: Option<ProviderId>,
         limit: Option<u32>,
     ) -> Result<TaskList> {
-        let rows = self.store.list(&ListFilter {
+        let listed = self.store.list(&ListFilter {
             status,
             provider,
             limit: limit.unwrap_or(20).clamp(1, 500),
         })?;
+        let note = (!listed.unreadable.is_empty()).then(|| {
+            let bad: Vec<String> = listed
+                .unreadable
+                .iter()
+                .map(|b| format!("{} ({})", b.id, b.problem))
+                .collect();
+            format!(
+                "skipped {} journal row(s) this version cannot read: {}",
+                bad.len(),
+                bad.join("; ")
+            )
+        });
         Ok(TaskList {
-            tasks: rows.iter().map(|r| r.to_task()).collect(),
+            tasks: listed.rows.iter().map(|r| r.to_task()).collect(),
+            note,
         })
     }
 

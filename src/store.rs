@@ -53,9 +53,91 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 "#;
 
+/// The columns a `TaskRow` is read from, all but `request`: that one is read only where it is
+/// needed (`get`), so listing tasks never loads what was sent.
+const ROW: &str = "id, provider, model, provider_task_id, status, fingerprint, idempotency_key,
+    progress, eta, estimated_cost, video_url, url_expires_at, local_path, bytes, sha256, download,
+    error_category, error_message, error_retryable, error_next_step, note, webhook_secret, polls,
+    created_at, updated_at, finished_at";
+
+/// Where images given inline are kept, by digest, so the journal holds their paths, not their
+/// bytes.
+pub fn inputs_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("inputs")
+}
+
+/// One server per data dir: held by `serve` for its lifetime (an OS file lock, so a crash or a
+/// SIGKILL releases it). Two servers on one journal would poll every task twice and download
+/// every video twice. One-shot CLI commands take no lock: they watch only the task they touch.
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+impl ServeLock {
+    /// Take the lock, or fail naming the server that holds it. A data dir where no lock file can
+    /// be made gives `Ok(None)` with a warning: the server still starts and reports the unusable
+    /// data dir to every call that needs it.
+    pub fn acquire(data_dir: &Path) -> Result<Option<ServeLock>> {
+        use std::io::{Read, Seek, Write};
+        let path = data_dir.join("serve.lock");
+        let unlocked = |e: std::io::Error| {
+            tracing::warn!(lock = %path.display(), error = %e, "cannot take the data dir lock; serving without it");
+            Ok(None)
+        };
+        if let Err(e) = std::fs::create_dir_all(data_dir) {
+            return unlocked(e);
+        }
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => return unlocked(e),
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message a second server shows.
+                let written = file
+                    .set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{}", std::process::id()));
+                if let Err(e) = written {
+                    tracing::warn!(lock = %path.display(), error = %e, "cannot write the pid into the lock file");
+                }
+                Ok(Some(ServeLock { _file: file }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "unknown pid".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                Err(Error::internal(format!(
+                    "another i2v-mcp server ({holder}) already serves the data dir '{}'",
+                    data_dir.display()
+                ))
+                .with_next_step(
+                    "use that server, stop it first, or give this one its own I2V_MCP_DATA_DIR; one-shot commands (create, get, tasks) work beside it",
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => unlocked(e),
+        }
+    }
+}
+
 /// Journal status: the public five plus `submitting` (written before the provider is called).
 pub const SUBMITTING: &str = "submitting";
 const OPEN: &str = "('submitting','queued','running')";
+/// A failed task that surely reached no provider: it has no provider id and its create was refused
+/// (not `submit_unknown`). Nothing was created upstream or charged, so its idempotency key is free
+/// again, and spend counting leaves it out.
+const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
+    AND error_category IS NOT NULL AND error_category <> 'submit_unknown')";
 
 /// Download state of a succeeded task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +174,9 @@ pub struct TaskRow {
     pub provider_task_id: Option<String>,
     /// `submitting` or one of the public statuses.
     pub status: String,
-    pub request: String,
+    /// The create request as journaled (images as references, see `core::journal_request`);
+    /// `None` when the query did not read it.
+    pub request: Option<String>,
     pub fingerprint: String,
     pub idempotency_key: Option<String>,
     pub progress: Option<u8>,
@@ -118,7 +202,12 @@ impl TryFrom<&Row<'_>> for TaskRow {
     fn try_from(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
         let provider: String = r.get("provider")?;
         let provider = provider.parse().map_err(|_| {
-            rusqlite::Error::InvalidColumnType(0, "provider".into(), rusqlite::types::Type::Text)
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("unknown provider '{provider}' (written by a newer version of i2v-mcp?)")
+                    .into(),
+            )
         })?;
         let category: Option<String> = r.get("error_category")?;
         let error = category.map(|c| Error {
@@ -142,7 +231,10 @@ impl TryFrom<&Row<'_>> for TaskRow {
             model: r.get("model")?,
             provider_task_id: r.get("provider_task_id")?,
             status: r.get("status")?,
-            request: r.get("request")?,
+            request: match r.as_ref().column_index("request") {
+                Ok(i) => r.get(i)?,
+                Err(_) => None,
+            },
             fingerprint: r.get("fingerprint")?,
             idempotency_key: r.get("idempotency_key")?,
             progress: r
@@ -167,6 +259,66 @@ impl TryFrom<&Row<'_>> for TaskRow {
     }
 }
 
+/// A journal row this version cannot decode (a provider from a newer version, a value of the
+/// wrong type): named, logged and skipped, so the other tasks keep being served.
+#[derive(Debug, Clone)]
+pub struct BadRow {
+    pub id: String,
+    pub problem: String,
+}
+
+impl BadRow {
+    fn of(r: &Row<'_>, e: &rusqlite::Error) -> BadRow {
+        let problem = match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => inner.to_string(),
+            rusqlite::Error::InvalidColumnType(_, name, ty) => {
+                format!("column {name} holds a {ty} value this version cannot read")
+            }
+            other => other.to_string(),
+        };
+        BadRow {
+            id: r
+                .get::<_, String>("id")
+                .unwrap_or_else(|_| "(unreadable id)".into()),
+            problem,
+        }
+    }
+
+    pub fn error(&self) -> Error {
+        Error::internal(format!(
+            "journal row of task {} cannot be read by this version: {}; other tasks are unaffected",
+            self.id, self.problem
+        ))
+        .with_next_step(
+            "if a newer i2v-mcp wrote this task, use that version to read it; list_tasks skips it",
+        )
+    }
+}
+
+/// Decode one row, or say which row cannot be decoded and why.
+fn decode(r: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRow, BadRow>> {
+    Ok(TaskRow::try_from(r).map_err(|e| BadRow::of(r, &e)))
+}
+
+/// A decoded single row, or the error that names what is wrong with it.
+fn checked(row: Option<std::result::Result<TaskRow, BadRow>>) -> Result<Option<TaskRow>> {
+    match row {
+        None => Ok(None),
+        Some(Ok(row)) => Ok(Some(row)),
+        Some(Err(bad)) => {
+            tracing::warn!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded");
+            Err(bad.error())
+        }
+    }
+}
+
+/// `list`'s answer: the rows, and the ones skipped because they cannot be decoded.
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub rows: Vec<TaskRow>,
+    pub unreadable: Vec<BadRow>,
+}
+
 impl TaskRow {
     pub fn public_status(&self) -> Status {
         if self.status == SUBMITTING {
@@ -178,6 +330,16 @@ impl TaskRow {
 
     pub fn is_submitting(&self) -> bool {
         self.status == SUBMITTING
+    }
+
+    /// The create was refused before anything was accepted upstream (see `REFUSED`).
+    pub fn is_refused(&self) -> bool {
+        self.status == "failed"
+            && self.provider_task_id.is_none()
+            && self
+                .error
+                .as_ref()
+                .is_some_and(|e| e.category != Category::SubmitUnknown)
     }
 
     pub fn to_task(&self) -> Task {
@@ -260,6 +422,11 @@ pub struct ListFilter {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Test hook: how many `mark_submitted` writes fail next as if the disk were full.
+    submit_write_failures: std::sync::atomic::AtomicU32,
+    /// Provider task ids accepted upstream whose journal write failed (a full disk): kept here,
+    /// shown on reads of their task, until the write lands (see `Watcher::record_submitted`).
+    unrecorded: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Store {
@@ -270,6 +437,12 @@ impl Store {
                     .with_next_step("set I2V_MCP_DATA_DIR to a writable directory")
             })?;
         }
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            tracing::warn!(
+                journal = %path.display(),
+                "the journal file is empty (0 bytes): starting a new journal. If it held tasks, it may have been truncated (a full disk, a copy cut short): restore it from a backup before creating tasks"
+            );
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL); only a power
@@ -279,7 +452,30 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            submit_write_failures: std::sync::atomic::AtomicU32::new(0),
+            unrecorded: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    fn unrecorded(&self) -> MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A row as the application sees it: a provider id accepted but not yet written is filled in
+    /// from memory.
+    fn overlay(&self, mut row: TaskRow) -> TaskRow {
+        if row.provider_task_id.is_none()
+            && row.is_submitting()
+            && let Some(ptid) = self.unrecorded().get(&row.id)
+        {
+            row.provider_task_id = Some(ptid.clone());
+        }
+        row
+    }
+
+    /// The provider task id accepted for `id` that the journal has not recorded yet.
+    pub fn unrecorded_submit(&self, id: &str) -> Option<String> {
+        self.unrecorded().get(id).cloned()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -288,20 +484,46 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Insert a task, or return the existing one holding the same idempotency key.
+    /// Insert a task, or return the existing one holding the same idempotency key. A key whose task
+    /// was refused (nothing accepted upstream) is taken over by the new task: the old row keeps its
+    /// error, loses the key and notes its successor. The read and the takeover run in one
+    /// IMMEDIATE transaction, so of concurrent retries (in any process) exactly one inserts and the
+    /// others see its row.
     pub fn insert(&self, t: &NewTask) -> Result<Inserted> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some(key) = &t.idempotency_key {
             let existing = tx
                 .query_row(
-                    "SELECT * FROM tasks WHERE idempotency_key = ?1",
+                    &format!("SELECT {ROW} FROM tasks WHERE idempotency_key = ?1"),
                     [key],
-                    |r| TaskRow::try_from(r),
+                    decode,
                 )
                 .optional()?;
-            if let Some(row) = existing {
-                return Ok(Inserted::Existing(Box::new(row)));
+            if let Some(row) = checked(existing)? {
+                if !row.is_refused() {
+                    drop(tx);
+                    drop(conn);
+                    return Ok(Inserted::Existing(Box::new(self.overlay(row))));
+                }
+                let note = format!(
+                    "refused, nothing was charged; idempotency key retried as task {}",
+                    t.id
+                );
+                let n = tx.execute(
+                    &format!(
+                        "UPDATE tasks SET idempotency_key = NULL, note = ?2, updated_at = ?3
+                         WHERE id = ?1 AND {REFUSED}"
+                    ),
+                    params![row.id, note, t.created_at],
+                )?;
+                if n != 1 {
+                    return Err(Error::internal(format!(
+                        "task {} changed while its idempotency key was being retried: try again",
+                        row.id
+                    )));
+                }
+                tracing::info!(previous = %row.id, task = %t.id, "idempotency key of a refused create retried");
             }
         }
         tx.execute(
@@ -325,23 +547,27 @@ impl Store {
     }
 
     pub fn get(&self, id: &str) -> Result<Option<TaskRow>> {
-        Ok(self
+        let row = self
             .conn()
-            .query_row("SELECT * FROM tasks WHERE id = ?1", [id], |r| {
-                TaskRow::try_from(r)
-            })
-            .optional()?)
+            .query_row(
+                &format!("SELECT {ROW}, request FROM tasks WHERE id = ?1"),
+                [id],
+                decode,
+            )
+            .optional()?;
+        Ok(checked(row)?.map(|r| self.overlay(r)))
     }
 
     pub fn find_by_key(&self, key: &str) -> Result<Option<TaskRow>> {
-        Ok(self
+        let row = self
             .conn()
             .query_row(
-                "SELECT * FROM tasks WHERE idempotency_key = ?1",
+                &format!("SELECT {ROW} FROM tasks WHERE idempotency_key = ?1"),
                 [key],
-                |r| TaskRow::try_from(r),
+                decode,
             )
-            .optional()?)
+            .optional()?;
+        Ok(checked(row)?.map(|r| self.overlay(r)))
     }
 
     pub fn find_by_provider_id(&self, provider: ProviderId, ptid: &str) -> Result<Option<TaskRow>> {
@@ -354,26 +580,71 @@ impl Store {
         for p in ids {
             let row = conn
                 .query_row(
-                    "SELECT * FROM tasks WHERE provider = ?1 AND provider_task_id = ?2",
+                    &format!(
+                        "SELECT {ROW} FROM tasks WHERE provider = ?1 AND provider_task_id = ?2"
+                    ),
                     params![p, ptid],
-                    |r| TaskRow::try_from(r),
+                    decode,
                 )
                 .optional()?;
-            if row.is_some() {
-                return Ok(row);
+            if let Some(row) = checked(row)? {
+                return Ok(Some(row));
             }
         }
         Ok(None)
     }
 
-    /// `submitting` -> `queued` with the provider's id. False if the task left `submitting`.
+    /// Fault injection for tests: the next `n` `mark_submitted` writes fail with SQLite's
+    /// "database or disk is full". Not for production use.
+    #[doc(hidden)]
+    pub fn inject_submit_write_failures(&self, n: u32) {
+        self.submit_write_failures
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn injected_failure(&self) -> Result<()> {
+        let take = self.submit_write_failures.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        match take {
+            Ok(_) => Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full (injected)".into()),
+            )
+            .into()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// `submitting` -> `queued` with the provider's id. False if the task left `submitting`. A task
+    /// another process declared `submit_unknown` meanwhile (a restart's `recover`) is now known to
+    /// be accepted: it becomes `queued` too, so its provider id is never dropped.
+    /// If the write fails, the id is kept in memory (and shown on reads) until a later call lands.
     pub fn mark_submitted(&self, id: &str, provider_task_id: &str, now: i64) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE tasks SET status = 'queued', provider_task_id = ?2, updated_at = ?3
-             WHERE id = ?1 AND status = 'submitting'",
-            params![id, provider_task_id, now],
-        )?;
-        Ok(n == 1)
+        let written = self.injected_failure().and_then(|()| {
+            Ok(self.conn().execute(
+                "UPDATE tasks SET status = 'queued', provider_task_id = ?2, updated_at = ?3,
+                    error_category = NULL, error_message = NULL, error_retryable = NULL,
+                    error_next_step = NULL, finished_at = NULL
+                 WHERE id = ?1 AND (status = 'submitting'
+                    OR (status = 'failed' AND error_category = 'submit_unknown'
+                        AND provider_task_id IS NULL))",
+                params![id, provider_task_id, now],
+            )?)
+        });
+        match written {
+            Ok(n) => {
+                self.unrecorded().remove(id);
+                Ok(n == 1)
+            }
+            Err(e) => {
+                self.unrecorded()
+                    .insert(id.to_string(), provider_task_id.to_string());
+                Err(e)
+            }
+        }
     }
 
     /// End an open task as failed (submit refused, submit unknown, gave up watching).
@@ -404,11 +675,15 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let row = tx
-            .query_row("SELECT * FROM tasks WHERE id = ?1", [id], |r| {
-                TaskRow::try_from(r)
-            })
+            .query_row(
+                &format!("SELECT {ROW} FROM tasks WHERE id = ?1"),
+                [id],
+                decode,
+            )
             .optional()?;
-        let Some(row) = row else { return Ok(false) };
+        let Some(row) = checked(row)? else {
+            return Ok(false);
+        };
         let late_success = row.status == "failed"
             && row
                 .error
@@ -538,42 +813,62 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub fn list(&self, f: &ListFilter) -> Result<Vec<TaskRow>> {
+    /// The newest tasks matching `f`. A row that cannot be decoded is skipped and named.
+    pub fn list(&self, f: &ListFilter) -> Result<Listed> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT * FROM tasks
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ROW} FROM tasks
              WHERE (?1 IS NULL OR status = ?1 OR (?1 = 'queued' AND status = 'submitting'))
                AND (?2 IS NULL OR provider = ?2)
-             ORDER BY created_at DESC, id DESC LIMIT ?3",
-        )?;
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(
             params![
                 f.status.map(|s| s.as_str()),
                 f.provider.map(|p| p.as_str()),
                 f.limit.max(1)
             ],
-            |r| TaskRow::try_from(r),
+            decode,
         )?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut listed = Listed::default();
+        for row in rows {
+            match row? {
+                Ok(row) => listed.rows.push(self.overlay(row)),
+                Err(bad) => {
+                    tracing::warn!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded; skipped");
+                    listed.unreadable.push(bad);
+                }
+            }
+        }
+        Ok(listed)
     }
 
     /// Tasks the watcher must pick up after a restart: open ones and unfinished downloads.
     pub fn unfinished(&self) -> Result<Vec<TaskRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT * FROM tasks WHERE status IN {OPEN}
+            "SELECT {ROW} FROM tasks WHERE status IN {OPEN}
                 OR (status = 'succeeded' AND download = 'pending') ORDER BY created_at"
         ))?;
-        let rows = stmt.query_map([], |r| TaskRow::try_from(r))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let rows = stmt.query_map([], decode)?;
+        let mut ok = Vec::new();
+        for row in rows {
+            match row? {
+                Ok(row) => ok.push(row),
+                Err(bad) => {
+                    tracing::error!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded; not resumed");
+                }
+            }
+        }
+        Ok(ok)
     }
 
     /// Estimated spend of tasks created since `since_ms` that may have been charged.
     pub fn spent_since(&self, since_ms: i64) -> Result<f64> {
         let v: Option<f64> = self.conn().query_row(
-            "SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= ?1
-               AND NOT (status = 'failed' AND provider_task_id IS NULL
-                        AND error_category NOT IN ('submit_unknown'))",
+            &format!(
+                "SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= ?1 AND NOT {REFUSED}"
+            ),
             [since_ms],
             |r| r.get(0),
         )?;
@@ -681,6 +976,61 @@ mod tests {
         let s = Store::open(&dir.path().join("j.sqlite")).unwrap();
         let t = s.get("t1").unwrap().unwrap().to_task();
         assert_eq!(t.video.unwrap().sha256.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn a_refused_key_is_taken_over_once_across_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let s = Store::open(&path).unwrap();
+        s.insert(&new_task("t0", Some("k"))).unwrap();
+        let refused = Error::new(Category::ProviderUnavailable, "cannot connect");
+        s.fail("t0", &refused, 1_500).unwrap();
+        assert!(s.get("t0").unwrap().unwrap().is_refused());
+        // Two "processes" retry the key at once: exactly one new task.
+        let handles: Vec<_> = ["t1", "t2"]
+            .into_iter()
+            .map(|id| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let s = Store::open(&path).unwrap();
+                    matches!(s.insert(&new_task(id, Some("k"))).unwrap(), Inserted::New)
+                })
+            })
+            .collect();
+        let news = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|n| *n)
+            .count();
+        assert_eq!(news, 1);
+        let holder = s.find_by_key("k").unwrap().unwrap();
+        assert!(holder.id == "t1" || holder.id == "t2");
+        let old = s.get("t0").unwrap().unwrap();
+        assert_eq!(old.idempotency_key, None);
+        assert_eq!(old.error.unwrap().category, Category::ProviderUnavailable);
+        assert!(old.note.unwrap().contains(&holder.id));
+        // An unknown outcome keeps its key for good.
+        s.insert(&new_task("u0", Some("u"))).unwrap();
+        s.fail("u0", &Error::new(Category::SubmitUnknown, "?"), 2_000)
+            .unwrap();
+        match s.insert(&new_task("u1", Some("u"))).unwrap() {
+            Inserted::Existing(row) => assert_eq!(row.id, "u0"),
+            Inserted::New => panic!("a key with an unknown outcome was reused"),
+        }
+        // A provider id that arrives late resolves the unknown outcome.
+        assert!(s.mark_submitted("u0", "up-u", 2_500).unwrap());
+        let u0 = s.get("u0").unwrap().unwrap();
+        assert_eq!((u0.status.as_str(), u0.error), ("queued", None));
+        // So does an accepted one that later failed.
+        s.insert(&new_task("a0", Some("a"))).unwrap();
+        s.mark_submitted("a0", "up-a", 2_000).unwrap();
+        s.fail("a0", &Error::new(Category::GenerationFailed, "x"), 3_000)
+            .unwrap();
+        assert!(matches!(
+            s.insert(&new_task("a1", Some("a"))).unwrap(),
+            Inserted::Existing(_)
+        ));
     }
 
     #[test]

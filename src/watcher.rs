@@ -28,6 +28,9 @@ const DOWNLOAD_ATTEMPTS: u32 = 5;
 const PERMANENT_POLL_FAILURES: u32 = 3;
 /// How often a local render's progress is read (an in-memory read, no network).
 const LOCAL_POLL: Duration = Duration::from_millis(100);
+/// Backoff of journal writes that must land (a provider id accepted upstream): first and longest.
+const RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
+const RECORD_MAX_RETRY: Duration = Duration::from_secs(30);
 /// Polls in flight at once, across all tasks.
 const MAX_CONCURRENT_POLLS: usize = 32;
 
@@ -114,6 +117,32 @@ impl Watcher {
         }
     }
 
+    /// The provider accepted task `id` as `ptid` but the journal could not record it (a full
+    /// disk). The store keeps the id in memory meanwhile; this retries the write with backoff until
+    /// it lands, logging each failure with both ids, then watches the task as usual.
+    pub fn record_submitted(&self, id: &str, ptid: &str) {
+        let watcher = self.clone();
+        let (id, ptid) = (id.to_string(), ptid.to_string());
+        tokio::spawn(async move {
+            let mut delay = RECORD_FIRST_RETRY;
+            loop {
+                tokio::time::sleep(jitter(delay)).await;
+                match watcher.inner.store.mark_submitted(&id, &ptid, now_ms()) {
+                    Ok(_) => {
+                        tracing::warn!(task = %id, provider_task_id = %ptid, "provider task id recorded in the journal at last");
+                        watcher.watch(&id);
+                        watcher.publish(&id);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(task = %id, provider_task_id = %ptid, error = %e, retry_in = ?delay, "the journal still cannot record the provider's task id; kept in memory, retrying");
+                        delay = (delay * 2).min(RECORD_MAX_RETRY);
+                    }
+                }
+            }
+        });
+    }
+
     pub fn is_watching(&self, id: &str) -> bool {
         self.inner.active().contains_key(id)
     }
@@ -141,6 +170,45 @@ impl Watcher {
         }
         Ok(resumed)
     }
+}
+
+/// Remove temp files (`.<name>.part`) a crash left behind in `dirs`: downloads, renders and kept
+/// inputs are written to one and renamed into place, so a temp file not modified for
+/// `older_than` belongs to no live writer. Returns how many were removed.
+pub fn clean_stale_temp_files(dirs: &[PathBuf], older_than: Duration) -> usize {
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with('.') && name.ends_with(".part")) {
+                continue;
+            }
+            let stale = entry
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > older_than);
+            if stale {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale temp file")
+                    }
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed temp files left by an earlier crash");
+    }
+    removed
 }
 
 fn needs_work(row: &TaskRow) -> bool {

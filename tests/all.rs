@@ -11,6 +11,7 @@ mod host_rules;
 mod hostile;
 mod http;
 mod interop;
+mod journal;
 mod lifecycle;
 mod local;
 mod mcp_flow;

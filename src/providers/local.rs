@@ -182,8 +182,9 @@ impl Client {
     }
 
     async fn restart(&self, row: &TaskRow) -> Result<Arc<Job>, Error> {
-        let req: CreateRequest = serde_json::from_str(&row.request)
-            .map_err(|e| Error::internal(format!("journal request unreadable: {e}")))?;
+        let req: CreateRequest =
+            serde_json::from_str(row.request.as_deref().unwrap_or_default())
+                .map_err(|e| Error::internal(format!("journal request unreadable: {e}")))?;
         let spec = catalog::default_model(ProviderId::Local);
         let mut allowed = self.allowed.clone();
         allowed.push(self.output_dir.clone());

@@ -195,7 +195,12 @@ impl Providers {
                 }
                 ProviderId::Local => Provider::Local(local::Client::new(
                     cfg.output_dir.clone(),
-                    cfg.allowed_dirs.clone(),
+                    // A restarted render may read an inline image the journal kept by digest.
+                    cfg.allowed_dirs
+                        .iter()
+                        .cloned()
+                        .chain([crate::store::inputs_dir(&cfg.data_dir)])
+                        .collect(),
                 )),
             };
             map.insert(*id, Arc::new(p));
