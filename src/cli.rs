@@ -498,10 +498,16 @@ async fn serve_stdio(cfg: Config) -> Result<(), Error> {
         tokio::io::stdout(),
         crate::mcp::stdio::MAX_LINE_BYTES,
     );
-    let running = server
-        .serve((to_client, from_client))
-        .await
-        .map_err(|e| Error::internal(format!("MCP session failed to start: {e}")))?;
+    let running = match server.serve((to_client, from_client)).await {
+        Ok(running) => running,
+        // The client left before `initialize`: a 2026-07-28 client probing with
+        // `server/discover`, or a host checking that the command starts. Nothing failed.
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+            return Ok(());
+        }
+        Err(e) => return Err(Error::internal(format!("MCP session failed to start: {e}"))),
+    };
     running
         .waiting()
         .await

@@ -366,3 +366,42 @@ fn waits_stay_under_the_hosts_request_timeout() {
         assert!(max < 60, "{name}: wait_seconds maximum {max} >= 60 s");
     }
 }
+
+#[tokio::test]
+async fn unknown_tools_are_protocol_errors() {
+    let ws = Workspace::new();
+    let mut p = Proc::spawn(&ws.env(&[]));
+    p.init("2025-11-25").await;
+    let r = p
+        .request(
+            1,
+            "tools/call",
+            json!({"name": "make_video", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tools/list"),
+        "{r}"
+    );
+    p.close().await;
+}
+
+#[tokio::test]
+async fn a_client_that_only_discovers_leaves_a_clean_exit() {
+    // The TypeScript SDK 2.x in `auto` mode probes with server/discover in a process of its own,
+    // then closes it: that is no failure (exit 0, nothing but JSON-RPC on stdout).
+    let ws = Workspace::new();
+    let mut p = Proc::spawn(&ws.env(&[]));
+    let d = p
+        .request(1, "server/discover", json!({"_meta": meta_2026()}))
+        .await;
+    assert!(d.get("result").is_some(), "{d}");
+    p.close().await;
+    // And a host that starts the command and closes it at once.
+    let p = Proc::spawn(&ws.env(&[]));
+    p.close().await;
+}

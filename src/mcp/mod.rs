@@ -341,6 +341,17 @@ impl ServerHandler for Server {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        // An unknown tool is a protocol error (-32602), as the spec lists it; everything about a
+        // known tool's arguments is a tool error the model can read and fix.
+        if !tools::all().iter().any(|t| t.name == request.name) {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool '{}': call tools/list for the tools this server offers",
+                    request.name
+                ),
+                None,
+            ));
+        }
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
         let result = match self.dispatch(&request.name, args, &context).await {
             Ok(r) => r,
