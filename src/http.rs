@@ -967,7 +967,14 @@ struct McpGate {
 /// `/mcp`: refuse a new session past the cap (503 + Retry-After), answer a session's DELETE
 /// with 204 (rmcp says 202; clients expect 200 or 204), and say what to do about a 413.
 async fn mcp_gate(State(gate): State<Arc<McpGate>>, req: Request, next: Next) -> Response {
+    // Requests of the 2026-07-28 revision are stateless whatever the mode: they open no session.
+    let sessionless_revision = req
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v >= "2026-07-28");
     let opens_session = !gate.stateless
+        && !sessionless_revision
         && req.method() == Method::POST
         && !req.headers().contains_key("mcp-session-id");
     if opens_session {

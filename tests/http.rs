@@ -1215,6 +1215,30 @@ async fn sessions_over_the_cap_are_refused_until_one_ends() {
     );
     let text = r.text().await.unwrap();
     assert!(text.contains("sessions"), "{text}");
+    // A 2026-07-28 request opens no session: the cap does not apply to it.
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}
+    });
+    let r = within(
+        10,
+        "a sessionless request at the cap",
+        c.post(&mcp)
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "server/discover")
+            .body(
+                json!({"jsonrpc":"2.0","id":9,"method":"server/discover","params":{"_meta": meta}})
+                    .to_string(),
+            )
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
     // Issue 10 item 8: ending a session is 204 (clients expect 200/204, not 202).
     let r = within(
         10,
