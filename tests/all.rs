@@ -7,6 +7,7 @@
 mod support;
 
 mod apps;
+mod browser;
 mod cli;
 mod host_rules;
 mod hostile;
