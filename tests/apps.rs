@@ -136,3 +136,59 @@ async fn a_host_with_the_extension_gets_the_player() {
     let _ = s.cancel().await;
     let _ = plain.cancel().await;
 }
+
+/// A 2026-07-28 client has no `initialize`: its capabilities come in every request's `_meta`.
+#[tokio::test]
+async fn a_2026_07_28_host_declares_it_per_request() {
+    let ws = Workspace::new();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = i2v_mcp::http::HttpOptions::from_config(&core.cfg, addr.to_string());
+    let (_, handle) = i2v_mcp::http::serve(listener, core, opts).unwrap();
+    let tools_list = |caps: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "host-2026", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": caps,
+        }}});
+        async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let r = reqwest::Client::new()
+                .post(format!("http://{addr}/mcp"))
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/list")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let text = r.text().await.unwrap();
+            let json = text
+                .lines()
+                .map(|l| l.strip_prefix("data:").unwrap_or(l).trim())
+                .find(|l| l.starts_with('{'))
+                .unwrap_or_else(|| panic!("no JSON in {text}"))
+                .to_string();
+            serde_json::from_str::<Value>(&json).unwrap()
+        }
+    };
+    let with = within(
+        10,
+        "tools/list with the extension",
+        tools_list(json!({"extensions": {apps::EXTENSION: {"mimeTypes": [apps::MIME]}}})),
+    )
+    .await;
+    let tools = with["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{with}"));
+    let get = tools.iter().find(|t| t["name"] == "get_task").unwrap();
+    assert_eq!(get["_meta"]["ui"]["resourceUri"], apps::PLAYER_URI, "{get}");
+    let without = within(10, "tools/list without", tools_list(json!({}))).await;
+    assert_eq!(
+        without["result"]["tools"],
+        serde_json::to_value(tools::all()).unwrap(),
+        "tools/list changed for a 2026-07-28 host without MCP Apps"
+    );
+    within(15, "shutdown", handle.shutdown()).await;
+}

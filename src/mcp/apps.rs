@@ -22,8 +22,9 @@
 //!   the server through the host with `tools/call` (`get_task` with a short wait, repeatedly, and
 //!   `cancel_task`) and `resources/read` (the video link, a base64 `video/mp4` blob made into a
 //!   Blob URL), and reports `ui/notifications/size-changed`.
-//! - Poster: when the result carries an `image/*` resource_link or image block (a poster or a
-//!   contact sheet, GitHub issue 14 part 1), the view shows it while the video loads; absent, none.
+//! - Poster: when the result carries an `image/*` resource_link whose URI or name says `poster`
+//!   (the first frame, GitHub issue 14 part 1), the view reads it and shows it while the video
+//!   loads; without one (today, or a video that could not be decoded) it shows none.
 
 use rmcp::RoleServer;
 use rmcp::model::{MetaObject, ReadResourceResult, Resource, ResourceContents, Tool};
