@@ -21,7 +21,9 @@
 //!   arguments: shown as the parameters) and `ui/notifications/tool-result` (the task). It calls
 //!   the server through the host with `tools/call` (`get_task` with a short wait, repeatedly, and
 //!   `cancel_task`) and `resources/read` (the video link, a base64 `video/mp4` blob made into a
-//!   Blob URL), and reports `ui/notifications/size-changed`.
+//!   Blob URL), and reports `ui/notifications/size-changed`. Download asks the host with
+//!   `ui/download-file` (the video as an embedded `resource` blob) when `hostCapabilities.downloadFile`
+//!   says it can (sandboxed iframes may not download); otherwise it is a plain `<a download>`.
 //! - Poster: when the result carries an `image/*` resource_link whose URI or name says `poster`
 //!   (the first frame, GitHub issue 14 part 1), the view reads it and shows it while the video
 //!   loads; without one (today, or a video that could not be decoded) it shows none.

@@ -6,8 +6,9 @@
 //
 // Checks: the player is offered to a host that declares io.modelcontextprotocol/ui; progress is
 // shown while a local preview renders; then a <video> whose media loaded (readyState >= 2,
-// duration ~ 5 s) plays; Cancel cancels a slow task. Screenshots: target/browser/player.png (the
-// playing video, light theme) and target/browser/player-cancelled.png (dark theme).
+// duration ~ 5 s) plays; Download goes through the host (ui/download-file); Cancel cancels a slow
+// task. Screenshots in target/browser: player.png (the playing video, light theme),
+// player-running.png and player-cancelled.png (dark theme).
 //
 // usage: node player.mjs <path to i2v-mcp binary>   (env CHROMIUM overrides /usr/bin/chromium)
 import fs from "node:fs";
@@ -72,6 +73,7 @@ const HOST_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>test 
 <script>
 const frame = document.getElementById("view");
 window.seen = [];
+window.downloads = [];
 let ctx = null;
 window.startView = (html, input, result, theme) => { ctx = { input, result, theme }; frame.srcdoc = html; };
 const send = (m) => frame.contentWindow.postMessage(Object.assign({ jsonrpc: "2.0" }, m), "*");
@@ -82,11 +84,15 @@ window.addEventListener("message", async (e) => {
   window.seen.push(m.method || "response");
   if (m.method === "ui/initialize") {
     return send({ id: m.id, result: { protocolVersion: "2026-01-26", hostInfo: { name: "i2v-test-host", version: "1" },
-      hostCapabilities: { serverTools: {}, serverResources: {} }, hostContext: { theme: ctx.theme, displayMode: "inline" } } });
+      hostCapabilities: { serverTools: {}, serverResources: {}, downloadFile: {} }, hostContext: { theme: ctx.theme, displayMode: "inline" } } });
   }
   if (m.method === "ui/notifications/initialized") {
     send({ method: "ui/notifications/tool-input", params: { arguments: ctx.input } });
     return send({ method: "ui/notifications/tool-result", params: ctx.result });
+  }
+  if (m.method === "ui/download-file") {
+    window.downloads.push(m.params);
+    return send({ id: m.id, result: {} });
   }
   if (m.method === "tools/call" || m.method === "resources/read") {
     try { send({ id: m.id, result: await window.relay(m.method, m.params) }); }
@@ -195,6 +201,15 @@ if (page && html) {
     assert.match(params, /duration5 s/);
     const download = await frame.evaluate(() => { const a = document.getElementById("download"); return { hidden: a.hidden, href: a.href, name: a.download }; });
     assert.ok(!download.hidden && download.href.startsWith("blob:") && download.name.endsWith(".mp4"), JSON.stringify(download));
+    await (await frame.$("#download")).click();
+    const got = await until(5_000, () => page.evaluate(() => window.downloads.length > 0));
+    assert.ok(got, "Download did not ask the host (ui/download-file)");
+    const dl = await page.evaluate(() => window.downloads[0].contents.map((c) => ({ type: c.type, mime: c.resource.mimeType, uri: c.resource.uri, b64: c.resource.blob.length })));
+    assert.equal(dl.length, 1, JSON.stringify(dl));
+    assert.equal(dl[0].type, "resource");
+    assert.equal(dl[0].mime, "video/mp4");
+    assert.ok(dl[0].b64 > 1000, JSON.stringify(dl));
+    console.log(`     download via the host: ${dl[0].uri} (${dl[0].b64} base64 chars)`);
     const seen = await page.evaluate(() => window.seen);
     assert.ok(seen.includes("tools/call") && seen.includes("resources/read"), `the view's requests: ${seen}`);
     await (await page.$("#view")).screenshot({ path: path.join(OUT, "player.png") });
@@ -210,6 +225,7 @@ if (page && html) {
     const frame = await viewFrame();
     // Running, not merely queued: the render is under way when Cancel is pressed.
     await watch(frame, 20_000, (s) => s.status === "running");
+    await (await page.$("#view")).screenshot({ path: path.join(OUT, "player-running.png") });
     const cancel = await frame.$("#cancel");
     assert.ok(cancel && (await cancel.isVisible()), "no visible Cancel button while the task runs");
     await cancel.click();
