@@ -6,6 +6,8 @@
 
 mod support;
 
+mod apps;
+mod browser;
 mod cli;
 mod host_rules;
 mod hostile;

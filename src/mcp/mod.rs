@@ -3,6 +3,7 @@
 //! renders results as structured content with the same data as JSON text beside it (most hosts
 //! show the model only the text).
 
+pub mod apps;
 pub mod stdio;
 pub mod tools;
 
@@ -327,9 +328,13 @@ impl ServerHandler for Server {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(tools::all()))
+        let mut list = tools::all();
+        if apps::declared(&context) {
+            list = apps::with_player(list);
+        }
+        Ok(ListToolsResult::with_all_items(list))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -363,10 +368,13 @@ impl ServerHandler for Server {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let mut items =
             vec![Resource::new("i2v://models", "models").with_mime_type("application/json")];
+        if apps::declared(&context) {
+            items.push(apps::player_resource(self.video_base.as_deref()));
+        }
         if let Ok(core) = self.core().await
             && let Ok(list) = core.list(None, None, Some(50))
         {
@@ -397,6 +405,9 @@ impl ServerHandler for Server {
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let uri = request.uri.clone();
+        if uri == apps::PLAYER_URI {
+            return Ok(apps::read_player(self.video_base.as_deref()).into());
+        }
         let core = self
             .core()
             .await
