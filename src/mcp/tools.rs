@@ -39,7 +39,7 @@ pub struct ListArgs {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderId>,
-    /// Newest first; default 20, max 500.
+    /// Default 20, max 500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
@@ -290,7 +290,7 @@ fn build() -> Vec<Tool> {
     let mut tools = vec![
         Tool::new(
             "create_i2v_task",
-            "Start turning a still image into a video. Returns a task at once; then call get_task with wait_seconds until status is succeeded/failed/cancelled. Reuse the same idempotency_key when retrying. Paid unless provider is local (free camera-motion preview).",
+            "Start turning a still image into a video. Returns a task at once; then call get_task with wait_seconds until status is succeeded/failed/cancelled. Paid unless provider is local (free camera-motion preview).",
             schema::<CreateRequest>(),
         )
         .with_title("Create image-to-video task")
