@@ -279,6 +279,11 @@ value_parser_from_str!(ProviderId, Status, Resolution, AspectRatio);
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The contact-sheet child (see `preview`): no config, no runtime, no logging on stdout.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == crate::preview::SUBCOMMAND) {
+        return crate::preview::child_main(&args[2..]);
+    }
     let cli = Cli::parse();
     let serve = matches!(cli.command, Command::Serve { .. });
     init_logging(serve);

@@ -30,6 +30,8 @@ const PERMANENT_POLL_FAILURES: u32 = 3;
 const LOCAL_POLL: Duration = Duration::from_millis(100);
 /// Polls in flight at once, across all tasks.
 const MAX_CONCURRENT_POLLS: usize = 32;
+/// Contact-sheet decoder children at once (each decodes a whole video).
+const MAX_CONCURRENT_SHEETS: usize = 2;
 
 struct Inner {
     store: Arc<Store>,
@@ -39,6 +41,7 @@ struct Inner {
     tx: broadcast::Sender<Task>,
     active: Mutex<HashMap<String, Arc<Notify>>>,
     polls: Semaphore,
+    sheets: Semaphore,
 }
 
 #[derive(Clone)]
@@ -63,6 +66,7 @@ impl Watcher {
                 tx,
                 active: Mutex::new(HashMap::new()),
                 polls: Semaphore::new(MAX_CONCURRENT_POLLS),
+                sheets: Semaphore::new(MAX_CONCURRENT_SHEETS),
             }),
         }
     }
@@ -229,7 +233,7 @@ impl Inner {
                 Ok(snap) => {
                     permanent_failures = 0;
                     delay = next_delay(delay, &snap, &poll);
-                    self.record(id, &snap);
+                    self.record(id, &snap).await;
                 }
                 Err(pe) => {
                     let retry = pe.error.category.is_retryable()
@@ -252,7 +256,7 @@ impl Inner {
     }
 
     /// Store one poll's news and tell subscribers.
-    fn record(&self, id: &str, snap: &Snapshot) {
+    async fn record(&self, id: &str, snap: &Snapshot) {
         let now = now_ms();
         let update = Update {
             status: Some(snap.status),
@@ -264,10 +268,14 @@ impl Inner {
         };
         match self.store.apply(id, &update, now) {
             Ok(_) => {
-                if let Some(file) = &snap.local_file {
-                    let _ =
-                        self.store
-                            .set_downloaded(id, &file.path, file.bytes, &file.sha256, now);
+                if let Some(file) = &snap.local_file
+                    && self
+                        .store
+                        .set_downloaded(id, &file.path, file.bytes, &file.sha256, now)
+                        .is_ok()
+                {
+                    self.contact_sheet(id, std::path::Path::new(&file.path))
+                        .await;
                 }
             }
             Err(e) => tracing::error!(task = id, error = %e, "journal write failed"),
@@ -287,13 +295,13 @@ impl Inner {
             }
             match self.fetch(&row.id, &url).await {
                 Ok((path, bytes, sha)) => {
-                    let _ = self.store.set_downloaded(
-                        &row.id,
-                        &path.display().to_string(),
-                        bytes,
-                        &sha,
-                        now_ms(),
-                    );
+                    if self
+                        .store
+                        .set_downloaded(&row.id, &path.display().to_string(), bytes, &sha, now_ms())
+                        .is_ok()
+                    {
+                        self.contact_sheet(&row.id, &path).await;
+                    }
                     self.publish(&row.id);
                     return;
                 }
@@ -311,6 +319,23 @@ impl Inner {
         );
         let _ = self.store.set_download_failed(&row.id, &note, now_ms());
         self.publish(&row.id);
+    }
+
+    /// Make the contact sheet of a task whose video was just recorded in the journal, before the
+    /// success is announced, so the call that reports it can show the sheet. The journal comes
+    /// first: the video is safe whatever happens here. A sheet that cannot be made leaves the
+    /// task succeeded with a note saying why.
+    async fn contact_sheet(&self, id: &str, video: &std::path::Path) {
+        if !self.cfg.preview.contact_sheet {
+            return;
+        }
+        let _permit = self.sheets.acquire().await;
+        if let Err(why) = crate::preview::make(&self.cfg.preview, video, id).await {
+            tracing::warn!(task = id, reason = %why, "no contact sheet");
+            let _ = self
+                .store
+                .set_note(id, Some(&format!("no contact sheet: {why}")), now_ms());
+        }
     }
 
     async fn fresh_url(&self, row: &TaskRow) -> Option<String> {
