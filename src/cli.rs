@@ -603,7 +603,17 @@ fn print_task(task: &Task, json: bool) {
         print_json(task);
     } else {
         println!("{}", task.summary());
+        if let Some(sheet) = contact_sheet(task) {
+            println!("contact sheet: {}", sheet.display());
+        }
     }
+}
+
+/// A succeeded task's contact sheet, when one was made (its absence is in the task's note).
+fn contact_sheet(task: &Task) -> Option<PathBuf> {
+    let video = task.video.as_ref()?.local_path.as_deref()?;
+    let sheet = crate::preview::sheet_path(Path::new(video), &task.task_id);
+    (task.status == Status::Succeeded && sheet.is_file()).then_some(sheet)
 }
 
 fn doctor(cfg: &Config, json: bool) {
