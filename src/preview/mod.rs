@@ -147,7 +147,17 @@ fn limit_child(cmd: &mut tokio::process::Command, memory_bytes: u64) {
 /// atomically (temp file + rename) and prints one JSON [`Report`] line; on failure, one line on
 /// stderr and exit status 2.
 pub fn child_main(args: &[OsString]) -> ExitCode {
-    match child(args) {
+    // A panic on a malformed file is an answer like any other error: one line, no backtrace.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| child(args)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(format!("the decoder gave up on this file ({msg})"))
+    });
+    match result {
         Ok(report) => match serde_json::to_string(&report) {
             Ok(line) => {
                 println!("{line}");
