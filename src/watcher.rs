@@ -268,14 +268,18 @@ impl Inner {
         };
         match self.store.apply(id, &update, now) {
             Ok(_) => {
-                if let Some(file) = &snap.local_file
-                    && self
-                        .store
-                        .set_downloaded(id, &file.path, file.bytes, &file.sha256, now)
-                        .is_ok()
-                {
-                    self.contact_sheet(id, std::path::Path::new(&file.path))
+                if let Some(file) = &snap.local_file {
+                    let note = self
+                        .contact_sheet(id, std::path::Path::new(&file.path))
                         .await;
+                    let _ = self.store.set_downloaded(
+                        id,
+                        &file.path,
+                        file.bytes,
+                        &file.sha256,
+                        note.as_deref(),
+                        now_ms(),
+                    );
                 }
             }
             Err(e) => tracing::error!(task = id, error = %e, "journal write failed"),
@@ -295,13 +299,15 @@ impl Inner {
             }
             match self.fetch(&row.id, &url).await {
                 Ok((path, bytes, sha)) => {
-                    if self
-                        .store
-                        .set_downloaded(&row.id, &path.display().to_string(), bytes, &sha, now_ms())
-                        .is_ok()
-                    {
-                        self.contact_sheet(&row.id, &path).await;
-                    }
+                    let note = self.contact_sheet(&row.id, &path).await;
+                    let _ = self.store.set_downloaded(
+                        &row.id,
+                        &path.display().to_string(),
+                        bytes,
+                        &sha,
+                        note.as_deref(),
+                        now_ms(),
+                    );
                     self.publish(&row.id);
                     return;
                 }
@@ -321,20 +327,22 @@ impl Inner {
         self.publish(&row.id);
     }
 
-    /// Make the contact sheet of a task whose video was just recorded in the journal, before the
-    /// success is announced, so the call that reports it can show the sheet. The journal comes
-    /// first: the video is safe whatever happens here. A sheet that cannot be made leaves the
-    /// task succeeded with a note saying why.
-    async fn contact_sheet(&self, id: &str, video: &std::path::Path) {
+    /// Make the contact sheet of a task whose video was just written to disk, before the
+    /// download is recorded and the success announced: the task settles once, complete, and the
+    /// call that reports it shows the sheet. Until then the journal says "download pending" with
+    /// the provider's URL, so a crash meanwhile costs a fresh download, never the video. Returns
+    /// the task's note when there is no sheet, saying why (the task succeeds regardless).
+    async fn contact_sheet(&self, id: &str, video: &std::path::Path) -> Option<String> {
         if !self.cfg.preview.contact_sheet {
-            return;
+            return None;
         }
         let _permit = self.sheets.acquire().await;
-        if let Err(why) = crate::preview::make(&self.cfg.preview, video, id).await {
-            tracing::warn!(task = id, reason = %why, "no contact sheet");
-            let _ = self
-                .store
-                .set_note(id, Some(&format!("no contact sheet: {why}")), now_ms());
+        match crate::preview::make(&self.cfg.preview, video, id).await {
+            Ok(_) => None,
+            Err(why) => {
+                tracing::warn!(task = id, reason = %why, "no contact sheet");
+                Some(format!("no contact sheet: {why}"))
+            }
         }
     }
 
