@@ -279,6 +279,11 @@ value_parser_from_str!(ProviderId, Status, Resolution, AspectRatio);
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The contact-sheet child (see `preview`): no config, no runtime, no logging on stdout.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == crate::preview::SUBCOMMAND) {
+        return crate::preview::child_main(&args[2..]);
+    }
     let cli = Cli::parse();
     let serve = matches!(cli.command, Command::Serve { .. });
     init_logging(serve);
@@ -622,7 +627,17 @@ fn print_task(task: &Task, json: bool) {
         print_json(task);
     } else {
         println!("{}", task.summary());
+        if let Some(sheet) = contact_sheet(task) {
+            println!("contact sheet: {}", sheet.display());
+        }
     }
+}
+
+/// A succeeded task's contact sheet, when one was made (its absence is in the task's note).
+fn contact_sheet(task: &Task) -> Option<PathBuf> {
+    let video = task.video.as_ref()?.local_path.as_deref()?;
+    let sheet = crate::preview::sheet_path(Path::new(video), &task.task_id);
+    (task.status == Status::Succeeded && sheet.is_file()).then_some(sheet)
 }
 
 fn doctor(cfg: &Config, json: bool) {

@@ -35,6 +35,45 @@ pub struct FileConfig {
     pub poll: FilePoll,
     #[serde(default)]
     pub http: FileHttp,
+    #[serde(default)]
+    pub preview: FilePreview,
+}
+
+/// `[preview]`: the contact sheet made when a task succeeds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePreview {
+    /// Make a contact sheet and return it as an image block (env I2V_MCP_CONTACT_SHEET).
+    pub contact_sheet: Option<bool>,
+    /// Longest the decoder child may run, in seconds.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// The resolved `[preview]` settings.
+#[derive(Debug, Clone)]
+pub struct PreviewConfig {
+    /// Make sheets and return them as image blocks.
+    pub contact_sheet: bool,
+    /// Wall-clock limit of the decoder child.
+    pub timeout: Duration,
+    /// Address-space limit of the decoder child.
+    pub memory_bytes: u64,
+    /// The program run as the decoder child (default: this one). Tests point it at the built binary.
+    pub helper: Option<PathBuf>,
+    /// Test seam: the child sleeps this long first (to prove the timeout).
+    pub child_delay: Option<Duration>,
+}
+
+impl Default for PreviewConfig {
+    fn default() -> Self {
+        PreviewConfig {
+            contact_sheet: true,
+            timeout: Duration::from_secs(20),
+            memory_bytes: 1 << 30,
+            helper: None,
+            child_delay: None,
+        }
+    }
 }
 
 /// `[http]`: the HTTP face (`serve --http`).
@@ -168,6 +207,8 @@ pub struct Config {
     pub poll: PollSchedule,
     /// HTTP face settings.
     pub http: HttpConfig,
+    /// Contact sheet settings.
+    pub preview: PreviewConfig,
 }
 
 /// How often the watcher polls a task: `first` after submit, growing by `factor` up to `max`,
@@ -396,6 +437,7 @@ impl Config {
             source,
             poll: poll_schedule(&file.poll, env)?,
             http: http_config(file.http, env)?,
+            preview: preview_config(&file.preview, env)?,
         })
     }
 
@@ -439,6 +481,28 @@ fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> 
     p.max = p.max.max(p.first);
     if let Some(m) = file.give_up_minutes {
         p.give_up_after = Duration::from_secs(m.max(1) * 60);
+    }
+    Ok(p)
+}
+
+/// `[preview]` under I2V_MCP_CONTACT_SHEET (true/false, 1/0, on/off).
+fn preview_config(file: &FilePreview, env: &dyn Env) -> Result<PreviewConfig, Error> {
+    let mut p = PreviewConfig::default();
+    let on = match env.var("I2V_MCP_CONTACT_SHEET") {
+        Some(v) => Some(match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "on" | "yes" => true,
+            "false" | "0" | "off" | "no" => false,
+            _ => {
+                return Err(Error::invalid_input(format!(
+                    "I2V_MCP_CONTACT_SHEET='{v}' is not true or false"
+                )));
+            }
+        }),
+        None => file.contact_sheet,
+    };
+    p.contact_sheet = on.unwrap_or(true);
+    if let Some(s) = file.timeout_seconds {
+        p.timeout = Duration::from_secs(s.max(1));
     }
     Ok(p)
 }
@@ -650,6 +714,33 @@ mod tests {
             toml::from_str("[pricing.\"nope/x\"]\nper_video_usd = 1.0\n").unwrap();
         let err = Config::from_layers(file, None, &Overrides::default(), &env(&[])).unwrap_err();
         assert!(err.message.contains("nope/x"), "{}", err.message);
+    }
+
+    #[test]
+    fn preview_section_and_env_switch() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            None,
+            &Overrides::default(),
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(c.preview.contact_sheet, "on by default");
+        let file: FileConfig =
+            toml::from_str("[preview]\ncontact_sheet = false\ntimeout_seconds = 5\n").unwrap();
+        let c = Config::from_layers(file, None, &Overrides::default(), &env(&[])).unwrap();
+        assert!(!c.preview.contact_sheet);
+        assert_eq!(c.preview.timeout, Duration::from_secs(5));
+        let file: FileConfig = toml::from_str("[preview]\ncontact_sheet = true\n").unwrap();
+        let e = env(&[("I2V_MCP_CONTACT_SHEET", "false")]);
+        let c = Config::from_layers(file, None, &Overrides::default(), &e).unwrap();
+        assert!(!c.preview.contact_sheet, "env wins over the file");
+        let e = env(&[("I2V_MCP_CONTACT_SHEET", "maybe")]);
+        assert!(
+            Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e).is_err()
+        );
+        let err = toml::from_str::<FileConfig>("[preview]\nsheet = false").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -1033,10 +1033,24 @@ fn human_bytes(n: usize) -> String {
     }
 }
 
-/// `GET /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file, streamed.
-/// Only files the journal recorded inside the output dir are served.
+/// `GET /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file, streamed;
+/// `/videos/{task_id}.sheet.jpg` and `.poster.jpg`: its contact sheet and poster, kept beside it.
+/// Only files the journal recorded inside the output dir (and their sheets) are served.
 async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Response {
-    let task_id = file.strip_suffix(".mp4").unwrap_or(&file).to_string();
+    let (task_id, image) = if let Some(id) = file.strip_suffix(".sheet.jpg") {
+        (
+            id,
+            Some(crate::preview::sheet_path as fn(&std::path::Path, &str) -> _),
+        )
+    } else if let Some(id) = file.strip_suffix(".poster.jpg") {
+        (
+            id,
+            Some(crate::preview::poster_path as fn(&std::path::Path, &str) -> _),
+        )
+    } else {
+        (file.strip_suffix(".mp4").unwrap_or(&file), None)
+    };
+    let task_id = task_id.to_string();
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
     let row = match app.core.store().get(&task_id) {
         Ok(Some(row)) => row,
@@ -1054,8 +1068,15 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Respons
     if !inside {
         return not_found("the video is no longer in the output dir");
     }
+    let (path, mime) = match image {
+        Some(beside) => (beside(&path, &task_id), "image/jpeg"),
+        None => (path, "video/mp4"),
+    };
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
+        Err(_) if image.is_some() => {
+            return not_found("this task has no contact sheet: see get_task's note");
+        }
         Err(_) => return not_found("the video file is gone"),
     };
     let len = file.metadata().await.map(|m| m.len()).ok();
@@ -1063,7 +1084,7 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Respons
         tokio_util::io::ReaderStream::new(file),
     ));
     let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     if let Some(len) = len
         && let Ok(v) = HeaderValue::from_str(&len.to_string())
     {

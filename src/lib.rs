@@ -10,6 +10,7 @@ pub mod http;
 pub mod mcp;
 pub mod media;
 pub mod model;
+pub mod preview;
 pub mod providers;
 pub mod render;
 pub mod store;

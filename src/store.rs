@@ -759,18 +759,20 @@ impl Store {
         Ok(())
     }
 
+    /// The video is on disk: the task settles, with `note` (say, why it has no contact sheet).
     pub fn set_downloaded(
         &self,
         id: &str,
         path: &str,
         bytes: u64,
         sha256: &str,
+        note: Option<&str>,
         now: i64,
     ) -> Result<()> {
         self.conn().execute(
-            "UPDATE tasks SET download = 'done', local_path = ?2, bytes = ?3, sha256 = ?4, note = NULL,
+            "UPDATE tasks SET download = 'done', local_path = ?2, bytes = ?3, sha256 = ?4, note = ?6,
                 updated_at = ?5 WHERE id = ?1",
-            params![id, path, bytes as i64, sha256, now],
+            params![id, path, bytes as i64, sha256, now, note],
         )?;
         Ok(())
     }
@@ -968,7 +970,8 @@ mod tests {
             !s.apply("t1", &run, 5_000).unwrap(),
             "terminal tasks do not move back"
         );
-        s.set_downloaded("t1", "/v.mp4", 10, "abc", 6_000).unwrap();
+        s.set_downloaded("t1", "/v.mp4", 10, "abc", None, 6_000)
+            .unwrap();
         assert!(s.get("t1").unwrap().unwrap().to_task().is_settled());
         assert_eq!(s.unfinished().unwrap().len(), 0);
         // Reopen: everything survives.

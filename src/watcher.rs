@@ -33,6 +33,8 @@ const RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
 const RECORD_MAX_RETRY: Duration = Duration::from_secs(30);
 /// Polls in flight at once, across all tasks.
 const MAX_CONCURRENT_POLLS: usize = 32;
+/// Contact-sheet decoder children at once (each decodes a whole video).
+const MAX_CONCURRENT_SHEETS: usize = 2;
 
 struct Inner {
     store: Arc<Store>,
@@ -42,6 +44,7 @@ struct Inner {
     tx: broadcast::Sender<Task>,
     active: Mutex<HashMap<String, Arc<Notify>>>,
     polls: Semaphore,
+    sheets: Semaphore,
 }
 
 #[derive(Clone)]
@@ -66,6 +69,7 @@ impl Watcher {
                 tx,
                 active: Mutex::new(HashMap::new()),
                 polls: Semaphore::new(MAX_CONCURRENT_POLLS),
+                sheets: Semaphore::new(MAX_CONCURRENT_SHEETS),
             }),
         }
     }
@@ -297,7 +301,7 @@ impl Inner {
                 Ok(snap) => {
                     permanent_failures = 0;
                     delay = next_delay(delay, &snap, &poll);
-                    self.record(id, &snap);
+                    self.record(id, &snap).await;
                 }
                 Err(pe) => {
                     let retry = pe.error.category.is_retryable()
@@ -320,7 +324,7 @@ impl Inner {
     }
 
     /// Store one poll's news and tell subscribers.
-    fn record(&self, id: &str, snap: &Snapshot) {
+    async fn record(&self, id: &str, snap: &Snapshot) {
         let now = now_ms();
         let update = Update {
             status: Some(snap.status),
@@ -333,9 +337,17 @@ impl Inner {
         match self.store.apply(id, &update, now) {
             Ok(_) => {
                 if let Some(file) = &snap.local_file {
-                    let _ =
-                        self.store
-                            .set_downloaded(id, &file.path, file.bytes, &file.sha256, now);
+                    let note = self
+                        .contact_sheet(id, std::path::Path::new(&file.path))
+                        .await;
+                    let _ = self.store.set_downloaded(
+                        id,
+                        &file.path,
+                        file.bytes,
+                        &file.sha256,
+                        note.as_deref(),
+                        now_ms(),
+                    );
                 }
             }
             Err(e) => tracing::error!(task = id, error = %e, "journal write failed"),
@@ -355,11 +367,13 @@ impl Inner {
             }
             match self.fetch(&row.id, &url).await {
                 Ok((path, bytes, sha)) => {
+                    let note = self.contact_sheet(&row.id, &path).await;
                     let _ = self.store.set_downloaded(
                         &row.id,
                         &path.display().to_string(),
                         bytes,
                         &sha,
+                        note.as_deref(),
                         now_ms(),
                     );
                     self.publish(&row.id);
@@ -379,6 +393,25 @@ impl Inner {
         );
         let _ = self.store.set_download_failed(&row.id, &note, now_ms());
         self.publish(&row.id);
+    }
+
+    /// Make the contact sheet of a task whose video was just written to disk, before the
+    /// download is recorded and the success announced: the task settles once, complete, and the
+    /// call that reports it shows the sheet. Until then the journal says "download pending" with
+    /// the provider's URL, so a crash meanwhile costs a fresh download, never the video. Returns
+    /// the task's note when there is no sheet, saying why (the task succeeds regardless).
+    async fn contact_sheet(&self, id: &str, video: &std::path::Path) -> Option<String> {
+        if !self.cfg.preview.contact_sheet {
+            return None;
+        }
+        let _permit = self.sheets.acquire().await;
+        match crate::preview::make(&self.cfg.preview, video, id).await {
+            Ok(_) => None,
+            Err(why) => {
+                tracing::warn!(task = id, reason = %why, "no contact sheet");
+                Some(format!("no contact sheet: {why}"))
+            }
+        }
     }
 
     async fn fresh_url(&self, row: &TaskRow) -> Option<String> {

@@ -18,5 +18,6 @@ mod lifecycle;
 mod local;
 mod mcp_flow;
 mod mcp_stdio;
+mod preview;
 mod providers;
 mod tools_drift;

@@ -159,3 +159,38 @@ fn pricing_config_sets_unpublished_prices_and_budgets_use_them() {
         "{err}"
     );
 }
+
+#[test]
+fn create_wait_and_get_print_where_the_contact_sheet_is() {
+    let ws = Workspace::new();
+    let env = ws.env(&[]);
+    let img = ws.png("a.png", 640, 360);
+    let (code, out, err) = cli(
+        &env,
+        &[
+            "create",
+            "--provider",
+            "local",
+            "--image",
+            img.to_str().unwrap(),
+            "--prompt",
+            "zoom in",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let sheet = out
+        .lines()
+        .find_map(|l| l.strip_prefix("contact sheet: "))
+        .unwrap_or_else(|| panic!("no contact sheet line: {out}"));
+    assert!(sheet.ends_with(".sheet.jpg"), "{sheet}");
+    let bytes = std::fs::read(sheet).unwrap();
+    assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+    let id = out.split_whitespace().nth(1).unwrap();
+    let (code, again, _) = cli(&env, &["get", id]);
+    assert_eq!(code, 0);
+    assert!(
+        again.contains(&format!("contact sheet: {sheet}")),
+        "{again}"
+    );
+}

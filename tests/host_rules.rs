@@ -186,6 +186,11 @@ async fn resource_links_read_back_as_the_video() {
         .clone();
     let uri = link["uri"].as_str().unwrap();
     assert!(uri.starts_with("file://"), "{uri}");
+    // The built binary decodes its own video in a child process (its stdout a pipe, never ours):
+    // the contact sheet comes last, as an image block.
+    let sheet = done["content"].as_array().unwrap().last().unwrap();
+    assert_eq!(sheet["type"], "image", "{done}");
+    assert_eq!(sheet["mimeType"], "image/jpeg");
     let read = p.request(2, "resources/read", json!({"uri": uri})).await;
     let contents = &read["result"]["contents"][0];
     assert_eq!(contents["mimeType"], "video/mp4", "{read}");

@@ -976,6 +976,25 @@ async fn videos_are_linked_and_served_to_token_holders() {
         .await
         .unwrap();
     assert_eq!(anon.status(), 401);
+    // The contact sheet and the poster beside it, behind the same token.
+    for (file, on_disk) in [("sheet", "sheet.jpg"), ("poster", "poster.jpg")] {
+        let url = format!("http://{addr}/videos/{id}.{on_disk}");
+        let got = within(10, "GET image", http().get(&url).bearer_auth(TOKEN).send())
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{file}");
+        assert_eq!(got.headers()["content-type"], "image/jpeg", "{file}");
+        let video = std::path::Path::new(t["video"]["local_path"].as_str().unwrap());
+        let beside = video.with_file_name(format!("{id}.{on_disk}"));
+        assert_eq!(
+            got.bytes().await.unwrap().to_vec(),
+            std::fs::read(beside).unwrap()
+        );
+        let anon = within(10, "GET image without token", http().get(&url).send())
+            .await
+            .unwrap();
+        assert_eq!(anon.status(), 401, "{file}");
+    }
     let missing = within(
         10,
         "GET unknown",

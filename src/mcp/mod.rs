@@ -108,8 +108,13 @@ impl Server {
         self
     }
 
-    fn task_result(&self, task: Task) -> CallToolResult {
-        task_result(task, self.video_base.as_deref())
+    /// A task's result; a succeeded task's contact sheet rides along as an image block.
+    async fn task_result(&self, core: &Core, task: Task) -> CallToolResult {
+        let sheet = match contact_sheet(core, &task) {
+            Some(path) => tokio::fs::read(path).await.ok(),
+            None => None,
+        };
+        task_result(task, self.video_base.as_deref(), sheet)
     }
 
     /// Whether to offer resource subscriptions (default: yes; stateless HTTP cannot deliver them).
@@ -169,14 +174,14 @@ impl Server {
                 let (ctx, progress) = self.ctx(rc, true).await;
                 let r = core.create(req, ctx).await;
                 progress.finish().await;
-                r.map(|t| self.task_result(t))
+                Ok(self.task_result(core, r?).await)
             }
             "get_task" => {
                 let a: GetArgs = parse(name, args)?;
                 let (ctx, progress) = self.ctx(rc, false).await;
                 let r = core.get(&a.task_id, a.wait_seconds, ctx).await;
                 progress.finish().await;
-                r.map(|t| self.task_result(t))
+                Ok(self.task_result(core, r?).await)
             }
             "list_tasks" => {
                 let a: ListArgs = parse(name, args)?;
@@ -185,7 +190,8 @@ impl Server {
             }
             "cancel_task" => {
                 let a: CancelArgs = parse(name, args)?;
-                core.cancel(&a.task_id).await.map(|t| self.task_result(t))
+                let t = core.cancel(&a.task_id).await?;
+                Ok(task_result(t, self.video_base.as_deref(), None))
             }
             "list_loras" => {
                 let a: LoraArgs = parse(name, args)?;
@@ -275,7 +281,20 @@ fn structured<T: Serialize>(value: &T) -> CallToolResult {
     r
 }
 
-fn task_result(task: Task, video_base: Option<&str>) -> CallToolResult {
+/// Where a succeeded task's contact sheet is, when sheets are on (the file may not exist: the
+/// video could not be decoded, or the task finished before sheets were made).
+fn contact_sheet(core: &Core, task: &Task) -> Option<PathBuf> {
+    if !core.cfg.preview.contact_sheet || task.status != Status::Succeeded {
+        return None;
+    }
+    let video = task.video.as_ref()?.local_path.as_deref()?;
+    Some(crate::preview::sheet_path(
+        std::path::Path::new(video),
+        &task.task_id,
+    ))
+}
+
+fn task_result(task: Task, video_base: Option<&str>, sheet: Option<Vec<u8>>) -> CallToolResult {
     let mut r = structured(&task);
     if task.status == Status::Succeeded
         && let Some(path) = task.video.as_ref().and_then(|v| v.local_path.clone())
@@ -293,6 +312,10 @@ fn task_result(task: Task, video_base: Option<&str>) -> CallToolResult {
         r.content.push(ContentBlock::resource_link(
             Resource::new(uri, name).with_mime_type("video/mp4"),
         ));
+        if let Some(jpeg) = sheet {
+            let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, jpeg);
+            r.content.push(ContentBlock::image(data, "image/jpeg"));
+        }
     }
     r
 }
@@ -396,6 +419,10 @@ impl ServerHandler for Server {
         Ok(ListResourceTemplatesResult::with_all_items(vec![
             ResourceTemplate::new("i2v://tasks/{task_id}", "task")
                 .with_mime_type("application/json"),
+            ResourceTemplate::new("i2v://tasks/{task_id}/contact-sheet.jpg", "contact sheet")
+                .with_mime_type("image/jpeg"),
+            ResourceTemplate::new("i2v://tasks/{task_id}/poster.jpg", "poster")
+                .with_mime_type("image/jpeg"),
         ]))
     }
 
@@ -414,6 +441,11 @@ impl ServerHandler for Server {
             .map_err(|e| McpError::internal_error(e.message, None))?;
         let body = if uri == "i2v://models" {
             serde_json::to_string(&core.list_models(None))
+        } else if let Some((id, file)) = task_image(&uri) {
+            let (id, file) = (id.to_string(), file.to_string());
+            return read_task_image(&core, &id, &file, uri)
+                .await
+                .map(Into::into);
         } else if let Some(id) = uri.strip_prefix("i2v://tasks/") {
             let row = core
                 .store()
@@ -429,8 +461,8 @@ impl ServerHandler for Server {
         } else {
             return Err(McpError::resource_not_found(
                 format!(
-                    "unknown resource '{uri}': use i2v://models, i2v://tasks/{{task_id}} or a \
-                     video link from a succeeded task"
+                    "unknown resource '{uri}': use i2v://models, i2v://tasks/{{task_id}}, \
+                     i2v://tasks/{{task_id}}/contact-sheet.jpg or a video link from a succeeded task"
                 ),
                 None,
             ));
@@ -623,6 +655,50 @@ const KNOWN_METHODS: &[&str] = &[
     "ping",
     "server/discover",
 ];
+
+/// `i2v://tasks/{id}/contact-sheet.jpg` or `.../poster.jpg` -> (id, which file).
+fn task_image(uri: &str) -> Option<(&str, &str)> {
+    let (id, file) = uri.strip_prefix("i2v://tasks/")?.split_once('/')?;
+    (!id.is_empty() && matches!(file, "contact-sheet.jpg" | "poster.jpg")).then_some((id, file))
+}
+
+/// A succeeded task's contact sheet or poster as an `image/jpeg` blob.
+async fn read_task_image(
+    core: &Core,
+    id: &str,
+    file: &str,
+    uri: String,
+) -> Result<ReadResourceResult, McpError> {
+    let not_found = |why: String| McpError::resource_not_found(why, None);
+    let task = core
+        .store()
+        .get(id)
+        .map_err(|e| McpError::internal_error(e.message, None))?
+        .ok_or_else(|| not_found(format!("unknown task '{id}'")))?
+        .to_task();
+    let video = task
+        .video
+        .as_ref()
+        .and_then(|v| v.local_path.clone())
+        .filter(|_| task.status == Status::Succeeded)
+        .ok_or_else(|| not_found(format!("task {id} has no downloaded video (yet)")))?;
+    let video = std::path::Path::new(&video);
+    let path = if file == "poster.jpg" {
+        crate::preview::poster_path(video, id)
+    } else {
+        crate::preview::sheet_path(video, id)
+    };
+    let bytes = tokio::fs::read(&path).await.map_err(|_| {
+        not_found(format!(
+            "task {id} has no {file}: {}",
+            task.note.as_deref().unwrap_or("contact sheets are off")
+        ))
+    })?;
+    let blob = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    Ok(ReadResourceResult::new(vec![
+        ResourceContents::blob(blob, uri).with_mime_type("image/jpeg"),
+    ]))
+}
 
 /// Largest video `resources/read` returns inline (base64 grows it by a third); larger ones are
 /// opened from their path or URL.

@@ -376,6 +376,12 @@ impl FakeProvider {
         v
     }
 
+    /// Serve these bytes as every video from now on (a real MP4, a truncated one...) instead of
+    /// [`FakeProvider::video_bytes`].
+    pub fn serve_video(&self, bytes: Vec<u8>) {
+        self.lock().video = Some(bytes);
+    }
+
     /// Lower-case hex sha256 of [`FakeProvider::video_bytes`].
     pub fn video_sha256() -> String {
         hex::encode(sha2::Sha256::digest(FakeProvider::video_bytes()))
@@ -537,6 +543,8 @@ struct State {
     files: HashMap<String, StoredFile>,
     next_seq: u64,
     webhooks: Vec<WebhookDelivery>,
+    /// What video URLs serve; `None`: [`FakeProvider::video_bytes`].
+    video: Option<Vec<u8>>,
 }
 
 impl Default for State {
@@ -561,6 +569,7 @@ impl Default for State {
             files: HashMap::new(),
             next_seq: 1,
             webhooks: Vec::new(),
+            video: None,
         }
     }
 }

@@ -78,12 +78,15 @@ impl Workspace {
         }
         m
     }
-    /// A resolved config from `env` (no process environment involved), with fast polling.
+    /// A resolved config from `env` (no process environment involved), with fast polling. The
+    /// contact-sheet child is the built binary (this test binary is not `i2v-mcp`).
     pub fn config(&self, extra: &[(&str, &str)]) -> Config {
         let env = self.env(extra);
-        Config::resolve(&Overrides::default(), &env)
+        let mut cfg = Config::resolve(&Overrides::default(), &env)
             .unwrap()
-            .with_fast_polling(Duration::from_millis(30), Duration::from_millis(150))
+            .with_fast_polling(Duration::from_millis(30), Duration::from_millis(150));
+        cfg.preview.helper = Some(PathBuf::from(env!("CARGO_BIN_EXE_i2v-mcp")));
+        cfg
     }
 }
 

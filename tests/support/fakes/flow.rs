@@ -563,7 +563,11 @@ async fn download_file(sh: Arc<Shared>, conn: ConnKill, file: &str) -> Response 
     if !ready {
         return net::text(404, "text/plain", "404 Not Found", None);
     }
-    let video = net::text(200, "video/mp4", FakeProvider::video_bytes(), None);
+    let bytes = lock(&sh.state)
+        .video
+        .clone()
+        .unwrap_or_else(FakeProvider::video_bytes);
+    let video = net::text(200, "video/mp4", bytes, None);
     finish(&sh, &conn, Endpoint::Download, then, video).await
 }
 

@@ -1,0 +1,235 @@
+//! Contact sheets: a few frames across a finished video in one small labelled JPEG the agent can
+//! look at, and the first frame as a poster, kept beside the video as `{id}.sheet.jpg` and
+//! `{id}.poster.jpg`.
+//!
+//! A provider's MP4 is untrusted input to C code (OpenH264), so it is decoded in a child process
+//! of this same binary (`i2v-mcp __contact-sheet <mp4> <out-dir> <id>`) with a wall-clock timeout
+//! and an address-space limit: a malformed or hostile file costs at most its sheet, never the
+//! server. The child's stdout is a pipe read here (stdout is the protocol in stdio mode).
+
+mod sheet;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PreviewConfig;
+
+pub use sheet::{FRAMES, MAX_WIDTH};
+
+/// The hidden subcommand the child runs.
+pub const SUBCOMMAND: &str = "__contact-sheet";
+
+/// Where a task's sheet lives: beside its video.
+pub fn sheet_path(video: &Path, id: &str) -> PathBuf {
+    video.with_file_name(format!("{id}.sheet.jpg"))
+}
+
+/// Where a task's poster (its first frame) lives: beside its video.
+pub fn poster_path(video: &Path, id: &str) -> PathBuf {
+    video.with_file_name(format!("{id}.poster.jpg"))
+}
+
+/// What the child reports on success (one JSON line on its stdout).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub sheet: PathBuf,
+    pub poster: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub sheet_bytes: u64,
+    pub poster_bytes: u64,
+    /// Frames on the sheet.
+    pub frames: usize,
+    /// Frames decoded in all.
+    pub decoded: usize,
+}
+
+/// Make the sheet and poster of `video` (task `id`) in a child process, bounded by the config's
+/// timeout and memory limit. The error is one sentence saying why there is no sheet.
+pub async fn make(cfg: &PreviewConfig, video: &Path, id: &str) -> Result<Report, String> {
+    let exe = match &cfg.helper {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
+    };
+    let dir = video
+        .parent()
+        .ok_or("the video has no directory")?
+        .to_path_buf();
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(SUBCOMMAND).arg(video).arg(&dir).arg(id);
+    if let Some(d) = cfg.child_delay {
+        cmd.arg("--delay-ms").arg(d.as_millis().to_string());
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    limit_child(&mut cmd, cfg.memory_bytes);
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the decoder process: {e}"))?;
+    // On timeout the future is dropped with the child in it: kill_on_drop kills it.
+    let out = match tokio::time::timeout(cfg.timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(format!("the decoder process failed: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "decoding took longer than {} ms and was stopped",
+                cfg.timeout.as_millis()
+            ));
+        }
+    };
+    if !out.status.success() {
+        return Err(failure(&out));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let report: Report = serde_json::from_str(line.trim())
+        .map_err(|_| "the decoder process gave no result".to_string())?;
+    tracing::debug!(
+        task = id,
+        ms = started.elapsed().as_millis() as u64,
+        bytes = report.sheet_bytes,
+        "contact sheet made"
+    );
+    Ok(report)
+}
+
+/// Why the child failed, in one short sentence.
+fn failure(out: &std::process::Output) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = out.status.signal() {
+        return format!("the decoder crashed (signal {sig})");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let last: String = last.trim().chars().take(300).collect();
+    if last.is_empty() {
+        format!("the decoder failed ({})", out.status)
+    } else {
+        last
+    }
+}
+
+/// Cap the child's address space (a hostile file cannot exhaust memory) and turn off core dumps.
+fn limit_child(cmd: &mut tokio::process::Command, memory_bytes: u64) {
+    // SAFETY: the closure runs in the forked child before exec; it calls only `setrlimit`, which
+    // is async-signal-safe, allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mem = libc::rlimit {
+                rlim_cur: memory_bytes as libc::rlim_t,
+                rlim_max: memory_bytes as libc::rlim_t,
+            };
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &mem) != 0
+                || libc::setrlimit(libc::RLIMIT_CORE, &none) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The child: `__contact-sheet <mp4> <out-dir> <id> [--delay-ms N]`. Writes both JPEGs
+/// atomically (temp file + rename) and prints one JSON [`Report`] line; on failure, one line on
+/// stderr and exit status 2.
+pub fn child_main(args: &[OsString]) -> ExitCode {
+    // A panic on a malformed file is an answer like any other error: one line, no backtrace.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| child(args)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(format!("the decoder gave up on this file ({msg})"))
+    });
+    match result {
+        Ok(report) => match serde_json::to_string(&report) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot encode the report: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn child(args: &[OsString]) -> Result<Report, String> {
+    let usage = || format!("usage: i2v-mcp {SUBCOMMAND} <mp4> <out-dir> <task-id>");
+    let [video, dir, id, rest @ ..] = args else {
+        return Err(usage());
+    };
+    if let [flag, ms] = rest
+        && flag == "--delay-ms"
+    {
+        // Test seam: a decoder that hangs, to prove the parent's timeout.
+        let ms: u64 = ms.to_string_lossy().parse().map_err(|_| usage())?;
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let id = id.to_string_lossy();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("bad task id '{id}'"));
+    }
+    let dir = Path::new(dir);
+    let made = sheet::make(Path::new(video))?;
+    let sheet = dir.join(format!("{id}.sheet.jpg"));
+    let poster = dir.join(format!("{id}.poster.jpg"));
+    write_atomic(&poster, &made.poster)?;
+    write_atomic(&sheet, &made.sheet)?;
+    Ok(Report {
+        sheet,
+        poster,
+        width: made.width,
+        height: made.height,
+        sheet_bytes: made.sheet.len() as u64,
+        poster_bytes: made.poster.len() as u64,
+        frames: made.frames,
+        decoded: made.decoded,
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.part", std::process::id()));
+    let io = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
+/// Decode and compose in this process, without the child's limits: for benchmarks and tests on
+/// trusted files only.
+pub fn make_in_process(video: &Path) -> Result<(Vec<u8>, Vec<u8>, u32, u32), String> {
+    let m = sheet::make(video)?;
+    Ok((m.sheet, m.poster, m.width, m.height))
+}
