@@ -18,12 +18,13 @@ use crate::support::{Session, Workspace, call, connect, ok, within};
 const HIGH: &[u8] = include_bytes!("fixtures/high-bframes.mp4");
 const MAIN: &[u8] = include_bytes!("fixtures/main-bframes.mp4");
 
-/// The result's blocks: the task's JSON text, the video's resource_link, then the sheet.
+/// The result's blocks: the task's JSON text, the video's resource_link, the poster's
+/// resource_link (the MCP Apps player shows it while the video loads), then the sheet.
 fn sheet_of(r: &CallToolResult) -> image::RgbImage {
     assert_eq!(
         r.content.len(),
-        3,
-        "text, resource_link, image: {:?}",
+        4,
+        "text, resource_link, poster link, image: {:?}",
         r.content
     );
     assert!(
@@ -31,9 +32,14 @@ fn sheet_of(r: &CallToolResult) -> image::RgbImage {
         "{:?}",
         r.content[1]
     );
-    let img = r.content[2]
+    let poster = r.content[2]
+        .as_resource_link()
+        .unwrap_or_else(|| panic!("the poster's link: {:?}", r.content[2]));
+    assert!(poster.uri.ends_with("/poster.jpg"), "{}", poster.uri);
+    assert_eq!(poster.mime_type.as_deref(), Some("image/jpeg"));
+    let img = r.content[3]
         .as_image()
-        .unwrap_or_else(|| panic!("an image block: {:?}", r.content[2]));
+        .unwrap_or_else(|| panic!("an image block: {:?}", r.content[3]));
     assert_eq!(img.mime_type, "image/jpeg");
     let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &img.data)
         .expect("base64");

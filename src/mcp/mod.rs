@@ -114,7 +114,19 @@ impl Server {
             Some(path) => tokio::fs::read(path).await.ok(),
             None => None,
         };
-        task_result(task, self.video_base.as_deref(), sheet)
+        // The poster (first frame) is made with the sheet; linked, the MCP Apps player shows it
+        // while the video loads.
+        let poster = match (
+            &sheet,
+            task.video.as_ref().and_then(|v| v.local_path.as_deref()),
+        ) {
+            (Some(_), Some(video)) => {
+                let path = crate::preview::poster_path(std::path::Path::new(video), &task.task_id);
+                tokio::fs::try_exists(path).await.unwrap_or(false)
+            }
+            _ => false,
+        };
+        task_result(task, self.video_base.as_deref(), sheet, poster)
     }
 
     /// Whether to offer resource subscriptions (default: yes; stateless HTTP cannot deliver them).
@@ -191,7 +203,7 @@ impl Server {
             "cancel_task" => {
                 let a: CancelArgs = parse(name, args)?;
                 let t = core.cancel(&a.task_id).await?;
-                Ok(task_result(t, self.video_base.as_deref(), None))
+                Ok(task_result(t, self.video_base.as_deref(), None, false))
             }
             "list_loras" => {
                 let a: LoraArgs = parse(name, args)?;
@@ -294,7 +306,12 @@ fn contact_sheet(core: &Core, task: &Task) -> Option<PathBuf> {
     ))
 }
 
-fn task_result(task: Task, video_base: Option<&str>, sheet: Option<Vec<u8>>) -> CallToolResult {
+fn task_result(
+    task: Task,
+    video_base: Option<&str>,
+    sheet: Option<Vec<u8>>,
+    poster: bool,
+) -> CallToolResult {
     let mut r = structured(&task);
     if task.status == Status::Succeeded
         && let Some(path) = task.video.as_ref().and_then(|v| v.local_path.clone())
@@ -312,6 +329,15 @@ fn task_result(task: Task, video_base: Option<&str>, sheet: Option<Vec<u8>>) -> 
         r.content.push(ContentBlock::resource_link(
             Resource::new(uri, name).with_mime_type("video/mp4"),
         ));
+        if poster {
+            r.content.push(ContentBlock::resource_link(
+                Resource::new(
+                    format!("i2v://tasks/{}/poster.jpg", task.task_id),
+                    format!("{}.poster.jpg", task.task_id),
+                )
+                .with_mime_type("image/jpeg"),
+            ));
+        }
         if let Some(jpeg) = sheet {
             let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, jpeg);
             r.content.push(ContentBlock::image(data, "image/jpeg"));
