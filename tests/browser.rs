@@ -4,10 +4,9 @@
 //! `target/browser/player.png`. Without Chromium or the npm packages (`tests/browser/setup.sh`) it
 //! prints `SKIPPED: ...` and passes, except under CI (env `CI` set), where it fails.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -42,49 +41,15 @@ fn ready() -> Result<PathBuf, String> {
 
 #[test]
 fn player_in_headless_chromium() {
-    let node = match ready() {
-        Ok(node) => node,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("{why}: run tests/browser/setup.sh before cargo test")
-        }
-        Err(why) => {
-            // Straight to the process's stderr: libtest would swallow eprintln! of a passing test.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {why}, run tests/browser/setup.sh"
-            );
-            return;
-        }
-    };
-    // Output goes to a file: no pipe can fill up and stall the script.
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let started = Instant::now();
-    let mut child = Command::new(&node)
-        .arg(dir().join("player.mjs"))
-        .arg(env!("CARGO_BIN_EXE_i2v-mcp"))
-        .current_dir(dir())
-        .stdin(Stdio::null())
-        .stdout(log.reopen().unwrap())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
-    match status {
-        Some(s) if s.success() => eprintln!("{output}"),
-        Some(s) => panic!("player.mjs failed ({s}):\n{output}"),
-        None => panic!("player.mjs ran over {LIMIT:?} and was killed:\n{output}"),
-    }
+    crate::support::run_script(
+        ready(),
+        &dir(),
+        "player.mjs",
+        "tests/browser/setup.sh",
+        LIMIT,
+    );
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser/player.png");
-    assert!(shot.exists(), "no screenshot at {}", shot.display());
+    if ready().is_ok() {
+        assert!(shot.exists(), "no screenshot at {}", shot.display());
+    }
 }

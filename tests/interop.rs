@@ -3,10 +3,9 @@
 //! output unless it exits 0. Without the clients installed (`tests/interop/setup.sh`) a test
 //! prints `SKIPPED: ...` and passes, except under CI (env `CI` set), where it fails.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// The Inspector 2.x needs this Node; the SDKs and the conformance suite run on it too.
 const NODE_MIN: (u32, u32) = (22, 19);
@@ -52,51 +51,7 @@ fn require(path: &str) -> Result<(), String> {
 
 /// Runs `program script <binary>` in tests/interop; panics with its output unless it exits 0.
 fn run(program: Result<PathBuf, String>, script: &str) {
-    let program = match program {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("{why}: run tests/interop/setup.sh before cargo test")
-        }
-        Err(why) => {
-            // Straight to the process's stderr: libtest would swallow eprintln! of a passing test.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {why}, run tests/interop/setup.sh"
-            );
-            return;
-        }
-    };
-    // Output goes to a file: no pipe can fill up and stall the script.
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let started = Instant::now();
-    let mut child = Command::new(&program)
-        .arg(dir().join(script))
-        .arg(env!("CARGO_BIN_EXE_i2v-mcp"))
-        .current_dir(dir())
-        .stdin(Stdio::null())
-        .stdout(log.reopen().unwrap())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
-    match status {
-        Some(s) if s.success() => {
-            eprintln!("{script}: {:.1} s", started.elapsed().as_secs_f64());
-        }
-        Some(s) => panic!("{script} failed ({s}):\n{output}"),
-        None => panic!("{script} ran over {LIMIT:?} and was killed:\n{output}"),
-    }
+    crate::support::run_script(program, &dir(), script, "tests/interop/setup.sh", LIMIT);
 }
 
 fn node_with(packages: &[&str]) -> Result<PathBuf, String> {

@@ -688,13 +688,8 @@ fn task_image(uri: &str) -> Option<(&str, &str)> {
     (!id.is_empty() && matches!(file, "contact-sheet.jpg" | "poster.jpg")).then_some((id, file))
 }
 
-/// A succeeded task's contact sheet or poster as an `image/jpeg` blob.
-async fn read_task_image(
-    core: &Core,
-    id: &str,
-    file: &str,
-    uri: String,
-) -> Result<ReadResourceResult, McpError> {
+/// A succeeded task and the path of its downloaded video, or why there is none (resource errors).
+fn succeeded_video(core: &Core, id: &str) -> Result<(Task, String), McpError> {
     let not_found = |why: String| McpError::resource_not_found(why, None);
     let task = core
         .store()
@@ -708,6 +703,18 @@ async fn read_task_image(
         .and_then(|v| v.local_path.clone())
         .filter(|_| task.status == Status::Succeeded)
         .ok_or_else(|| not_found(format!("task {id} has no downloaded video (yet)")))?;
+    Ok((task, video))
+}
+
+/// A succeeded task's contact sheet or poster as an `image/jpeg` blob.
+async fn read_task_image(
+    core: &Core,
+    id: &str,
+    file: &str,
+    uri: String,
+) -> Result<ReadResourceResult, McpError> {
+    let not_found = |why: String| McpError::resource_not_found(why, None);
+    let (task, video) = succeeded_video(core, id)?;
     let video = std::path::Path::new(&video);
     let path = if file == "poster.jpg" {
         crate::preview::poster_path(video, id)
@@ -752,18 +759,7 @@ impl Server {
         uri: String,
     ) -> Result<ReadResourceResult, McpError> {
         let not_found = |why: String| McpError::resource_not_found(why, None);
-        let task = core
-            .store()
-            .get(id)
-            .map_err(|e| McpError::internal_error(e.message, None))?
-            .ok_or_else(|| not_found(format!("unknown task '{id}'")))?
-            .to_task();
-        let path = task
-            .video
-            .as_ref()
-            .and_then(|v| v.local_path.clone())
-            .filter(|_| task.status == Status::Succeeded)
-            .ok_or_else(|| not_found(format!("task {id} has no downloaded video (yet)")))?;
+        let (_, path) = succeeded_video(core, id)?;
         // Over stdio the link is the file's own URI: it must name exactly this file.
         if self.video_base.is_none() {
             let linked = url::Url::parse(&uri)

@@ -340,3 +340,63 @@ pub fn peak_rss(pid: u32) -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// Runs `program <dir>/<script> <the built binary>` in `dir` (another project's client, or a
+/// browser), bounded by `limit`, and panics with its output unless it exits 0. `program` is
+/// `Err(why)` when what the script needs is not installed (`setup` installs it): then the test
+/// fails under CI (env `CI` set) and says `SKIPPED` elsewhere.
+pub fn run_script(
+    program: Result<PathBuf, String>,
+    dir: &Path,
+    script: &str,
+    setup: &str,
+    limit: Duration,
+) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let program = match program {
+        Ok(p) => p,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("{why}: run {setup} before cargo test")
+        }
+        Err(why) => {
+            // Straight to the process's stderr: libtest would swallow eprintln! of a passing test.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {why}, run {setup}");
+            return;
+        }
+    };
+    // Output goes to a file: no pipe can fill up and stall the script.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(&program)
+        .arg(dir.join(script))
+        .arg(env!("CARGO_BIN_EXE_i2v-mcp"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
+    match status {
+        Some(s) if s.success() => {
+            eprintln!(
+                "{script}: {:.1} s\n{output}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Some(s) => panic!("{script} failed ({s}):\n{output}"),
+        None => panic!("{script} ran over {limit:?} and was killed:\n{output}"),
+    }
+}
