@@ -716,10 +716,6 @@ impl Core {
         self.finish_wait(task, wait, started, &ctx).await
     }
 
-    /// The task an idempotency key already stands for. A key whose create was refused (nothing
-    /// accepted upstream, nothing charged) stands for nothing: the retry is a new attempt, which
-    /// takes the key over in `Store::insert`. A key whose outcome is unknown, or that the provider
-    /// accepted, always returns its task and is never sent again.
     /// The request as the journal keeps it: an image given inline (a data URI, up to tens of MB)
     /// is written once to `<data_dir>/inputs/<sha256>.<ext>` and the request names that file
     /// instead, so rows stay small and reading a task never loads image bytes. A restarted local
@@ -759,24 +755,19 @@ impl Core {
                 .with_next_step("free space in the data dir or set I2V_MCP_DATA_DIR to a writable directory")
             };
             tokio::fs::create_dir_all(&dir).await.map_err(io)?;
-            let tmp = dir.join(format!(
-                ".{}.{}-{:08x}.part",
-                img.sha256,
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let written = match tokio::fs::write(&tmp, &img.bytes).await {
-                Ok(()) => tokio::fs::rename(&tmp, &path).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(io(e));
-            }
+            let (target, bytes) = (path.clone(), img.bytes.clone());
+            tokio::task::spawn_blocking(move || crate::files::write_atomic(&target, &bytes))
+                .await
+                .map_err(|e| Error::internal(format!("the image write did not finish: {e}")))?
+                .map_err(io)?;
         }
         Ok(path.display().to_string())
     }
 
+    /// The task an idempotency key already stands for. A key whose create was refused (nothing
+    /// accepted upstream, nothing charged) stands for nothing: the retry is a new attempt, which
+    /// takes the key over in `Store::insert`. A key whose outcome is unknown, or that the provider
+    /// accepted, always returns its task and is never sent again.
     fn existing_for_key(&self, key: &str, fingerprint: &str) -> Result<Option<Task>> {
         match self.store.find_by_key(key)? {
             Some(row) if row.is_refused() => Ok(None),

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod mcp;
 pub mod media;

@@ -70,14 +70,9 @@ impl Proc {
 
     /// Read until the response with `id`; every line must be JSON-RPC 2.0.
     pub async fn response(&mut self, id: i64) -> Value {
+        let what = format!("response {id}");
         loop {
-            let line = within(60, &format!("response {id}"), self.lines.recv())
-                .await
-                .expect("stdout closed");
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("non-JSON on stdout ({e}): {line}"));
-            assert_eq!(v["jsonrpc"], "2.0", "not JSON-RPC: {line}");
-            self.seen.push(v.clone());
+            let v = self.next(&what).await;
             if v["id"] == json!(id) {
                 return v;
             }

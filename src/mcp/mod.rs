@@ -387,7 +387,7 @@ impl ServerHandler for Server {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools::all().into_iter().find(|t| t.name == name)
+        tools::get(name).cloned()
     }
 
     async fn call_tool(
@@ -397,7 +397,7 @@ impl ServerHandler for Server {
     ) -> Result<CallToolResponse, McpError> {
         // An unknown tool is a protocol error (-32602), as the spec lists it; everything about a
         // known tool's arguments is a tool error the model can read and fix.
-        if !tools::all().iter().any(|t| t.name == request.name) {
+        if tools::get(&request.name).is_none() {
             return Err(McpError::invalid_params(
                 format!(
                     "unknown tool '{}': call tools/list for the tools this server offers",

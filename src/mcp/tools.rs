@@ -282,8 +282,17 @@ fn annotations(
 
 /// The tool list, sorted by name; built once per process (sessions share it).
 pub fn all() -> Vec<Tool> {
+    list().to_vec()
+}
+
+/// One tool by name, without copying the list (looked up on every call).
+pub fn get(name: &str) -> Option<&'static Tool> {
+    list().iter().find(|t| t.name == name)
+}
+
+fn list() -> &'static [Tool] {
     static TOOLS: std::sync::OnceLock<Vec<Tool>> = std::sync::OnceLock::new();
-    TOOLS.get_or_init(build).clone()
+    TOOLS.get_or_init(build)
 }
 
 fn build() -> Vec<Tool> {

@@ -227,9 +227,7 @@ fn render_to_file(
     let data = buf.into_inner();
     std::fs::create_dir_all(out_dir)?;
     let final_path = out_dir.join(format!("{id}.mp4"));
-    let tmp = out_dir.join(format!(".{id}.mp4.part"));
-    std::fs::write(&tmp, &data)?;
-    std::fs::rename(&tmp, &final_path)?;
+    crate::files::write_atomic(&final_path, &data)?;
     Ok(LocalFile {
         path: final_path.display().to_string(),
         bytes: data.len() as u64,
