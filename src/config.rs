@@ -126,7 +126,7 @@ pub struct FilePoll {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileProvider {
-    pub api_key: Option<String>,
+    pub api_key: Option<SecretString>,
     /// Name of an environment variable holding the key, instead of the default one.
     pub api_key_env: Option<String>,
     pub base_url: Option<String>,
@@ -143,6 +143,16 @@ pub struct RateLimits {
     pub per_minute: Option<u32>,
     pub per_hour: Option<u32>,
     pub per_day: Option<u32>,
+}
+
+impl RateLimits {
+    /// No client-side limit (the provider's 429s are still honoured).
+    pub const UNLIMITED: RateLimits = RateLimits {
+        per_10_seconds: None,
+        per_minute: None,
+        per_hour: None,
+        per_day: None,
+    };
 }
 
 /// A price set by the user for a `provider/model` key, for prices nobody published.
@@ -239,26 +249,6 @@ impl Default for PollSchedule {
 pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 50;
 pub const DEFAULT_DOWNLOAD_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
-/// Documented client-side limits, used unless the config says otherwise.
-pub fn default_rate_limits(provider: ProviderId) -> RateLimits {
-    match provider {
-        // CONTRACTS.md 1.11 (seed:qubico): 10 req/min, 100 req/h, 1000 req/day.
-        ProviderId::Qubico => RateLimits {
-            per_10_seconds: None,
-            per_minute: Some(10),
-            per_hour: Some(100),
-            per_day: Some(1000),
-        },
-        // CONTRACTS.md 3.7 (kie.ai, which Apikley mirrors): 20 new requests per 10 s.
-        ProviderId::Apikley => RateLimits {
-            per_10_seconds: Some(20),
-            ..RateLimits::default()
-        },
-        // PiAPI and Novita publish no numbers (UNKNOWN): no client-side limit; their 429s are honoured.
-        ProviderId::Piapi | ProviderId::Novita | ProviderId::Local => RateLimits::default(),
-    }
-}
-
 /// Reads environment variables; a seam so tests need not touch the process environment.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
@@ -301,53 +291,13 @@ impl Config {
         Config::from_layers(file, source, overrides, env)
     }
 
-    fn from_layers(
+    pub(crate) fn from_layers(
         file: FileConfig,
         source: Option<PathBuf>,
         overrides: &Overrides,
         env: &dyn Env,
     ) -> Result<Config, Error> {
-        let dirs = directories::ProjectDirs::from("", "", "i2v-mcp");
-        let default_data = dirs
-            .as_ref()
-            .map(|d| d.data_dir().to_path_buf())
-            .or_else(|| std::env::temp_dir().join("i2v-mcp").into())
-            .unwrap_or_else(|| PathBuf::from("/tmp/i2v-mcp"));
-
-        let data_dir = overrides
-            .data_dir
-            .clone()
-            .or_else(|| env.var("I2V_MCP_DATA_DIR").map(PathBuf::from))
-            .or(file.data_dir)
-            .unwrap_or_else(|| default_data.clone());
-        let output_dir = overrides
-            .output_dir
-            .clone()
-            .or_else(|| env.var("I2V_MCP_OUTPUT_DIR").map(PathBuf::from))
-            .or(file.output_dir)
-            .unwrap_or_else(|| data_dir.join("videos"));
-
-        let allowed_dirs = if !overrides.allowed_dirs.is_empty() {
-            overrides.allowed_dirs.clone()
-        } else if let Some(list) = env.var("I2V_MCP_ALLOWED_DIRS") {
-            std::env::split_paths(&list)
-                .filter(|p| !p.as_os_str().is_empty())
-                .collect()
-        } else {
-            file.allowed_dirs.unwrap_or_default()
-        };
-        for dir in [&data_dir, &output_dir]
-            .into_iter()
-            .chain(allowed_dirs.iter())
-        {
-            if dir.is_relative() {
-                return Err(Error::invalid_input(format!(
-                    "directory '{}' is relative: use an absolute path (servers are often started in '/')",
-                    dir.display()
-                )));
-            }
-        }
-
+        let (data_dir, output_dir, allowed_dirs) = dirs(&file, overrides, env)?;
         let default_provider = match overrides.default_provider {
             Some(p) => Some(p),
             None => match env.var("I2V_MCP_DEFAULT_PROVIDER") {
@@ -355,70 +305,9 @@ impl Config {
                 None => file.default_provider,
             },
         };
-
-        let mut file_providers = file.providers;
-        let mut providers = BTreeMap::new();
-        for id in ProviderId::ALL {
-            let fp = file_providers.remove(&id).unwrap_or_default();
-            let key_env = fp.api_key_env.clone().or(id.key_env().map(String::from));
-            let api_key = key_env
-                .as_deref()
-                .and_then(|name| env.var(name))
-                .or(fp.api_key)
-                .map(|k| SecretString::from(k.trim().to_string()));
-            let base_url = env
-                .var(&id.base_url_env())
-                .or(fp.base_url)
-                .or(id.default_base_url().map(String::from))
-                .unwrap_or_default();
-            let base_url = base_url.trim_end_matches('/').to_string();
-            if id != ProviderId::Local {
-                url::Url::parse(&base_url).map_err(|e| {
-                    Error::invalid_input(format!(
-                        "base URL for {id} '{base_url}' is not a URL ({e}): set {} or [providers.{id}].base_url",
-                        id.base_url_env()
-                    ))
-                })?;
-            }
-            providers.insert(
-                id,
-                ProviderConfig {
-                    api_key,
-                    base_url,
-                    timeout: Duration::from_secs(fp.timeout.unwrap_or(60).max(1)),
-                    rate_limit: fp.rate_limit.unwrap_or_else(|| default_rate_limits(id)),
-                },
-            );
-        }
-
-        for (key, price) in &file.pricing {
-            if crate::catalog::find_key(key).is_none() {
-                return Err(Error::invalid_input(format!(
-                    "[pricing] key '{key}' is not a provider/model pair: use e.g. \"novita/wan2.6-i2v\" (see list_models)"
-                )));
-            }
-            if price.per_video_usd.is_none() == price.per_second_usd.is_none() {
-                return Err(Error::invalid_input(format!(
-                    "[pricing.\"{key}\"] needs exactly one of per_video_usd or per_second_usd"
-                )));
-            }
-        }
-
-        let public_url = env
-            .var("I2V_MCP_PUBLIC_URL")
-            .or(file.public_url)
-            .map(|u| u.trim().trim_end_matches('/').to_string());
-        if let Some(u) = &public_url {
-            let parsed = url::Url::parse(u).map_err(|e| {
-                Error::invalid_input(format!("public_url '{u}' is not a URL ({e})"))
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(Error::invalid_input(format!(
-                    "public_url '{u}' must be an http(s) URL"
-                )));
-            }
-        }
-
+        let providers = providers(file.providers, env)?;
+        check_pricing(&file.pricing)?;
+        let public_url = public_url(file.public_url, env)?;
         Ok(Config {
             data_dir,
             output_dir,
@@ -445,9 +334,9 @@ impl Config {
         self.providers.get(&id)
     }
 
-    /// Whether a provider can be used as configured (has its key; local always).
+    /// Whether a provider can be used as configured (has its key, or needs none).
     pub fn is_configured(&self, id: ProviderId) -> bool {
-        id == ProviderId::Local
+        !id.decl().needs_key()
             || self
                 .provider(id)
                 .and_then(|p| p.api_key.as_ref())
@@ -460,6 +349,149 @@ impl Config {
         self.poll.max = max;
         self
     }
+}
+
+/// Data, output and allowed directories: CLI > env > file > defaults; all absolute.
+fn dirs(
+    file: &FileConfig,
+    overrides: &Overrides,
+    env: &dyn Env,
+) -> Result<(PathBuf, PathBuf, Vec<PathBuf>), Error> {
+    let dirs = directories::ProjectDirs::from("", "", "i2v-mcp");
+    let default_data = dirs
+        .as_ref()
+        .map(|d| d.data_dir().to_path_buf())
+        .or_else(|| std::env::temp_dir().join("i2v-mcp").into())
+        .unwrap_or_else(|| PathBuf::from("/tmp/i2v-mcp"));
+
+    let data_dir = overrides
+        .data_dir
+        .clone()
+        .or_else(|| env.var("I2V_MCP_DATA_DIR").map(PathBuf::from))
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| default_data.clone());
+    let output_dir = overrides
+        .output_dir
+        .clone()
+        .or_else(|| env.var("I2V_MCP_OUTPUT_DIR").map(PathBuf::from))
+        .or(file.output_dir.clone())
+        .unwrap_or_else(|| data_dir.join("videos"));
+
+    let allowed_dirs = if !overrides.allowed_dirs.is_empty() {
+        overrides.allowed_dirs.clone()
+    } else if let Some(list) = env.var("I2V_MCP_ALLOWED_DIRS") {
+        std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect()
+    } else {
+        file.allowed_dirs.clone().unwrap_or_default()
+    };
+    for dir in [&data_dir, &output_dir]
+        .into_iter()
+        .chain(allowed_dirs.iter())
+    {
+        if dir.is_relative() {
+            return Err(Error::invalid_input(format!(
+                "directory '{}' is relative: use an absolute path (servers are often started in '/')",
+                dir.display()
+            )));
+        }
+    }
+    Ok((data_dir, output_dir, allowed_dirs))
+}
+
+/// Every declared provider's settings: env > file > its declaration.
+fn providers(
+    mut file_providers: BTreeMap<ProviderId, FileProvider>,
+    env: &dyn Env,
+) -> Result<BTreeMap<ProviderId, ProviderConfig>, Error> {
+    let mut providers = BTreeMap::new();
+    for id in ProviderId::ALL {
+        let decl = id.decl();
+        let fp = file_providers.remove(&id).unwrap_or_default();
+        let key_env = fp.api_key_env.clone().or(decl.key_env.map(String::from));
+        let api_key = key_env
+            .as_deref()
+            .and_then(|name| env.var(name))
+            .map(SecretString::from)
+            .or(fp.api_key)
+            .map(|k| SecretString::from(k.expose_secret().trim()));
+        let base_url = env
+            .var(&id.base_url_env())
+            .or(fp.base_url)
+            .or(decl.default_base_url.map(String::from))
+            .unwrap_or_default();
+        let base_url = base_url.trim_end_matches('/').to_string();
+        if decl.default_base_url.is_some() {
+            url::Url::parse(&base_url).map_err(|e| {
+                Error::invalid_input(format!(
+                    "base URL for {id} '{base_url}' is not a URL ({e}): set {} or [providers.{id}].base_url",
+                    id.base_url_env()
+                ))
+            })?;
+        }
+        providers.insert(
+            id,
+            ProviderConfig {
+                api_key,
+                base_url,
+                timeout: Duration::from_secs(fp.timeout.unwrap_or(60).max(1)),
+                rate_limit: fp.rate_limit.unwrap_or(decl.rate_limits),
+            },
+        );
+    }
+    Ok(providers)
+}
+
+fn check_pricing(pricing: &BTreeMap<String, PriceOverride>) -> Result<(), Error> {
+    for (key, price) in pricing {
+        if crate::catalog::find_key(key).is_none() {
+            return Err(Error::invalid_input(format!(
+                "[pricing] key '{key}' is not a provider/model pair: use e.g. \"{}\" (see list_models)",
+                pricing_example()
+            )));
+        }
+        if price.per_video_usd.is_none() == price.per_second_usd.is_none() {
+            return Err(Error::invalid_input(format!(
+                "[pricing.\"{key}\"] needs exactly one of per_video_usd or per_second_usd"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `[pricing]` example: the newest (last listed) unpriced model of the first provider with one.
+fn pricing_example() -> String {
+    let unpriced = || {
+        crate::catalog::models()
+            .iter()
+            .filter(|m| !m.price.is_known())
+    };
+    let Some(first) = unpriced().next() else {
+        return String::new();
+    };
+    unpriced()
+        .filter(|m| m.provider == first.provider)
+        .last()
+        .map(|m| m.key())
+        .unwrap_or_default()
+}
+
+fn public_url(file: Option<String>, env: &dyn Env) -> Result<Option<String>, Error> {
+    let public_url = env
+        .var("I2V_MCP_PUBLIC_URL")
+        .or(file)
+        .map(|u| u.trim().trim_end_matches('/').to_string());
+    if let Some(u) = &public_url {
+        let parsed = url::Url::parse(u)
+            .map_err(|e| Error::invalid_input(format!("public_url '{u}' is not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::invalid_input(format!(
+                "public_url '{u}' must be an http(s) URL"
+            )));
+        }
+    }
+    Ok(public_url)
 }
 
 fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> {
@@ -542,7 +574,7 @@ fn http_config(file: FileHttp, env: &dyn Env) -> Result<HttpConfig, Error> {
     })
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, Error> {
+pub(crate) fn read_file(path: &Path) -> Result<FileConfig, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::invalid_input(format!("cannot read config file '{}': {e}", path.display()))
     })?;
@@ -615,96 +647,6 @@ mod tests {
     }
 
     #[test]
-    fn precedence_cli_over_env_over_file() {
-        let file: FileConfig = toml::from_str(
-            "data_dir = \"/file/data\"\noutput_dir = \"/file/out\"\n[providers.piapi]\napi_key = \"file-key\"\nbase_url = \"http://file\"\n",
-        )
-        .unwrap();
-        let e = env(&[
-            ("I2V_MCP_DATA_DIR", "/env/data"),
-            ("PIAPI_API_KEY", "env-key"),
-        ]);
-        let o = Overrides {
-            output_dir: Some("/cli/out".into()),
-            ..Overrides::default()
-        };
-        let c = Config::from_layers(file, None, &o, &e).unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("/env/data"));
-        assert_eq!(c.output_dir, PathBuf::from("/cli/out"));
-        let p = c.provider(ProviderId::Piapi).unwrap();
-        assert_eq!(p.api_key.as_ref().unwrap().expose_secret(), "env-key");
-        assert_eq!(p.base_url, "http://file");
-    }
-
-    #[test]
-    fn config_errors_never_echo_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        let cases = [
-            // Unquoted: a syntax error on the secret's own line.
-            ("[providers.piapi]\napi_key = sk-live-SECRET123\n", "line 2"),
-            // Quoted but of the wrong type, or in the wrong place.
-            ("max_wait_seconds = \"sk-live-SECRET123\"\n", "line 1"),
-            (
-                "[providers.piapi]\napi_key = [\"sk-live-SECRET123\"]\n",
-                "line 2",
-            ),
-            (
-                "[providers.piapi]\napi_key = \"sk-live-SECRET123\n",
-                "line 2",
-            ),
-            (
-                "[providers.piapi]\napi_key = \"sk-live-SECRET123\"\napi_key = \"sk-live-SECRET123\"\n",
-                "line 3",
-            ),
-        ];
-        for (text, line) in cases {
-            std::fs::write(&path, text).unwrap();
-            let e = read_file(&path).unwrap_err();
-            assert!(
-                !e.message.contains("SECRET123"),
-                "{text:?} echoed: {}",
-                e.message
-            );
-            assert!(e.message.contains(line), "{text:?}: {}", e.message);
-            assert!(e.message.contains("config.toml"), "{}", e.message);
-        }
-        // What is wrong is still said, by key name.
-        std::fs::write(&path, "data_dri = \"/x\"\n").unwrap();
-        let e = read_file(&path).unwrap_err();
-        assert!(e.message.contains("unknown field"), "{}", e.message);
-        assert!(e.message.contains("data_dri"), "{}", e.message);
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<FileConfig>("data_dri = \"/x\"").unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
-        let err = toml::from_str::<FileConfig>("[providers.piapi]\nkey = \"x\"").unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
-    }
-
-    #[test]
-    fn defaults_never_use_the_working_directory() {
-        let c = Config::from_layers(
-            FileConfig::default(),
-            None,
-            &Overrides::default(),
-            &env(&[]),
-        )
-        .unwrap();
-        assert!(c.data_dir.is_absolute());
-        assert!(c.output_dir.starts_with(&c.data_dir));
-        assert_eq!(
-            c.provider(ProviderId::Qubico)
-                .unwrap()
-                .rate_limit
-                .per_minute,
-            Some(10)
-        );
-    }
-
-    #[test]
     fn relative_dirs_and_bad_pricing_are_errors() {
         let e = env(&[("I2V_MCP_OUTPUT_DIR", "videos")]);
         let err = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e)
@@ -768,15 +710,5 @@ mod tests {
         assert!(!format!("{c:?}").contains("file-token-value"));
         let err = toml::from_str::<FileConfig>("[http]\ntoken = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
-    }
-
-    #[test]
-    fn keys_are_not_in_debug_output() {
-        let e = env(&[("NOVITA_API_KEY", "super-secret-value")]);
-        let c =
-            Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e).unwrap();
-        assert!(!format!("{c:?}").contains("super-secret-value"));
-        assert!(c.is_configured(ProviderId::Novita));
-        assert!(!c.is_configured(ProviderId::Piapi));
     }
 }

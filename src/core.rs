@@ -415,13 +415,8 @@ impl Core {
         }
         ProviderId::ALL
             .into_iter()
-            .find(|p| *p != ProviderId::Local && self.cfg.is_configured(*p))
-            .ok_or_else(|| {
-                Error::new(
-                    Category::Auth,
-                    "no provider has an API key: set PIAPI_API_KEY, QUBICO_API_KEY, NOVITA_API_KEY or APIKLEY_API_KEY, or pass provider \"local\" for a free offline camera-motion preview",
-                )
-            })
+            .find(|p| p.decl().needs_key() && self.cfg.is_configured(*p))
+            .ok_or_else(|| Error::new(Category::Auth, providers::no_key_message()))
     }
 
     fn pick_model(&self, provider: ProviderId, model: Option<&str>) -> Result<&'static ModelSpec> {
@@ -580,7 +575,10 @@ impl Core {
             return Err(Error::new(
                 Category::Auth,
                 format!(
-                    "{provider} has no API key: set {var} (or [providers.{provider}].api_key), or use provider \"local\" for a free preview"
+                    "{provider} has no API key: set {var} (or [providers.{provider}].api_key){}",
+                    providers::keyless()
+                        .map(|d| format!(", or use provider \"{}\" for a free preview", d.id))
+                        .unwrap_or_default()
                 ),
             ));
         }
@@ -605,9 +603,7 @@ impl Core {
             Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed).await?),
             None => None,
         };
-        if provider == ProviderId::Local {
-            providers::local::Client::plan(&req, &image)?;
-        }
+        (provider.decl().preflight)(&req, &image)?;
         let quote = self.quote(spec, &req);
         self.check_budget(&quote, &req)?;
         self.rate_limit(provider, started + Duration::from_secs(wait as u64))
@@ -617,8 +613,8 @@ impl Core {
         let now = now_ms();
         let webhook = self.webhook_base.get().map(|base| {
             let secret = new_secret();
-            // PiAPI sends the secret back as a header; the others document no authentication, so
-            // the secret also travels in the callback URL.
+            // Some providers send the secret back as a header (their declaration says which); the
+            // others document no authentication, so the secret also travels in the callback URL.
             providers::Webhook {
                 url: format!("{base}/webhooks/{provider}?task={id}&token={secret}"),
                 secret,
@@ -1028,7 +1024,7 @@ impl Core {
             .collect();
         Ok(LoraList {
             loras,
-            note: "PiAPI/Qubico take other LoRA type names as given; Novita wan2.1-i2v takes a LoRA path as the name (up to 3).".into(),
+            note: providers::lora_note(),
         })
     }
 
@@ -1048,7 +1044,9 @@ impl Core {
         } else {
             let provider = match req.provider.or(self.cfg.default_provider) {
                 Some(p) => p,
-                None => self.pick_provider(None).unwrap_or(ProviderId::Piapi),
+                None => self
+                    .pick_provider(None)
+                    .unwrap_or_else(|_| providers::fallback()),
             };
             let spec = self.pick_model(provider, req.model.as_deref())?;
             validate::check(&create, spec)?;
@@ -1115,7 +1113,7 @@ impl Core {
 
     /// A provider called back. The body is never trusted: the task is found by our id (query
     /// `task`) or the provider's id in the body, the per-task secret is checked in constant time
-    /// (PiAPI sends it as `x-webhook-secret`; others carry it as the `token` query parameter), and
+    /// (in the header the provider declares, else the `token` query parameter), and
     /// then the watcher polls the provider once (a GET) — only that poll changes the journal.
     /// Duplicates and retries are harmless: each just asks for another poll.
     pub fn webhook(
@@ -1128,20 +1126,14 @@ impl Core {
         let row = match task_id {
             Some(id) => self.store.get(id)?,
             None => match provider_task_id_in(body) {
-                Some(ptid) => self.store.find_by_provider_id(provider, &ptid)?,
+                Some(ptid) => self
+                    .store
+                    .find_by_provider_id(provider.same_upstream(), &ptid)?,
                 None => None,
             },
         };
-        let same_upstream = |a: ProviderId, b: ProviderId| {
-            a == b
-                || matches!(
-                    (a, b),
-                    (ProviderId::Piapi, ProviderId::Qubico)
-                        | (ProviderId::Qubico, ProviderId::Piapi)
-                )
-        };
         let row = row
-            .filter(|r| same_upstream(r.provider, provider))
+            .filter(|r| provider.same_upstream().contains(&r.provider))
             .ok_or_else(|| Error::not_found("webhook for an unknown task"))?;
         let expected = row.webhook_secret.as_deref().ok_or_else(|| {
             Error::new(Category::Auth, "this task was not created with a webhook")
@@ -1159,18 +1151,13 @@ impl Core {
     }
 }
 
-/// The provider's task id in a webhook body: PiAPI `data.task_id`, Novita
-/// `payload.task.task_id`, Apikley `data.taskId`.
+/// The provider's task id in a webhook body, where any provider's declaration says it stands.
 fn provider_task_id_in(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    [
-        v.pointer("/data/task_id"),
-        v.pointer("/payload/task/task_id"),
-        v.pointer("/data/taskId"),
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(|x| x.as_str().map(String::from))
+    providers::declarations()
+        .filter_map(|d| d.webhook)
+        .filter_map(|w| v.pointer(w.task_id_at))
+        .find_map(|x| x.as_str().map(String::from))
 }
 
 fn new_secret() -> String {

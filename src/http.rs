@@ -1291,9 +1291,12 @@ async fn webhook(
         tracing::warn!(provider = %shown, "webhook refused: unknown provider");
         return (StatusCode::NOT_FOUND, "unknown provider").into_response();
     };
-    // PiAPI sends the secret as a header; the others carry it in the callback URL we gave them.
-    let secret = headers
-        .get("x-webhook-secret")
+    // In the header the provider declares, else in the callback URL we gave it.
+    let secret = p
+        .decl()
+        .webhook
+        .and_then(|w| w.secret_header)
+        .and_then(|h| headers.get(h))
         .and_then(|v| v.to_str().ok())
         .or(q.token.as_deref());
     match app.core.webhook(p, q.task.as_deref(), secret, &body) {

@@ -128,7 +128,7 @@ impl ImageInput {
 }
 
 /// Most pixels an image may have: 32 Mi (8192x4096, or a 6000x5000 photo). Far above what any
-/// provider documents (Novita: 2000 px a side; see `shared/providers/CONTRACTS.md`) and what the
+/// provider documents (at most 2000 px a side; see `shared/providers/CONTRACTS.md`) and what the
 /// local renderer uses (it crops and scales to at most 1280x720), and small enough that checking
 /// one decodes into at most [`MAX_DECODE_BYTES`]. Checked from the header, before any decoding.
 pub const MAX_PIXELS: u64 = 32 * 1024 * 1024;

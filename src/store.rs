@@ -570,14 +570,15 @@ impl Store {
         Ok(checked(row)?.map(|r| self.overlay(r)))
     }
 
-    pub fn find_by_provider_id(&self, provider: ProviderId, ptid: &str) -> Result<Option<TaskRow>> {
-        let ids: &[&str] = match provider {
-            // Qubico and PiAPI share one upstream; a webhook for one may name the other.
-            ProviderId::Piapi | ProviderId::Qubico => &["piapi", "qubico"],
-            _ => &[provider.as_str()],
-        };
+    /// The task whose provider is one of `providers` (those sharing one upstream) and whose
+    /// provider task id is `ptid`.
+    pub fn find_by_provider_id(
+        &self,
+        providers: &[ProviderId],
+        ptid: &str,
+    ) -> Result<Option<TaskRow>> {
         let conn = self.conn();
-        for p in ids {
+        for p in providers.iter().map(|p| p.as_str()) {
             let row = conn
                 .query_row(
                     &format!(

@@ -4,9 +4,9 @@
 
 use crate::catalog::{self, ModelSpec, Range};
 use crate::error::{Error, Result};
-use crate::model::{CreateRequest, ProviderId};
+use crate::model::CreateRequest;
 
-/// Generic cap where the provider published none (CONTRACTS.md: PiAPI prompt limits UNKNOWN).
+/// Generic cap where the provider published none (CONTRACTS.md: some prompt limits are UNKNOWN).
 pub const GENERIC_PROMPT_MAX: usize = 10_000;
 pub const IDEMPOTENCY_KEY_MAX: usize = 200;
 
@@ -68,15 +68,27 @@ fn optional_flag(
     Ok(())
 }
 
-/// Check everything about `req` that can be checked without reading the image.
+/// Check everything about `req` that can be checked without reading the image: the generic
+/// checks against `spec`, then the provider's own (its declaration's `check`).
 pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
+    check_text(req, spec)?;
+    check_choices(req, spec)?;
+    check_loras(req, spec)?;
+    check_camera(req, spec)?;
+    check_media_flags(req, spec)?;
+    check_tuning(req, spec)?;
+    (spec.provider.decl().check)(req, spec)?;
+    check_limits(req)
+}
+
+/// Image, prompt and negative prompt.
+fn check_text(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
     if req.image.trim().is_empty() {
         return Err(Error::invalid_input(
             "image is empty: give an https URL, a data: URI or a local file path",
         ));
     }
-    let prompt_optional = spec.provider == ProviderId::Local || spec.model == "wan2.6-i2v";
-    if req.prompt.trim().is_empty() && !prompt_optional {
+    if req.prompt.trim().is_empty() && !spec.prompt_optional {
         return Err(Error::invalid_input(format!(
             "prompt is empty: {} needs a prompt describing the motion",
             spec.key()
@@ -98,86 +110,127 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
             .unwrap_or(GENERIC_PROMPT_MAX);
         check_len("negative_prompt", neg, max, spec)?;
     }
+    Ok(())
+}
 
+/// A value outside the model's offered list: what it offers and who offers the value.
+fn not_offered(
+    field: &str,
+    value: &str,
+    offered: &[String],
+    unit: &str,
+    who: String,
+    spec: &ModelSpec,
+) -> Error {
+    Error::unsupported(format!(
+        "{field} {value} is not available on {}: it offers {}{unit}. Models with {value}{unit}: {who}",
+        spec.key(),
+        offered.join(", "),
+    ))
+}
+
+/// Resolution, aspect ratio, duration and seed.
+fn check_choices(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
     if let Some(res) = req.resolution
         && !spec.resolutions.contains(&res)
     {
-        let offered: Vec<&str> = spec.resolutions.iter().map(|r| r.as_str()).collect();
-        return Err(Error::unsupported(format!(
-            "resolution {} is not available on {}: it offers {}. Models with {}: {}",
+        let offered: Vec<String> = spec.resolutions.iter().map(|r| r.as_str().into()).collect();
+        let who = catalog::who_supports(|m| m.resolutions.contains(&res));
+        return Err(not_offered(
+            "resolution",
             res.as_str(),
-            spec.key(),
-            offered.join(", "),
-            res.as_str(),
-            catalog::who_supports(|m| m.resolutions.contains(&res))
-        )));
+            &offered,
+            "",
+            who,
+            spec,
+        ));
     }
     if let Some(ar) = req.aspect_ratio
         && !spec.aspect_ratios.contains(&ar)
     {
-        let offered: Vec<&str> = spec.aspect_ratios.iter().map(|r| r.as_str()).collect();
-        return Err(Error::unsupported(format!(
-            "aspect_ratio {} is not available on {}: it offers {}. Models with {}: {}",
+        let offered: Vec<String> = spec
+            .aspect_ratios
+            .iter()
+            .map(|r| r.as_str().into())
+            .collect();
+        let who = catalog::who_supports(|m| m.aspect_ratios.contains(&ar));
+        return Err(not_offered(
+            "aspect_ratio",
             ar.as_str(),
-            spec.key(),
-            offered.join(", "),
-            ar.as_str(),
-            catalog::who_supports(|m| m.aspect_ratios.contains(&ar))
-        )));
+            &offered,
+            "",
+            who,
+            spec,
+        ));
     }
     if let Some(d) = req.duration_seconds
         && !spec.durations.contains(&d)
     {
         let offered: Vec<String> = spec.durations.iter().map(|d| d.to_string()).collect();
-        return Err(Error::unsupported(format!(
-            "duration_seconds {d} is not available on {}: it offers {} s. Models with {d} s: {}",
-            spec.key(),
-            offered.join(", "),
-            catalog::who_supports(|m| m.durations.contains(&d))
-        )));
+        let who = catalog::who_supports(|m| m.durations.contains(&d));
+        return Err(not_offered(
+            "duration_seconds",
+            &d.to_string(),
+            &offered,
+            " s",
+            who,
+            spec,
+        ));
     }
     if let Some(seed) = req.seed {
         optional_range("seed", Some(seed as f64), spec.seed, spec, |m| {
             m.seed.is_some()
         })?;
     }
+    Ok(())
+}
 
-    if !req.loras.is_empty() {
-        if spec.max_loras == 0 {
-            return Err(unsupported("loras", spec, |m| m.max_loras > 0));
+fn check_loras(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
+    if req.loras.is_empty() {
+        return Ok(());
+    }
+    if spec.max_loras == 0 {
+        return Err(unsupported("loras", spec, |m| m.max_loras > 0));
+    }
+    if req.loras.len() > spec.max_loras as usize {
+        return Err(Error::invalid_input(format!(
+            "{} LoRAs given; {} takes at most {}",
+            req.loras.len(),
+            spec.key(),
+            spec.max_loras
+        )));
+    }
+    for lora in &req.loras {
+        if lora.name.trim().is_empty() {
+            return Err(Error::invalid_input(
+                "a LoRA has an empty name: see list_loras",
+            ));
         }
-        if req.loras.len() > spec.max_loras as usize {
-            return Err(Error::invalid_input(format!(
-                "{} LoRAs given; {} takes at most {}",
-                req.loras.len(),
-                spec.key(),
-                spec.max_loras
-            )));
-        }
-        for lora in &req.loras {
-            if lora.name.trim().is_empty() {
-                return Err(Error::invalid_input(
-                    "a LoRA has an empty name: see list_loras",
-                ));
-            }
-            if let (Some(s), Some(r)) = (lora.strength, spec.lora_strength) {
-                in_range(&format!("strength of LoRA '{}'", lora.name), s, &r, spec)?;
-            }
+        if let (Some(s), Some(r)) = (lora.strength, spec.lora_strength) {
+            in_range(&format!("strength of LoRA '{}'", lora.name), s, &r, spec)?;
         }
     }
+    Ok(())
+}
 
-    if let Some(cm) = &req.camera_motion {
-        if !spec.camera_motion {
-            return Err(unsupported("camera_motion", spec, |m| m.camera_motion));
-        }
-        cm.kind
-            .parse::<crate::render::Motion>()
-            .map_err(|e| Error::invalid_input(e.to_string()))?;
-        if let (Some(speed), Some(r)) = (cm.speed, spec.camera_speed) {
-            in_range("camera_motion.speed", speed, &r, spec)?;
-        }
+fn check_camera(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
+    let Some(cm) = &req.camera_motion else {
+        return Ok(());
+    };
+    if !spec.camera_motion {
+        return Err(unsupported("camera_motion", spec, |m| m.camera_motion));
     }
+    cm.kind
+        .parse::<crate::render::Motion>()
+        .map_err(|e| Error::invalid_input(e.to_string()))?;
+    if let (Some(speed), Some(r)) = (cm.speed, spec.camera_speed) {
+        in_range("camera_motion.speed", speed, &r, spec)?;
+    }
+    Ok(())
+}
 
+/// End image, audio, soundtrack and prompt extension.
+fn check_media_flags(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
     optional_flag(
         "end_image",
         req.end_image.is_some(),
@@ -206,7 +259,11 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
         spec.prompt_extend,
         spec,
         |m| m.prompt_extend,
-    )?;
+    )
+}
+
+/// Steps, guidance, flow shift, shot type, watermark, acceleration and safety checker.
+fn check_tuning(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
     optional_range("steps", req.steps.map(f64::from), spec.steps, spec, |m| {
         m.steps.is_some()
     })?;
@@ -253,28 +310,11 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
         spec.safety_checker,
         spec,
         |m| m.safety_checker,
-    )?;
+    )
+}
 
-    if matches!(spec.provider, ProviderId::Piapi | ProviderId::Qubico) {
-        // CONTRACTS.md 1.2: the variant is a task type; each takes one of these.
-        let chosen: Vec<&str> = [
-            ("end_image", req.end_image.is_some()),
-            ("loras", !req.loras.is_empty()),
-            ("camera_motion", req.camera_motion.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, on)| *on)
-        .map(|(name, _)| name)
-        .collect();
-        if chosen.len() > 1 {
-            return Err(Error::unsupported(format!(
-                "{} cannot combine {} in one request (each selects a different WanX task type): keep one",
-                spec.key(),
-                chosen.join(" and ")
-            )));
-        }
-    }
-
+/// Cost cap and idempotency key.
+fn check_limits(req: &CreateRequest) -> Result<()> {
     if let Some(max) = req.max_cost_usd
         && (!max.is_finite() || max < 0.0)
     {
@@ -290,106 +330,4 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::catalog::find_key;
-    use crate::error::Category;
-    use crate::model::{CameraMotion, LoraRef, Resolution};
-
-    fn req() -> CreateRequest {
-        CreateRequest {
-            image: "https://example.com/a.png".into(),
-            prompt: "a cat turns its head".into(),
-            ..CreateRequest::default()
-        }
-    }
-
-    #[test]
-    fn unsupported_parameters_name_who_supports_them() {
-        let spec = find_key("novita/wan2.1-i2v").unwrap();
-        let mut r = req();
-        r.camera_motion = Some(CameraMotion {
-            kind: "zoom_in".into(),
-            speed: None,
-        });
-        let e = check(&r, spec).unwrap_err();
-        assert_eq!(e.category, Category::Unsupported);
-        assert!(e.message.contains("piapi/wan2.1-i2v-14b"), "{}", e.message);
-        assert!(e.message.contains("local/camera-preview"), "{}", e.message);
-    }
-
-    #[test]
-    fn limits_are_named() {
-        let spec = find_key("novita/wan2.6-i2v").unwrap();
-        let mut r = req();
-        r.negative_prompt = Some("x".repeat(501));
-        let e = check(&r, spec).unwrap_err();
-        assert_eq!(e.category, Category::InvalidInput);
-        assert!(e.message.contains("at most 500"), "{}", e.message);
-
-        let mut r = req();
-        r.resolution = Some(Resolution::P480);
-        let e = check(&r, spec).unwrap_err();
-        assert!(e.message.contains("720p, 1080p"), "{}", e.message);
-
-        let spec21 = find_key("novita/wan2.1-i2v").unwrap();
-        let mut r = req();
-        r.seed = Some(9_999_999_999);
-        assert!(
-            check(&r, spec21).is_ok(),
-            "seed beyond 32 bits is valid on wan2.1"
-        );
-        r.seed = Some(10_000_000_000);
-        assert!(check(&r, spec21).is_err());
-        r.seed = None;
-        r.loras = (0..4)
-            .map(|i| LoraRef {
-                name: format!("l{i}"),
-                strength: None,
-            })
-            .collect();
-        assert!(check(&r, spec21).unwrap_err().message.contains("at most 3"));
-    }
-
-    #[test]
-    fn wanx_variants_do_not_combine() {
-        let spec = find_key("piapi/wan2.1-i2v-14b").unwrap();
-        let mut r = req();
-        r.end_image = Some("https://example.com/b.png".into());
-        assert!(check(&r, spec).is_ok());
-        r.loras = vec![LoraRef {
-            name: "ghibli".into(),
-            strength: None,
-        }];
-        let e = check(&r, spec).unwrap_err();
-        assert_eq!(e.category, Category::Unsupported);
-        assert!(e.message.contains("end_image and loras"), "{}", e.message);
-    }
-
-    #[test]
-    fn bad_motion_and_speed() {
-        let spec = find_key("local/camera-preview").unwrap();
-        let mut r = req();
-        r.camera_motion = Some(CameraMotion {
-            kind: "spin".into(),
-            speed: None,
-        });
-        assert_eq!(
-            check(&r, spec).unwrap_err().category,
-            Category::InvalidInput
-        );
-        r.camera_motion = Some(CameraMotion {
-            kind: "zoom_in".into(),
-            speed: Some(99.0),
-        });
-        assert!(
-            check(&r, spec)
-                .unwrap_err()
-                .message
-                .contains("out of range")
-        );
-    }
 }

@@ -26,8 +26,6 @@ use crate::store::{Download, Store, TaskRow, Update};
 const DOWNLOAD_ATTEMPTS: u32 = 5;
 /// Consecutive permanent poll failures (auth, not found) before a task is failed.
 const PERMANENT_POLL_FAILURES: u32 = 3;
-/// How often a local render's progress is read (an in-memory read, no network).
-const LOCAL_POLL: Duration = Duration::from_millis(100);
 /// Backoff of journal writes that must land (a provider id accepted upstream): first and longest.
 const RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
 const RECORD_MAX_RETRY: Duration = Duration::from_secs(30);
@@ -276,11 +274,11 @@ impl Inner {
                 self.publish(id);
                 return;
             }
-            // The local renderer is polled in memory: often, so its per-frame progress and its
-            // result reach waiting callers at once. With a webhook registered, polling is only
-            // the safety net: three times slower.
-            let wait = if row.provider == crate::model::ProviderId::Local {
-                LOCAL_POLL
+            // A provider may declare a fixed interval (an in-memory renderer: often, so progress
+            // and results reach waiting callers at once). With a webhook registered, polling is
+            // only the safety net: three times slower.
+            let wait = if let Some(every) = row.provider.decl().poll_interval {
+                every
             } else if row.webhook_secret.is_some() {
                 delay * 3
             } else {

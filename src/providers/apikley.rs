@@ -16,11 +16,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Reply};
-use super::{Acceptance, ProviderError, Snapshot, Submission};
-use crate::config::ProviderConfig;
+use super::{
+    Acceptance, Auth, Build, Declaration, Provider, ProviderError, Snapshot, Submission,
+    WebhookDecl,
+};
+use crate::catalog::{ImageDelivery, ModelSpec, Price, range};
+use crate::config::{ProviderConfig, RateLimits};
+
 use crate::error::{Category, Error, snippet};
 use crate::media::{ImageInput, LocalImage};
-use crate::model::{ProviderId, Status, now_ms};
+use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
 use crate::store::Store;
 
 const MODEL: &str = "wan/2-2-a14b-image-to-video-turbo";
@@ -32,6 +37,62 @@ const UPLOAD_DIR: &str = "i2v-mcp";
 /// CONTRACTS.md 3.4: uploads are deleted after 3 days (kie.ai pages also say 24 h somewhere). We
 /// reuse one for 2 days, so a task created at the end of that window still finds the file.
 const UPLOAD_CACHE_MS: i64 = 2 * 24 * 60 * 60 * 1000;
+
+pub static DECL: Declaration = Declaration {
+    id: ProviderId::Apikley,
+    name: "Apikley",
+    key_env: Some("APIKLEY_API_KEY"),
+    default_base_url: Some("https://api.apikley.ru"),
+    auth: Auth::Bearer,
+    // CONTRACTS.md 3.7 (kie.ai, which Apikley mirrors): 20 new requests per 10 s.
+    rate_limits: RateLimits {
+        per_10_seconds: Some(20),
+        ..RateLimits::UNLIMITED
+    },
+    models: || vec![spec()],
+    loras: Vec::new,
+    lora_note: None,
+    check: super::no_check,
+    preflight: super::no_check,
+    cancels: false,
+    // CONTRACTS.md 3.5: the callback carries `data.taskId`, unsigned.
+    webhook: Some(WebhookDecl {
+        task_id_at: "/data/taskId",
+        secret_header: None,
+    }),
+    same_upstream: &[ProviderId::Apikley],
+    poll_interval: None,
+    keyless_offer: None,
+    build: |b: &Build<'_>| {
+        Provider::Apikley(Client::new(b.provider, b.http.clone(), b.store.clone()))
+    },
+};
+
+/// CONTRACTS.md 3.2, 3.7
+fn spec() -> ModelSpec {
+    ModelSpec {
+        description:
+            "Wan 2.2 A14B turbo on Apikley: ~5 s, 480p/580p/720p, local images uploaded once."
+                .into(),
+        image_delivery: ImageDelivery::Upload,
+        resolutions: vec![Resolution::P480, Resolution::P580, Resolution::P720],
+        default_resolution: Resolution::P720,
+        aspect_ratios: vec![
+            AspectRatio::Auto,
+            AspectRatio::Landscape,
+            AspectRatio::Portrait,
+            AspectRatio::Square,
+        ],
+        prompt_max: Some(5000),
+        seed: range(0.0, 2_147_483_647.0),
+        prompt_extend: true,
+        acceleration: true,
+        price: Price::unpublished(
+            "unpublished by Apikley (third-party figures conflict); set [pricing.\"apikley/wan2.2-i2v-a14b-turbo\"]",
+        ),
+        ..ModelSpec::base(ProviderId::Apikley, "wan2.2-i2v-a14b-turbo")
+    }
+}
 
 fn key_env() -> &'static str {
     ProviderId::Apikley.key_env().unwrap_or_default()

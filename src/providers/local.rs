@@ -12,13 +12,82 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::{CancelOutcome, LocalFile, ProviderError, Snapshot, Submission};
-use crate::catalog;
+use super::{
+    Auth, Build, CancelOutcome, Declaration, LocalFile, Provider, ProviderError, Snapshot,
+    Submission,
+};
+use crate::catalog::{self, ImageDelivery, ModelSpec, Price, range, strings};
+use crate::config::RateLimits;
 use crate::error::{Category, Error};
 use crate::media::{self, ImageInput};
 use crate::model::{AspectRatio, CreateRequest, ProviderId, Resolution, Status};
 use crate::render::{self, Aspect, Motion, RenderError, RenderSpec};
 use crate::store::TaskRow;
+
+pub static DECL: Declaration = Declaration {
+    id: ProviderId::Local,
+    name: "local",
+    key_env: None,
+    default_base_url: None,
+    auth: Auth::None,
+    rate_limits: RateLimits::UNLIMITED,
+    models: || vec![spec()],
+    loras: Vec::new,
+    lora_note: None,
+    check: super::no_check,
+    preflight: |req, image| Client::plan(req, image).map(|_| ()),
+    cancels: true,
+    webhook: None,
+    same_upstream: &[ProviderId::Local],
+    // Renders are polled in memory (no network): often, so per-frame progress shows at once.
+    poll_interval: Some(std::time::Duration::from_millis(100)),
+    keyless_offer: Some("a free offline camera-motion preview"),
+    build,
+};
+
+fn build(b: &Build<'_>) -> Provider {
+    Provider::Local(Client::new(
+        b.cfg.output_dir.clone(),
+        // A restarted render may read an inline image the journal kept by digest.
+        b.cfg
+            .allowed_dirs
+            .iter()
+            .cloned()
+            .chain([crate::store::inputs_dir(&b.cfg.data_dir)])
+            .collect(),
+    ))
+}
+
+fn spec() -> ModelSpec {
+    ModelSpec {
+        description: "Built in, free, offline: renders the camera motion over the still image as H.264 MP4 (16 fps). No AI model.".into(),
+        ai: false,
+        image_delivery: ImageDelivery::Local,
+        image_formats: strings(&["jpeg", "png", "webp", "bmp"]),
+        image_max_bytes: 50 * 1024 * 1024,
+        resolutions: vec![Resolution::P480, Resolution::P720],
+        aspect_ratios: vec![
+            AspectRatio::Auto,
+            AspectRatio::Landscape,
+            AspectRatio::Portrait,
+            AspectRatio::Square,
+        ],
+        durations: vec![5, 10, 15],
+        prompt_max: Some(2000),
+        // Without a prompt the motion defaults to a gentle zoom in.
+        prompt_optional: true,
+        camera_speed: range(render::SPEED_MIN as f64, render::SPEED_MAX as f64),
+        camera_motion: true,
+        cancel: true,
+        price: Price {
+            usd_per_video: Some(0.0),
+            usd_per_second: None,
+            source: "free: rendered locally".into(),
+        },
+        note: Some("Without camera_motion, a motion named in the prompt (\"slow zoom in\") is used, else a gentle zoom in.".into()),
+        ..ModelSpec::base(ProviderId::Local, "camera-preview")
+    }
+}
 
 struct Job {
     done: AtomicU32,

@@ -1,24 +1,242 @@
-//! Providers: one enum variant and one file of mostly pure translation each. The async part only
-//! sends. Every provider answers in the same neutral terms: a provider task id on submit, a
-//! `Snapshot` on poll, and a `ProviderError` that says whether the provider may have accepted a
-//! create (which decides whether it may ever be retried).
+//! Providers: one enum variant, one registry line and one file of mostly pure translation each.
+//! Each file declares everything about its provider in one [`Declaration`] (key variable, base
+//! URL, auth, rate limits, models, extra checks, webhooks, cancel); the rest of the server reads
+//! those declarations and names no provider. The async part only sends (through `http::Api`).
+//! Every provider answers in the same neutral terms: a provider task id on submit, a `Snapshot`
+//! on poll, and a `ProviderError` that says whether the provider may have accepted a create
+//! (which decides whether it may ever be retried).
+//!
+//! Adding a provider: see CONTRIBUTING.md ("Adding a provider").
 
 pub mod apikley;
 pub mod http;
 pub mod local;
 pub mod novita;
 pub mod piapi;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::ModelSpec;
-use crate::config::Config;
+use rmcp::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Lora, ModelSpec};
+use crate::config::{Config, RateLimits};
 use crate::error::{Category, Error};
 use crate::media::ImageInput;
-use crate::model::{CreateRequest, ProviderId, Status};
+use crate::model::{CreateRequest, Status};
 use crate::store::{Store, TaskRow};
+
+/// Provider id.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ProviderId {
+    Piapi,
+    Qubico,
+    Novita,
+    Apikley,
+    Local,
+}
+
+/// Every provider's declaration, one line each, in `ProviderId` order (tested).
+static REGISTRY: [&Declaration; 5] = [
+    &piapi::PIAPI,
+    &piapi::QUBICO,
+    &novita::DECL,
+    &apikley::DECL,
+    &local::DECL,
+];
+
+impl ProviderId {
+    pub const ALL: [ProviderId; 5] = [
+        ProviderId::Piapi,
+        ProviderId::Qubico,
+        ProviderId::Novita,
+        ProviderId::Apikley,
+        ProviderId::Local,
+    ];
+
+    /// What this provider declares about itself.
+    pub fn decl(self) -> &'static Declaration {
+        REGISTRY[self as usize]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The environment variable holding this provider's key, if it needs one.
+    pub fn key_env(self) -> Option<&'static str> {
+        self.decl().key_env
+    }
+
+    /// The environment variable overriding this provider's base URL.
+    pub fn base_url_env(self) -> String {
+        format!("I2V_MCP_{}_BASE_URL", self.as_str().to_ascii_uppercase())
+    }
+
+    pub fn default_base_url(self) -> Option<&'static str> {
+        self.decl().default_base_url
+    }
+
+    /// The ids that reach the same upstream as this one (itself included): a webhook for one may
+    /// name a task created through another.
+    pub fn same_upstream(self) -> &'static [ProviderId] {
+        self.decl().same_upstream
+    }
+}
+
+impl std::str::FromStr for ProviderId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        ProviderId::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = ProviderId::ALL.iter().map(|p| p.as_str()).collect();
+                Error::invalid_input(format!(
+                    "unknown provider '{s}': use one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Every declaration, in `ProviderId` order.
+pub fn declarations() -> impl Iterator<Item = &'static Declaration> {
+    REGISTRY.iter().copied()
+}
+
+/// The provider used when none is asked for, configured or keyed: the first declared.
+pub fn fallback() -> ProviderId {
+    REGISTRY[0].id
+}
+
+/// The first provider that needs no key (offered when no key is set), if any.
+pub fn keyless() -> Option<&'static Declaration> {
+    declarations().find(|d| !d.needs_key())
+}
+
+/// The `auth` message when no provider has a key: every key variable, and the keyless provider.
+pub fn no_key_message() -> String {
+    let vars: Vec<&str> = declarations().filter_map(|d| d.key_env).collect();
+    let vars = match vars.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => vars.join(""),
+    };
+    let offer = keyless()
+        .map(|d| {
+            format!(
+                ", or pass provider \"{}\" for {}",
+                d.id,
+                d.keyless_offer.unwrap_or("a free preview")
+            )
+        })
+        .unwrap_or_default();
+    format!("no provider has an API key: set {vars}{offer}")
+}
+
+/// What `list_loras` says about LoRA names: each provider's note.
+pub fn lora_note() -> String {
+    let notes: Vec<&str> = declarations().filter_map(|d| d.lora_note).collect();
+    format!("{}.", notes.join("; "))
+}
+
+/// How a provider authenticates its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// The key as the value of this header.
+    Header(&'static str),
+    /// No network, no key.
+    None,
+}
+
+/// How a provider's webhook bodies name a task and carry the per-task secret.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookDecl {
+    /// JSON pointer to the provider's task id in the body.
+    pub task_id_at: &'static str,
+    /// The header the provider sends the secret in; `None`: it travels as the `token` query
+    /// parameter of the callback URL we gave.
+    pub secret_header: Option<&'static str>,
+}
+
+/// Everything the rest of the server needs to know about one provider, declared in its module.
+pub struct Declaration {
+    pub id: ProviderId,
+    /// Name in human messages.
+    pub name: &'static str,
+    /// Environment variable holding the key; `None` for a provider that needs none.
+    pub key_env: Option<&'static str>,
+    /// `None` for a provider without a network API.
+    pub default_base_url: Option<&'static str>,
+    pub auth: Auth,
+    /// Client-side create limits used unless the config says otherwise.
+    pub rate_limits: RateLimits,
+    /// Its models, first = default.
+    pub models: fn() -> Vec<ModelSpec>,
+    /// LoRAs its models are known to take.
+    pub loras: fn() -> Vec<Lora>,
+    /// What `list_loras` should say about this provider's LoRA names.
+    pub lora_note: Option<&'static str>,
+    /// Request checks beyond the generic ones in `validate`.
+    pub check: fn(&CreateRequest, &ModelSpec) -> Result<(), Error>,
+    /// Checks against the read image before anything is written (the local renderer's plan).
+    pub preflight: fn(&CreateRequest, &ImageInput) -> Result<(), Error>,
+    /// Whether it has an upstream cancel.
+    pub cancels: bool,
+    /// `None`: it never calls back.
+    pub webhook: Option<WebhookDecl>,
+    /// Ids that share one upstream with it (itself included).
+    pub same_upstream: &'static [ProviderId],
+    /// A fixed poll interval (the in-memory local renderer) instead of the backoff schedule.
+    pub poll_interval: Option<Duration>,
+    /// For a keyless provider: what it offers, said when no key is set.
+    pub keyless_offer: Option<&'static str>,
+    /// Builds its client once from the configuration.
+    pub build: fn(&Build<'_>) -> Provider,
+}
+
+impl Declaration {
+    pub fn needs_key(&self) -> bool {
+        self.key_env.is_some()
+    }
+}
+
+/// A check that accepts everything.
+pub fn no_check<A, B>(_: &A, _: &B) -> Result<(), Error> {
+    Ok(())
+}
+
+/// What a provider's `build` gets.
+pub struct Build<'a> {
+    pub id: ProviderId,
+    pub cfg: &'a Config,
+    pub provider: &'a crate::config::ProviderConfig,
+    pub http: &'a http::HttpClient,
+    pub store: &'a Arc<Store>,
+}
 
 /// Whether the provider may have accepted a request that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,13 +383,11 @@ impl Provider {
         let ptid = row.provider_task_id.as_deref().unwrap_or_default();
         match self {
             Provider::Wanx(c) => c.cancel(ptid).await,
-            Provider::Novita(_) => Ok(CancelOutcome::NotCancelled(
-                "Novita has no cancel API".into(),
-            )),
-            Provider::Apikley(_) => Ok(CancelOutcome::NotCancelled(
-                "Apikley has no cancel API".into(),
-            )),
             Provider::Local(c) => Ok(c.cancel(&row.id)),
+            Provider::Novita(_) | Provider::Apikley(_) => Ok(CancelOutcome::NotCancelled(format!(
+                "{} has no cancel API",
+                row.provider.decl().name
+            ))),
         }
     }
 }
@@ -183,28 +399,20 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(cfg: &Config, http: &http::HttpClient, store: Arc<Store>) -> Providers {
-        let mut map = BTreeMap::new();
-        for (id, pc) in &cfg.providers {
-            let p = match id {
-                ProviderId::Piapi | ProviderId::Qubico => {
-                    Provider::Wanx(piapi::Client::new(*id, pc, http.clone()))
-                }
-                ProviderId::Novita => Provider::Novita(novita::Client::new(pc, http.clone())),
-                ProviderId::Apikley => {
-                    Provider::Apikley(apikley::Client::new(pc, http.clone(), store.clone()))
-                }
-                ProviderId::Local => Provider::Local(local::Client::new(
-                    cfg.output_dir.clone(),
-                    // A restarted render may read an inline image the journal kept by digest.
-                    cfg.allowed_dirs
-                        .iter()
-                        .cloned()
-                        .chain([crate::store::inputs_dir(&cfg.data_dir)])
-                        .collect(),
-                )),
-            };
-            map.insert(*id, Arc::new(p));
-        }
+        let map = cfg
+            .providers
+            .iter()
+            .map(|(id, pc)| {
+                let b = Build {
+                    id: *id,
+                    cfg,
+                    provider: pc,
+                    http,
+                    store: &store,
+                };
+                (*id, Arc::new((id.decl().build)(&b)))
+            })
+            .collect();
         Providers { map }
     }
 

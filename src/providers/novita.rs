@@ -14,11 +14,91 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Reply};
-use super::{ProviderError, Snapshot, Submission};
-use crate::config::ProviderConfig;
+use super::{Auth, Build, Declaration, Provider, ProviderError, Snapshot, Submission, WebhookDecl};
+use crate::catalog::{ImageDelivery, ModelSpec, Price, range, strings};
+use crate::config::{ProviderConfig, RateLimits};
 use crate::error::{Category, Error, snippet};
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
+
+pub static DECL: Declaration = Declaration {
+    id: ProviderId::Novita,
+    name: "Novita",
+    key_env: Some("NOVITA_API_KEY"),
+    default_base_url: Some("https://api.novita.ai"),
+    auth: Auth::Bearer,
+    // Novita publishes no numbers (UNKNOWN): no client-side limit; its 429s are honoured.
+    rate_limits: RateLimits::UNLIMITED,
+    models: || vec![wan21_spec(), wan26_spec()],
+    loras: Vec::new,
+    lora_note: Some("Novita wan2.1-i2v takes a LoRA path as the name (up to 3)"),
+    check: super::no_check,
+    preflight: super::no_check,
+    cancels: false,
+    // CONTRACTS.md 2.6: the callback carries the task at `payload.task.task_id`, unsigned.
+    webhook: Some(WebhookDecl {
+        task_id_at: "/payload/task/task_id",
+        secret_header: None,
+    }),
+    same_upstream: &[ProviderId::Novita],
+    poll_interval: None,
+    keyless_offer: None,
+    build: |b: &Build<'_>| Provider::Novita(Client::new(b.provider, b.http.clone())),
+};
+
+/// CONTRACTS.md 2.2, 2.7
+fn wan21_spec() -> ModelSpec {
+    ModelSpec {
+        description: "Wan 2.1 on Novita: 5 s, 480p/720p, up to 3 LoRAs, image by URL only.".into(),
+        image_delivery: ImageDelivery::UrlOnly,
+        resolutions: vec![Resolution::P480, Resolution::P720],
+        aspect_ratios: vec![AspectRatio::Auto, AspectRatio::Landscape, AspectRatio::Portrait],
+        prompt_max: Some(2000),
+        negative_prompt: true,
+        negative_prompt_max: Some(2000),
+        seed: range(-1.0, 9_999_999_999.0),
+        max_loras: MAX_LORAS as u32,
+        // CONTRACTS.md 2.2: the scale range is UNKNOWN; 0-4 keeps obvious mistakes out.
+        lora_strength: range(0.0, 4.0),
+        steps: range(1.0, 40.0),
+        guidance_scale: range(0.0, 10.0),
+        flow_shift: range(1.0, 10.0),
+        safety_checker: true,
+        price: Price::unpublished("unpublished: not found on any Novita page; set [pricing.\"novita/wan2.1-i2v\"]"),
+        note: Some("Output keeps the image's aspect; aspect_ratio only picks the width x height pair. LoRA name = LoRA path.".into()),
+        ..ModelSpec::base(ProviderId::Novita, WAN21)
+    }
+}
+
+/// CONTRACTS.md 2.3, 2.7
+fn wan26_spec() -> ModelSpec {
+    ModelSpec {
+        description: "Wan 2.6 on Novita: 5/10/15 s, 720p/1080p, optional audio.".into(),
+        image_delivery: ImageDelivery::InlineDataUri,
+        image_formats: strings(&["jpeg", "png", "bmp", "webp"]),
+        image_px: range(360.0, 2000.0),
+        no_alpha: true,
+        resolutions: vec![Resolution::P720, Resolution::P1080],
+        default_resolution: Resolution::P720,
+        durations: vec![5, 10, 15],
+        prompt_max: Some(2000),
+        // CONTRACTS.md 2.3: `input.prompt` takes 0-2000 characters.
+        prompt_optional: true,
+        negative_prompt: true,
+        negative_prompt_max: Some(500),
+        seed: range(0.0, 2_147_483_647.0),
+        audio: true,
+        audio_url: true,
+        prompt_extend: true,
+        shot_type: true,
+        watermark: true,
+        price: Price::unpublished(
+            "unpublished on Novita (other vendors list $0.10/s 720p, $0.15/s 1080p); set [pricing.\"novita/wan2.6-i2v\"]",
+        ),
+        note: Some("Aspect follows the image.".into()),
+        ..ModelSpec::base(ProviderId::Novita, WAN26)
+    }
+}
 
 const WAN21: &str = "wan2.1-i2v";
 const WAN26: &str = "wan2.6-i2v";

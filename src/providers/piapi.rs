@@ -10,13 +10,144 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Reply};
-use super::{CancelOutcome, ProviderError, Snapshot, Submission};
-use crate::config::ProviderConfig;
+use super::{
+    Auth, Build, CancelOutcome, Declaration, Provider, ProviderError, Snapshot, Submission,
+    WebhookDecl,
+};
+use crate::catalog::{ImageDelivery, Lora, ModelSpec, Price, Range, range};
+use crate::config::{ProviderConfig, RateLimits};
 use crate::error::{Category, Error, snippet};
 use crate::media::ImageInput;
-use crate::model::{AspectRatio, ProviderId, Status};
+use crate::model::{AspectRatio, CreateRequest, ProviderId, Status};
 
 const MODEL: &str = "Qubico/wanx";
+
+/// PiAPI and Qubico: one upstream, two hosts.
+const WANX: &[ProviderId] = &[ProviderId::Piapi, ProviderId::Qubico];
+
+/// CONTRACTS.md 1.8: the callback names the task at `data.task_id` and carries the secret of
+/// `webhook_config` as a header.
+const WEBHOOK: WebhookDecl = WebhookDecl {
+    task_id_at: "/data/task_id",
+    secret_header: Some("x-webhook-secret"),
+};
+
+pub static PIAPI: Declaration = PIAPI_DECL;
+
+/// A `const` so that Qubico can start from it.
+const PIAPI_DECL: Declaration = Declaration {
+    id: ProviderId::Piapi,
+    name: "PiAPI",
+    key_env: Some("PIAPI_API_KEY"),
+    default_base_url: Some("https://api.piapi.ai/api/v1"),
+    auth: Auth::Header("x-api-key"),
+    // PiAPI publishes no numbers (UNKNOWN): no client-side limit; its 429s are honoured.
+    rate_limits: RateLimits::UNLIMITED,
+    models: || vec![wanx(ProviderId::Piapi)],
+    loras: || loras(ProviderId::Piapi),
+    lora_note: Some("PiAPI/Qubico take other LoRA type names as given"),
+    check: one_variant,
+    preflight: super::no_check,
+    cancels: true,
+    webhook: Some(WEBHOOK),
+    same_upstream: WANX,
+    poll_interval: None,
+    keyless_offer: None,
+    build,
+};
+
+pub static QUBICO: Declaration = Declaration {
+    id: ProviderId::Qubico,
+    name: "Qubico",
+    key_env: Some("QUBICO_API_KEY"),
+    default_base_url: Some("https://api.qubico.ai/v1"),
+    // CONTRACTS.md 1.11 (seed:qubico): 10 req/min, 100 req/h, 1000 req/day.
+    rate_limits: RateLimits {
+        per_10_seconds: None,
+        per_minute: Some(10),
+        per_hour: Some(100),
+        per_day: Some(1000),
+    },
+    models: || vec![wanx(ProviderId::Qubico)],
+    loras: || loras(ProviderId::Qubico),
+    lora_note: None,
+    ..PIAPI_DECL
+};
+
+fn build(b: &Build<'_>) -> Provider {
+    Provider::Wanx(Client::new(b.id, b.provider, b.http.clone()))
+}
+
+fn wanx(provider: ProviderId) -> ModelSpec {
+    ModelSpec {
+        description: "Wan 2.1 14B (Qubico/wanx): 5 s, 480p. end_image -> keyframe, loras -> lora, camera_motion -> control-camera variant.".into(),
+        image_delivery: ImageDelivery::InlineBase64,
+        aspect_ratios: vec![AspectRatio::Landscape, AspectRatio::Portrait],
+        // CONTRACTS.md 1.2: prompt and negative prompt limits are UNKNOWN; no local limit is
+        // enforced beyond the generic one in `validate`.
+        prompt_max: None,
+        negative_prompt: true,
+        negative_prompt_max: None,
+        // CONTRACTS.md 1.2/1.3: only single-LoRA examples are documented; allowing one is the
+        // defensive reading. Strength 0-1 is [SECONDARY].
+        max_loras: 1,
+        lora_strength: range(0.0, 1.0),
+        // CONTRACTS.md 1.4: speed 0-10, default 0.2 [SECONDARY].
+        camera_speed: range(0.0, 10.0),
+        camera_motion: true,
+        end_image: true,
+        cancel: true,
+        price: Price {
+            usd_per_video: Some(0.28),
+            usd_per_second: None,
+            source: "PiAPI/Qubico WanX docs: $0.28 per 14B generation".into(),
+        },
+        note: Some("One of end_image, loras, camera_motion per request. Cancel works only while queued (WanX support unconfirmed).".into()),
+        ..ModelSpec::base(provider, "wan2.1-i2v-14b")
+    }
+}
+
+/// CONTRACTS.md 1.3: `ghibli` is official; `inflate-effect` is [SECONDARY]. Other names are
+/// passed through as free strings, never refused locally.
+fn loras(provider: ProviderId) -> Vec<Lora> {
+    let lora = |name: &str, description: &str| Lora {
+        provider,
+        model: "wan2.1-i2v-14b".into(),
+        name: name.into(),
+        description: description.into(),
+        default_strength: 1.0,
+        strength_range: Range { min: 0.0, max: 1.0 },
+    };
+    vec![
+        lora("ghibli", "Studio Ghibli look"),
+        lora(
+            "inflate-effect",
+            "objects inflate like balloons (unconfirmed name)",
+        ),
+    ]
+}
+
+/// CONTRACTS.md 1.2: the variant is a task type; each takes one of end_image, loras and
+/// camera_motion.
+fn one_variant(req: &CreateRequest, spec: &ModelSpec) -> Result<(), Error> {
+    let chosen: Vec<&str> = [
+        ("end_image", req.end_image.is_some()),
+        ("loras", !req.loras.is_empty()),
+        ("camera_motion", req.camera_motion.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name)
+    .collect();
+    if chosen.len() > 1 {
+        return Err(Error::unsupported(format!(
+            "{} cannot combine {} in one request (each selects a different WanX task type): keep one",
+            spec.key(),
+            chosen.join(" and ")
+        )));
+    }
+    Ok(())
+}
 
 pub struct Client {
     id: ProviderId,

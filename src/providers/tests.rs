@@ -1,0 +1,291 @@
+//! Tests that name providers and models: they live here so that the modules under test name none.
+
+mod catalog {
+    use crate::catalog::*;
+    use crate::model::ProviderId;
+
+    #[test]
+    fn every_provider_has_a_model_and_defaults_are_in_range() {
+        for p in ProviderId::ALL {
+            assert_eq!(default_model(p).provider, p);
+        }
+        for m in models() {
+            assert!(m.resolutions.contains(&m.default_resolution), "{}", m.key());
+            assert!(m.durations.contains(&m.default_duration), "{}", m.key());
+            assert!(!m.price.source.is_empty());
+        }
+    }
+
+    #[test]
+    fn unpublished_prices_are_null_with_a_reason() {
+        for key in [
+            "novita/wan2.1-i2v",
+            "novita/wan2.6-i2v",
+            "apikley/wan2.2-i2v-a14b-turbo",
+        ] {
+            let m = find_key(key).unwrap();
+            assert!(!m.price.is_known(), "{key}");
+            assert!(m.price.source.contains("[pricing"), "{key}");
+        }
+        assert_eq!(
+            find_key("piapi/wan2.1-i2v-14b")
+                .unwrap()
+                .price
+                .usd_per_video,
+            Some(0.28)
+        );
+        assert_eq!(
+            find_key("local/camera-preview")
+                .unwrap()
+                .price
+                .usd_per_video,
+            Some(0.0)
+        );
+    }
+}
+
+mod config {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use secrecy::ExposeSecret;
+
+    use crate::config::*;
+    use crate::model::ProviderId;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_cli_over_env_over_file() {
+        let file: FileConfig = toml::from_str(
+            "data_dir = \"/file/data\"\noutput_dir = \"/file/out\"\n[providers.piapi]\napi_key = \"file-key\"\nbase_url = \"http://file\"\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("I2V_MCP_DATA_DIR", "/env/data"),
+            ("PIAPI_API_KEY", "env-key"),
+        ]);
+        let o = Overrides {
+            output_dir: Some("/cli/out".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_layers(file, None, &o, &e).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/env/data"));
+        assert_eq!(c.output_dir, PathBuf::from("/cli/out"));
+        let p = c.provider(ProviderId::Piapi).unwrap();
+        assert_eq!(p.api_key.as_ref().unwrap().expose_secret(), "env-key");
+        assert_eq!(p.base_url, "http://file");
+    }
+
+    #[test]
+    fn config_errors_never_echo_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let cases = [
+            // Unquoted: a syntax error on the secret's own line.
+            ("[providers.piapi]\napi_key = sk-live-SECRET123\n", "line 2"),
+            // Quoted but of the wrong type, or in the wrong place.
+            ("max_wait_seconds = \"sk-live-SECRET123\"\n", "line 1"),
+            (
+                "[providers.piapi]\napi_key = [\"sk-live-SECRET123\"]\n",
+                "line 2",
+            ),
+            (
+                "[providers.piapi]\napi_key = \"sk-live-SECRET123\n",
+                "line 2",
+            ),
+            (
+                "[providers.piapi]\napi_key = \"sk-live-SECRET123\"\napi_key = \"sk-live-SECRET123\"\n",
+                "line 3",
+            ),
+        ];
+        for (text, line) in cases {
+            std::fs::write(&path, text).unwrap();
+            let e = read_file(&path).unwrap_err();
+            assert!(
+                !e.message.contains("SECRET123"),
+                "{text:?} echoed: {}",
+                e.message
+            );
+            assert!(e.message.contains(line), "{text:?}: {}", e.message);
+            assert!(e.message.contains("config.toml"), "{}", e.message);
+        }
+        // What is wrong is still said, by key name.
+        std::fs::write(&path, "data_dri = \"/x\"\n").unwrap();
+        let e = read_file(&path).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+        assert!(e.message.contains("data_dri"), "{}", e.message);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<FileConfig>("data_dri = \"/x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = toml::from_str::<FileConfig>("[providers.piapi]\nkey = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn defaults_never_use_the_working_directory() {
+        let c = Config::from_layers(
+            FileConfig::default(),
+            None,
+            &Overrides::default(),
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(c.data_dir.is_absolute());
+        assert!(c.output_dir.starts_with(&c.data_dir));
+        assert_eq!(
+            c.provider(ProviderId::Qubico)
+                .unwrap()
+                .rate_limit
+                .per_minute,
+            Some(10)
+        );
+    }
+
+    #[test]
+    fn keys_are_not_in_debug_output() {
+        let e = env(&[("NOVITA_API_KEY", "super-secret-value")]);
+        let c =
+            Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e).unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-value"));
+        assert!(c.is_configured(ProviderId::Novita));
+        assert!(!c.is_configured(ProviderId::Piapi));
+    }
+}
+
+mod validate {
+    use crate::model::CreateRequest;
+    use crate::validate::*;
+
+    use crate::catalog::find_key;
+    use crate::error::Category;
+    use crate::model::{CameraMotion, LoraRef, Resolution};
+
+    fn req() -> CreateRequest {
+        CreateRequest {
+            image: "https://example.com/a.png".into(),
+            prompt: "a cat turns its head".into(),
+            ..CreateRequest::default()
+        }
+    }
+
+    #[test]
+    fn unsupported_parameters_name_who_supports_them() {
+        let spec = find_key("novita/wan2.1-i2v").unwrap();
+        let mut r = req();
+        r.camera_motion = Some(CameraMotion {
+            kind: "zoom_in".into(),
+            speed: None,
+        });
+        let e = check(&r, spec).unwrap_err();
+        assert_eq!(e.category, Category::Unsupported);
+        assert!(e.message.contains("piapi/wan2.1-i2v-14b"), "{}", e.message);
+        assert!(e.message.contains("local/camera-preview"), "{}", e.message);
+    }
+
+    #[test]
+    fn limits_are_named() {
+        let spec = find_key("novita/wan2.6-i2v").unwrap();
+        let mut r = req();
+        r.negative_prompt = Some("x".repeat(501));
+        let e = check(&r, spec).unwrap_err();
+        assert_eq!(e.category, Category::InvalidInput);
+        assert!(e.message.contains("at most 500"), "{}", e.message);
+
+        let mut r = req();
+        r.resolution = Some(Resolution::P480);
+        let e = check(&r, spec).unwrap_err();
+        assert!(e.message.contains("720p, 1080p"), "{}", e.message);
+
+        let spec21 = find_key("novita/wan2.1-i2v").unwrap();
+        let mut r = req();
+        r.seed = Some(9_999_999_999);
+        assert!(
+            check(&r, spec21).is_ok(),
+            "seed beyond 32 bits is valid on wan2.1"
+        );
+        r.seed = Some(10_000_000_000);
+        assert!(check(&r, spec21).is_err());
+        r.seed = None;
+        r.loras = (0..4)
+            .map(|i| LoraRef {
+                name: format!("l{i}"),
+                strength: None,
+            })
+            .collect();
+        assert!(check(&r, spec21).unwrap_err().message.contains("at most 3"));
+    }
+
+    #[test]
+    fn wanx_variants_do_not_combine() {
+        let spec = find_key("piapi/wan2.1-i2v-14b").unwrap();
+        let mut r = req();
+        r.end_image = Some("https://example.com/b.png".into());
+        assert!(check(&r, spec).is_ok());
+        r.loras = vec![LoraRef {
+            name: "ghibli".into(),
+            strength: None,
+        }];
+        let e = check(&r, spec).unwrap_err();
+        assert_eq!(e.category, Category::Unsupported);
+        assert!(e.message.contains("end_image and loras"), "{}", e.message);
+    }
+
+    #[test]
+    fn bad_motion_and_speed() {
+        let spec = find_key("local/camera-preview").unwrap();
+        let mut r = req();
+        r.camera_motion = Some(CameraMotion {
+            kind: "spin".into(),
+            speed: None,
+        });
+        assert_eq!(
+            check(&r, spec).unwrap_err().category,
+            Category::InvalidInput
+        );
+        r.camera_motion = Some(CameraMotion {
+            kind: "zoom_in".into(),
+            speed: Some(99.0),
+        });
+        assert!(
+            check(&r, spec)
+                .unwrap_err()
+                .message
+                .contains("out of range")
+        );
+    }
+}
+
+mod registry {
+    use super::super::*;
+
+    #[test]
+    fn the_registry_follows_the_enum() {
+        for id in ProviderId::ALL {
+            assert_eq!(id.decl().id, id);
+            assert!(id.same_upstream().contains(&id), "{id}");
+            assert_eq!(id.to_string(), id.as_str());
+            assert_eq!(id.as_str().parse::<ProviderId>().unwrap(), id);
+        }
+        assert_eq!(
+            "nope".parse::<ProviderId>().unwrap_err().message,
+            "unknown provider 'nope': use one of piapi, qubico, novita, apikley, local"
+        );
+        assert_eq!(
+            no_key_message(),
+            "no provider has an API key: set PIAPI_API_KEY, QUBICO_API_KEY, NOVITA_API_KEY or APIKLEY_API_KEY, or pass provider \"local\" for a free offline camera-motion preview"
+        );
+        assert_eq!(
+            lora_note(),
+            "PiAPI/Qubico take other LoRA type names as given; Novita wan2.1-i2v takes a LoRA path as the name (up to 3)."
+        );
+    }
+}
