@@ -471,8 +471,7 @@ fn pricing_example() -> String {
         return String::new();
     };
     unpriced()
-        .filter(|m| m.provider == first.provider)
-        .last()
+        .rfind(|m| m.provider == first.provider)
         .map(|m| m.key())
         .unwrap_or_default()
 }
@@ -636,10 +635,10 @@ fn hide_quoted(message: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -10,12 +10,11 @@
 //! unset. Contract: `shared/providers/CONTRACTS.md` sections 0 and 3.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::http::{self, Reply};
+use super::http::{self, Api, Reply, Stage};
 use super::{
     Acceptance, Auth, Build, Declaration, Provider, ProviderError, Snapshot, Submission,
     WebhookDecl,
@@ -99,10 +98,7 @@ fn key_env() -> &'static str {
 }
 
 pub struct Client {
-    base_url: String,
-    key: Option<secrecy::SecretString>,
-    timeout: Duration,
-    http: crate::providers::http::HttpClient,
+    api: Api,
     store: Arc<Store>,
 }
 
@@ -110,7 +106,7 @@ pub struct Client {
 
 /// CONTRACTS.md 3.2.
 #[derive(Debug, Serialize)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     model: &'static str,
     #[serde(rename = "callBackUrl", skip_serializing_if = "Option::is_none")]
     call_back_url: Option<String>,
@@ -137,7 +133,7 @@ struct Input {
 /// CONTRACTS.md 3.4 (field names from kie.ai, which Apikley mirrors).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct UploadBody {
+pub(crate) struct UploadBody {
     base64_data: String,
     upload_path: &'static str,
     file_name: String,
@@ -204,9 +200,9 @@ struct ResultJson {
 // ---- pure translation ----
 
 /// The create body, with the image already a URL (uploaded or given).
-pub(crate) fn create_body(s: &Submission<'_>, image_url: &str) -> Value {
+pub(crate) fn create_body(s: &Submission<'_>, image_url: &str) -> CreateBody {
     let req = s.req;
-    let body = CreateBody {
+    CreateBody {
         model: MODEL,
         call_back_url: s.webhook.map(|w| w.url.clone()),
         input: Input {
@@ -220,33 +216,14 @@ pub(crate) fn create_body(s: &Submission<'_>, image_url: &str) -> Value {
             seed: req.seed,
             acceleration: req.acceleration.clone(),
         },
-    };
-    serde_json::to_value(body).unwrap_or(Value::Null)
+    }
 }
 
-pub(crate) fn upload_body(img: &LocalImage) -> Value {
-    let body = UploadBody {
+pub(crate) fn upload_body(img: &LocalImage) -> UploadBody {
+    UploadBody {
         base64_data: img.data_uri(),
         upload_path: UPLOAD_DIR,
         file_name: img.file_name(),
-    };
-    serde_json::to_value(body).unwrap_or(Value::Null)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Create,
-    Poll,
-    Upload,
-}
-
-impl Stage {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stage::Create => "create",
-            Stage::Poll => "poll",
-            Stage::Upload => "image upload",
-        }
     }
 }
 
@@ -314,10 +291,7 @@ fn check(reply: &Reply, stage: Stage) -> Result<Envelope, ProviderError> {
     let body_code = env.and_then(Envelope::code).filter(|c| *c != 200);
     let code = body_code.or_else(|| (!reply.is_success()).then_some(i64::from(reply.status)));
     if let Some(code) = code {
-        let (category, mut acceptance) = classify_code(code);
-        if stage == Stage::Upload {
-            acceptance = Acceptance::Rejected;
-        }
+        let (category, acceptance) = classify_code(code);
         let text = env
             .map(Envelope::text)
             .filter(|t| !t.is_empty())
@@ -331,29 +305,11 @@ fn check(reply: &Reply, stage: Stage) -> Result<Envelope, ProviderError> {
             ),
         );
         error.next_step = next_step(category, stage);
-        let pe = match acceptance {
-            Acceptance::Rejected => ProviderError::rejected(error),
-            Acceptance::Unknown => ProviderError::unknown(error),
-        };
-        return Err(pe.with_retry_after(reply.retry_after()));
+        let maybe_taken =
+            acceptance == Acceptance::Unknown && stage.acceptance(true) == Acceptance::Unknown;
+        return Err(http::settle(error, maybe_taken, reply));
     }
-    parsed.map_err(|e| {
-        let what = stage.as_str();
-        let message = format!(
-            "{what}: the Apikley answer does not parse ({e}); it began: {}",
-            snippet(&reply.body)
-        );
-        match stage {
-            // A 2xx to a create that we cannot read: the task may exist.
-            Stage::Create => ProviderError::unknown(Error::new(Category::SubmitUnknown, message)),
-            Stage::Poll => {
-                ProviderError::unknown(Error::new(Category::ProviderUnavailable, message))
-            }
-            Stage::Upload => {
-                ProviderError::rejected(Error::new(Category::ProviderUnavailable, message))
-            }
-        }
-    })
+    parsed.or_else(|_| http::parse(reply, stage, "Apikley"))
 }
 
 fn data_str<'a>(env: &'a Envelope, field: &str) -> Option<&'a str> {
@@ -463,19 +419,12 @@ pub(crate) fn parse_task(reply: &Reply) -> Result<Snapshot, ProviderError> {
             // A result we cannot read is an error (polling goes on), not a failed task: the
             // video exists and was paid for.
             let urls = result_urls(record.result_json.as_ref()).map_err(unreadable)?;
-            match urls.into_iter().next() {
-                Some(url) => snap.video_url = Some(url),
-                None => {
-                    snap.status = Status::Failed;
-                    snap.error = Some(
-                        Error::new(
-                            Category::GenerationFailed,
-                            "Apikley reported success without a result URL (resultJson.resultUrls is empty)",
-                        )
-                        .with_next_step("create a new task; if it happens again, contact Apikley support"),
-                    );
-                }
-            }
+            snap.require_video(urls.into_iter().next(), || {
+                http::no_video(
+                    "Apikley reported success without a result URL (resultJson.resultUrls is empty)",
+                    "create a new task; if it happens again, contact Apikley support",
+                )
+            });
         }
         Status::Failed => {
             let code = match &record.fail_code {
@@ -483,13 +432,7 @@ pub(crate) fn parse_task(reply: &Reply) -> Result<Snapshot, ProviderError> {
                 Some(Value::Number(n)) => format!(" (code {n})"),
                 _ => String::new(),
             };
-            let msg = record
-                .fail_msg
-                .filter(|m| !m.trim().is_empty())
-                .unwrap_or_else(|| "no reason given".into());
-            snap.error = Some(http::generation_failed(format!(
-                "Apikley generation failed{code}: {msg}"
-            )));
+            snap.error = Some(http::failed_because("Apikley", &code, record.fail_msg));
         }
         Status::Queued | Status::Running | Status::Cancelled => {}
     }
@@ -497,22 +440,11 @@ pub(crate) fn parse_task(reply: &Reply) -> Result<Snapshot, ProviderError> {
 }
 
 impl Client {
-    pub fn new(
-        cfg: &ProviderConfig,
-        http: crate::providers::http::HttpClient,
-        store: Arc<Store>,
-    ) -> Self {
+    pub fn new(cfg: &ProviderConfig, http: http::HttpClient, store: Arc<Store>) -> Self {
         Client {
-            base_url: cfg.base_url.trim_end_matches('/').to_string(),
-            key: cfg.api_key.clone(),
-            timeout: cfg.timeout,
-            http,
+            api: Api::new(ProviderId::Apikley, cfg, http),
             store,
         }
-    }
-
-    fn key(&self) -> Result<String, ProviderError> {
-        http::api_key(self.key.as_ref(), ProviderId::Apikley)
     }
 
     /// A URL Apikley can read for a local image: cached while the upload lives, else uploaded.
@@ -524,17 +456,10 @@ impl Client {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "upload cache unreadable; uploading again"),
         }
-        let req = self
-            .http
-            .post(format!("{}{UPLOAD_PATH}", self.base_url))
-            .bearer_auth(self.key()?)
-            .json(&upload_body(img));
-        let reply = http::send(req, self.timeout, "image upload")
-            .await
-            .map_err(|mut pe| {
-                pe.acceptance = Acceptance::Rejected;
-                pe
-            })?;
+        let reply = self
+            .api
+            .post(UPLOAD_PATH, &upload_body(img), Stage::Upload)
+            .await?;
         let url = parse_upload(&reply)?;
         if let Err(e) = self.store.upload_put(
             ProviderId::Apikley,
@@ -548,27 +473,22 @@ impl Client {
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
-        let key = self.key()?;
         let image_url = match s.image {
             ImageInput::Url(u) => u.clone(),
             ImageInput::Local(img) => self.image_url(img).await?,
         };
-        let req = self
-            .http
-            .post(format!("{}{CREATE_PATH}", self.base_url))
-            .bearer_auth(key)
-            .json(&create_body(s, &image_url));
-        let reply = http::send(req, self.timeout, "create").await?;
+        let reply = self
+            .api
+            .post(CREATE_PATH, &create_body(s, &image_url), Stage::Create)
+            .await?;
         parse_create(&reply)
     }
 
     pub async fn poll(&self, ptid: &str) -> Result<Snapshot, ProviderError> {
-        let req = self
-            .http
-            .get(format!("{}{RECORD_PATH}", self.base_url))
-            .query(&[("taskId", ptid)])
-            .bearer_auth(self.key()?);
-        let reply = http::send(req, self.timeout, "poll").await?;
+        let reply = self
+            .api
+            .get(RECORD_PATH, &[("taskId", ptid)], Stage::Poll)
+            .await?;
         parse_task(&reply)
     }
 }
@@ -576,27 +496,29 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::find_key;
     use crate::media::Format;
     use crate::model::{AspectRatio, CreateRequest, Resolution};
     use crate::providers::Webhook;
     use reqwest::header::HeaderMap;
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// The bodies as sent, for comparing with the contract's JSON.
+    fn create_body(s: &Submission<'_>, image_url: &str) -> Value {
+        serde_json::to_value(super::create_body(s, image_url)).unwrap()
+    }
+
+    fn upload_body(img: &LocalImage) -> Value {
+        serde_json::to_value(super::upload_body(img)).unwrap()
+    }
 
     fn sub<'a>(
         req: &'a CreateRequest,
         image: &'a ImageInput,
         webhook: Option<&'a Webhook>,
     ) -> Submission<'a> {
-        Submission {
-            task_id: "t",
-            req,
-            spec: find_key("apikley/wan2.2-i2v-a14b-turbo").unwrap(),
-            image,
-            end_image: None,
-            webhook,
-        }
+        crate::providers::submission("apikley/wan2.2-i2v-a14b-turbo", req, image, None, webhook)
     }
 
     fn local() -> Arc<LocalImage> {
@@ -881,20 +803,17 @@ mod tests {
         }
     }
 
-    /// The async part against a loopback stand-in: a local image is uploaded once, its URL is
-    /// reused from the journal for the next task, and the create carries it.
-    #[tokio::test]
-    async fn local_images_are_uploaded_once() {
+    #[derive(Default)]
+    struct Seen {
+        uploads: AtomicUsize,
+        creates: std::sync::Mutex<Vec<Value>>,
+    }
+
+    /// A loopback stand-in for upload and create that records what it was sent.
+    fn stand_in(seen: Arc<Seen>) -> axum::Router {
         use axum::extract::{Json, State};
         use axum::routing::post;
-
-        #[derive(Default)]
-        struct Seen {
-            uploads: AtomicUsize,
-            creates: std::sync::Mutex<Vec<Value>>,
-        }
-        let seen = Arc::new(Seen::default());
-        let app = axum::Router::new()
+        axum::Router::new()
             .route(
                 "/file-upload/api/file-base64-upload",
                 post(|State(s): State<Arc<Seen>>, Json(b): Json<Value>| async move {
@@ -914,12 +833,11 @@ mod tests {
                     r#"{"code":200,"msg":"success","data":{"taskId":"task_wan_1"}}"#
                 }),
             )
-            .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+            .with_state(seen)
+    }
 
-        let dir = tempfile::tempdir().unwrap();
+    /// A client for `addr` with a fresh journal in `dir`.
+    fn client_at(addr: std::net::SocketAddr, dir: &tempfile::TempDir) -> (Client, Arc<Store>) {
         let store = Arc::new(Store::open(&dir.path().join("journal.sqlite")).unwrap());
         let cfg = ProviderConfig {
             api_key: Some("k".to_string().into()),
@@ -927,7 +845,24 @@ mod tests {
             timeout: Duration::from_secs(5),
             rate_limit: Default::default(),
         };
-        let client = Client::new(&cfg, http::client().unwrap(), store.clone());
+        (
+            Client::new(&cfg, http::client().unwrap(), store.clone()),
+            store,
+        )
+    }
+
+    /// The async part against a loopback stand-in: a local image is uploaded once, its URL is
+    /// reused from the journal for the next task, and the create carries it.
+    #[tokio::test]
+    async fn local_images_are_uploaded_once() {
+        let seen = Arc::new(Seen::default());
+        let app = stand_in(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = tempfile::tempdir().unwrap();
+        let (client, store) = client_at(addr, &dir);
         let img = ImageInput::Local(local());
         let req = CreateRequest {
             prompt: "p".into(),
@@ -973,14 +908,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("journal.sqlite")).unwrap());
-        let cfg = ProviderConfig {
-            api_key: Some("k".to_string().into()),
-            base_url: format!("http://{addr}"),
-            timeout: Duration::from_secs(5),
-            rate_limit: Default::default(),
-        };
-        let client = Client::new(&cfg, http::client().unwrap(), store);
+        let (client, _store) = client_at(addr, &dir);
         let img = ImageInput::Local(local());
         let req = CreateRequest::default();
         let pe = tokio::time::timeout(

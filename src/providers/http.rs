@@ -1,5 +1,8 @@
-//! What every HTTP provider shares: one client, sending with a classification of failures into
-//! "surely not accepted" and "maybe accepted", Retry-After, and the generic status-code mapping.
+//! The one runner for HTTP providers: one client, [`Api`] sending typed bodies with the auth the
+//! provider declares, and the rules written once: which failures surely did not reach the
+//! provider (`Rejected`) and which may have (`Unknown`), error bodies kept (truncated) in the
+//! error, an answer that does not parse, and "succeeded without a video URL is failed".
+//! Provider modules keep the pure translation and their own reading of error bodies.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -7,8 +10,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 
-use super::ProviderError;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Acceptance, Auth, ProviderError};
+use crate::config::ProviderConfig;
 use crate::error::{Category, Error, snippet};
+use crate::model::ProviderId;
 
 /// The one HTTP client, shared by every provider and the downloader, built on first use (with
 /// explicit timeouts): loading the system's CA roots costs time and memory that a server which
@@ -47,27 +57,197 @@ pub fn client() -> Result<HttpClient, Error> {
 }
 
 /// The API key of a provider, or the `auth` error that says how to set it.
-pub fn api_key(
-    key: Option<&secrecy::SecretString>,
-    provider: crate::model::ProviderId,
-) -> Result<String, ProviderError> {
-    use secrecy::ExposeSecret;
+pub fn api_key(key: Option<&SecretString>, provider: ProviderId) -> Result<String, ProviderError> {
     key.map(|k| k.expose_secret().to_string()).ok_or_else(|| {
+        let keyless =
+            super::keyless().map_or(String::new(), |d| format!(" or use provider \"{}\"", d.id));
         ProviderError::rejected(
             Error::new(Category::Auth, format!("no API key for {provider}")).with_next_step(
-                format!(
-                    "set {} or use provider \"local\"",
-                    provider.key_env().unwrap_or_default()
-                ),
+                format!("set {}{keyless}", provider.key_env().unwrap_or_default()),
             ),
         )
     })
+}
+
+/// What a request is for: it decides what a failure means for the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Create,
+    Poll,
+    Cancel,
+    /// An upload before a create: nothing is created or paid when it fails.
+    Upload,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Create => "create",
+            Stage::Poll => "poll",
+            Stage::Cancel => "cancel",
+            Stage::Upload => "image upload",
+        }
+    }
+
+    /// THE rule: whether a failed request may have been taken by the provider. `reached`: it was
+    /// sent and the answer (if any) does not say surely not. An upload never creates a task.
+    pub fn acceptance(self, reached: bool) -> Acceptance {
+        match self {
+            Stage::Upload => Acceptance::Rejected,
+            Stage::Create | Stage::Poll | Stage::Cancel if reached => Acceptance::Unknown,
+            Stage::Create | Stage::Poll | Stage::Cancel => Acceptance::Rejected,
+        }
+    }
+}
+
+/// An answer that does not parse (or lacks what it must hold): after a 2xx to a create the task
+/// may exist (`submit_unknown`); a poll goes on polling; an upload created nothing.
+pub fn unreadable(stage: Stage, message: String) -> ProviderError {
+    let category = match stage {
+        Stage::Create => Category::SubmitUnknown,
+        Stage::Poll | Stage::Cancel | Stage::Upload => Category::ProviderUnavailable,
+    };
+    let error = Error::new(category, message);
+    match stage.acceptance(true) {
+        Acceptance::Unknown => ProviderError::unknown(error),
+        Acceptance::Rejected => ProviderError::rejected(error),
+    }
+}
+
+/// Parse an answer as `O`, or [`unreadable`] with what the body began with.
+pub fn parse<O: DeserializeOwned>(
+    reply: &Reply,
+    stage: Stage,
+    whose: &str,
+) -> Result<O, ProviderError> {
+    serde_json::from_slice(&reply.body).map_err(|e| {
+        unreadable(
+            stage,
+            format!(
+                "{}: the {whose} answer does not parse ({e}); it began: {}",
+                stage.as_str(),
+                snippet(&reply.body)
+            ),
+        )
+    })
+}
+
+/// A task the provider reported as succeeded without a video URL: failed, since nothing can be
+/// fetched. `why` says what was missing.
+pub fn no_video(why: &str, next_step: &str) -> Error {
+    Error::new(Category::GenerationFailed, why).with_next_step(next_step)
+}
+
+/// One provider's HTTP endpoint: base URL, key, timeout and the shared client; it sends, with the
+/// auth the provider declares, and reads the whole answer. Bodies are typed: one that cannot be
+/// encoded is an error, never a `null` sent to a paid API.
+pub struct Api {
+    pub id: ProviderId,
+    base_url: String,
+    key: Option<SecretString>,
+    timeout: Duration,
+    http: HttpClient,
+}
+
+impl Api {
+    pub fn new(id: ProviderId, cfg: &ProviderConfig, http: HttpClient) -> Api {
+        Api {
+            id,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            key: cfg.api_key.clone(),
+            timeout: cfg.timeout,
+            http,
+        }
+    }
+
+    fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        Ok(match self.id.decl().auth {
+            Auth::Bearer => req.bearer_auth(api_key(self.key.as_ref(), self.id)?),
+            Auth::Header(name) => req.header(name, api_key(self.key.as_ref(), self.id)?),
+            Auth::None => req,
+        })
+    }
+
+    /// Send one request and read the whole answer, whatever its status. A failed upload is
+    /// always `Rejected` (see [`Stage::acceptance`]).
+    pub async fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        req = self.authorize(req)?;
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        send(req, self.timeout, stage.as_str())
+            .await
+            .map_err(|mut pe| {
+                if stage.acceptance(true) == Acceptance::Rejected {
+                    pe.acceptance = Acceptance::Rejected;
+                }
+                pe
+            })
+    }
+
+    /// POST a typed JSON body.
+    pub async fn post<I: Serialize>(
+        &self,
+        path: &str,
+        body: &I,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| {
+            ProviderError::rejected(Error::internal(format!(
+                "{}: cannot encode the {} request: {e}",
+                stage.as_str(),
+                self.id
+            )))
+        })?;
+        self.execute(Method::POST, path, &[], Some(bytes), stage)
+            .await
+    }
+
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
+        self.execute(Method::GET, path, query, None, stage).await
+    }
+
+    pub async fn delete(&self, path: &str, stage: Stage) -> Result<Reply, ProviderError> {
+        self.execute(Method::DELETE, path, &[], None, stage).await
+    }
 }
 
 /// A generation the provider reported as failed, with what to do about it.
 pub fn generation_failed(message: String) -> Error {
     Error::new(Category::GenerationFailed, message)
         .with_next_step("adjust the prompt or image and create a new task")
+}
+
+/// A generation `name` reported as failed, with its `code` (" (code 500)" or "") and reason
+/// (blank: "no reason given").
+pub fn failed_because(name: &str, code: &str, reason: Option<String>) -> Error {
+    let reason = reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "no reason given".into());
+    generation_failed(format!("{name} generation failed{code}: {reason}"))
 }
 
 /// A provider's raw answer.
@@ -190,7 +370,13 @@ pub fn next_step(category: Category, key_env: &str) -> Option<String> {
 pub fn failure(reply: &Reply, category: Category, message: String, key_env: &str) -> ProviderError {
     let mut error = Error::new(category, message);
     error.next_step = next_step(category, key_env);
-    let pe = if reply.status >= 500 {
+    settle(error, reply.status >= 500, reply)
+}
+
+/// A refusal read from an answer: `Unknown` when the answer leaves open that the provider took
+/// the request (`maybe_taken`), else `Rejected`; Retry-After kept.
+pub fn settle(error: Error, maybe_taken: bool, reply: &Reply) -> ProviderError {
+    let pe = if maybe_taken {
         ProviderError::unknown(error)
     } else {
         ProviderError::rejected(error)

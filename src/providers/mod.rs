@@ -325,6 +325,18 @@ impl Snapshot {
             raw_status: raw_status.into(),
         }
     }
+
+    /// A success must carry a video URL: without one (`None` or blank) the task failed, with
+    /// `missing` as the error, since there is nothing to fetch.
+    pub fn require_video(&mut self, url: Option<String>, missing: impl FnOnce() -> Error) {
+        match url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => self.video_url = Some(url),
+            None => {
+                self.status = Status::Failed;
+                self.error = Some(missing());
+            }
+        }
+    }
 }
 
 /// Where a provider should call back, when the server has a public URL (HTTP mode).
@@ -342,6 +354,25 @@ pub struct Submission<'a> {
     pub image: &'a ImageInput,
     pub end_image: Option<&'a ImageInput>,
     pub webhook: Option<&'a Webhook>,
+}
+
+/// A submission of `req` to the model `key` ("provider/model"), for tests.
+#[cfg(test)]
+pub(crate) fn submission<'a>(
+    key: &str,
+    req: &'a CreateRequest,
+    image: &'a ImageInput,
+    end_image: Option<&'a ImageInput>,
+    webhook: Option<&'a Webhook>,
+) -> Submission<'a> {
+    Submission {
+        task_id: "t",
+        req,
+        spec: crate::catalog::find_key(key).unwrap(),
+        image,
+        end_image,
+        webhook,
+    }
 }
 
 pub enum CancelOutcome {

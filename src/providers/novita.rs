@@ -8,12 +8,10 @@
 //! https://novita.ai/docs/guides/error. Pricing: none published for either endpoint (CONTRACTS.md
 //! 2.7), so the catalog leaves it unset. Contract: `shared/providers/CONTRACTS.md` sections 0 and 2.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::http::{self, Reply};
+use super::http::{self, Api, Reply, Stage};
 use super::{Auth, Build, Declaration, Provider, ProviderError, Snapshot, Submission, WebhookDecl};
 use crate::catalog::{ImageDelivery, ModelSpec, Price, range, strings};
 use crate::config::{ProviderConfig, RateLimits};
@@ -113,17 +111,14 @@ fn key_env() -> &'static str {
 }
 
 pub struct Client {
-    base_url: String,
-    key: Option<secrecy::SecretString>,
-    timeout: Duration,
-    http: crate::providers::http::HttpClient,
+    api: Api,
 }
 
 // ---- wire types (private to this provider) ----
 
 /// CONTRACTS.md 2.2 (Wan 2.1).
 #[derive(Debug, Serialize)]
-struct Wan21Body {
+pub(crate) struct Wan21Body {
     /// Required by the seed revision, absent from the newer one: always sent (CONTRACTS.md 2.2).
     model_name: &'static str,
     image_url: String,
@@ -166,9 +161,17 @@ struct WebhookOut {
     url: String,
 }
 
+/// The body of either endpoint, serialised as itself.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum CreateBody {
+    Wan21(Wan21Body),
+    Wan26(Wan26Body),
+}
+
 /// CONTRACTS.md 2.3 (Wan 2.6).
 #[derive(Debug, Serialize)]
-struct Wan26Body {
+pub(crate) struct Wan26Body {
     input: Wan26Input,
     parameters: Wan26Parameters,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,7 +294,7 @@ fn extra(s: &Submission<'_>) -> Option<Extra> {
     })
 }
 
-fn wan21_body(s: &Submission<'_>) -> Result<Value, Error> {
+fn wan21_body(s: &Submission<'_>) -> Result<Wan21Body, Error> {
     let req = s.req;
     let image_url = match s.image {
         ImageInput::Url(u) => u.clone(),
@@ -332,10 +335,10 @@ fn wan21_body(s: &Submission<'_>) -> Result<Value, Error> {
         enable_safety_checker: req.safety_checker,
         extra: extra(s),
     };
-    to_value(body)
+    Ok(body)
 }
 
-fn wan26_body(s: &Submission<'_>) -> Result<Value, Error> {
+fn wan26_body(s: &Submission<'_>) -> Result<Wan26Body, Error> {
     let req = s.req;
     let img_url = match s.image {
         ImageInput::Url(u) => u.clone(),
@@ -362,19 +365,14 @@ fn wan26_body(s: &Submission<'_>) -> Result<Value, Error> {
         // shown in the 2.6 schema (unverified). The webhook is only a hint; polling confirms.
         extra: extra(s),
     };
-    to_value(body)
-}
-
-fn to_value(body: impl Serialize) -> Result<Value, Error> {
-    serde_json::to_value(body)
-        .map_err(|e| Error::internal(format!("cannot encode the Novita request: {e}")))
+    Ok(body)
 }
 
 /// The endpoint path and body for a submission, chosen by model.
-pub(crate) fn create_request(s: &Submission<'_>) -> Result<(&'static str, Value), Error> {
+pub(crate) fn create_request(s: &Submission<'_>) -> Result<(&'static str, CreateBody), Error> {
     match s.spec.model.as_str() {
-        WAN21 => Ok((WAN21_PATH, wan21_body(s)?)),
-        WAN26 => Ok((WAN26_PATH, wan26_body(s)?)),
+        WAN21 => Ok((WAN21_PATH, CreateBody::Wan21(wan21_body(s)?))),
+        WAN26 => Ok((WAN26_PATH, CreateBody::Wan26(wan26_body(s)?))),
         other => Err(Error::unsupported(format!(
             "novita has no model '{other}': use {WAN21} or {WAN26}"
         ))),
@@ -445,24 +443,8 @@ pub(crate) fn parse_task(body: &[u8], now_ms: i64) -> Result<Snapshot, Error> {
             ),
         ));
     };
-    let raw = task.status.clone();
-    let status = match raw.as_str() {
-        "TASK_STATUS_QUEUED" => Status::Queued,
-        "TASK_STATUS_PROCESSING" => Status::Running,
-        "TASK_STATUS_SUCCEED" => Status::Succeeded,
-        "TASK_STATUS_FAILED" => Status::Failed,
-        // CONTRACTS.md section 0: anything else keeps polling. This includes
-        // `TASK_STATUS_CANCELED`, which only third-party code checks: keeping on polling never
-        // drops a video that is still coming, and the watcher's total time bounds the wait.
-        other => {
-            tracing::warn!(
-                status = other,
-                "unknown Novita task status; treating as running"
-            );
-            Status::Running
-        }
-    };
-    let mut snap = Snapshot::new(status, raw);
+    let status = status_of(&task.status);
+    let mut snap = Snapshot::new(status, task.status.clone());
     snap.progress = task
         .progress_percent
         .map(|p| u8::try_from(p.clamp(0, 100)).unwrap_or(0));
@@ -478,37 +460,39 @@ pub(crate) fn parse_task(body: &[u8], now_ms: i64) -> Result<Snapshot, Error> {
                 .iter()
                 .flatten()
                 .find(|v| v.video_url.as_deref().is_some_and(|u| !u.trim().is_empty()));
-            match video {
-                Some(v) => {
-                    snap.video_url = v.video_url.clone();
-                    snap.url_expires_at = expires_at(v.video_url_ttl.as_ref(), now_ms);
-                }
-                None => {
-                    snap.status = Status::Failed;
-                    snap.error = Some(
-                        Error::new(
-                            Category::GenerationFailed,
-                            "Novita reported success without a video_url",
-                        )
-                        .with_next_step(
-                            "create a new task; if it happens again, try the other model",
-                        ),
-                    );
-                }
-            }
+            snap.url_expires_at = video.and_then(|v| expires_at(v.video_url_ttl.as_ref(), now_ms));
+            snap.require_video(video.and_then(|v| v.video_url.clone()), || {
+                http::no_video(
+                    "Novita reported success without a video_url",
+                    "create a new task; if it happens again, try the other model",
+                )
+            });
         }
         Status::Failed => {
-            let reason = task
-                .reason
-                .filter(|r| !r.trim().is_empty())
-                .unwrap_or_else(|| "no reason given".into());
-            snap.error = Some(http::generation_failed(format!(
-                "Novita generation failed: {reason}"
-            )));
+            snap.error = Some(http::failed_because("Novita", "", task.reason));
         }
         Status::Queued | Status::Running | Status::Cancelled => {}
     }
     Ok(snap)
+}
+
+/// CONTRACTS.md section 0: anything unknown keeps polling. This includes
+/// `TASK_STATUS_CANCELED`, which only third-party code checks: keeping on polling never drops a
+/// video that is still coming, and the watcher's total time bounds the wait.
+fn status_of(raw: &str) -> Status {
+    match raw {
+        "TASK_STATUS_QUEUED" => Status::Queued,
+        "TASK_STATUS_PROCESSING" => Status::Running,
+        "TASK_STATUS_SUCCEED" => Status::Succeeded,
+        "TASK_STATUS_FAILED" => Status::Failed,
+        other => {
+            tracing::warn!(
+                status = other,
+                "unknown Novita task status; treating as running"
+            );
+            Status::Running
+        }
+    }
 }
 
 /// CONTRACTS.md 2.5: the category a `reason` means; an unknown reason goes by HTTP status.
@@ -598,41 +582,27 @@ fn failure(reply: &Reply, what: &str) -> ProviderError {
 }
 
 impl Client {
-    pub fn new(cfg: &ProviderConfig, http: crate::providers::http::HttpClient) -> Self {
+    pub fn new(cfg: &ProviderConfig, http: http::HttpClient) -> Self {
         Client {
-            base_url: cfg.base_url.trim_end_matches('/').to_string(),
-            key: cfg.api_key.clone(),
-            timeout: cfg.timeout,
-            http,
+            api: Api::new(ProviderId::Novita, cfg, http),
         }
-    }
-
-    fn key(&self) -> Result<String, ProviderError> {
-        http::api_key(self.key.as_ref(), ProviderId::Novita)
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
         let (path, body) = create_request(s).map_err(ProviderError::rejected)?;
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base_url))
-            .bearer_auth(self.key()?)
-            .json(&body);
-        let reply = http::send(req, self.timeout, "create").await?;
+        let reply = self.api.post(path, &body, Stage::Create).await?;
         if !reply.is_success() {
             return Err(failure(&reply, "create"));
         }
         // A 2xx whose body we cannot read: the task may exist upstream.
-        parse_create(&reply.body).map_err(ProviderError::unknown)
+        parse_create(&reply.body).map_err(|e| http::unreadable(Stage::Create, e.message))
     }
 
     pub async fn poll(&self, ptid: &str) -> Result<Snapshot, ProviderError> {
-        let req = self
-            .http
-            .get(format!("{}{RESULT_PATH}", self.base_url))
-            .query(&[("task_id", ptid)])
-            .bearer_auth(self.key()?);
-        let reply = http::send(req, self.timeout, "poll").await?;
+        let reply = self
+            .api
+            .get(RESULT_PATH, &[("task_id", ptid)], Stage::Poll)
+            .await?;
         if !reply.is_success() {
             return Err(failure(&reply, "poll"));
         }
@@ -649,13 +619,18 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::find_key;
     use crate::media::{Format, LocalImage};
     use crate::model::{CreateRequest, LoraRef};
     use crate::providers::{Acceptance, Webhook};
     use reqwest::header::HeaderMap;
     use serde_json::json;
     use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The path and the body as sent, for comparing with the contract's JSON.
+    fn create_request(s: &Submission<'_>) -> Result<(&'static str, Value), Error> {
+        super::create_request(s).map(|(p, b)| (p, serde_json::to_value(b).unwrap()))
+    }
 
     fn sub<'a>(
         model: &str,
@@ -663,14 +638,7 @@ mod tests {
         image: &'a ImageInput,
         webhook: Option<&'a Webhook>,
     ) -> Submission<'a> {
-        Submission {
-            task_id: "t",
-            req,
-            spec: find_key(&format!("novita/{model}")).unwrap(),
-            image,
-            end_image: None,
-            webhook,
-        }
+        crate::providers::submission(&format!("novita/{model}"), req, image, None, webhook)
     }
 
     fn png_image() -> ImageInput {

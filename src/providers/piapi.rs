@@ -4,12 +4,10 @@
 //! unified schema https://piapi.ai/docs/unified-api-schema. Pricing: $0.28 per 14B generation
 //! (same pages). Contract: `shared/providers/CONTRACTS.md` section 1.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::http::{self, Reply};
+use super::http::{self, Api, Reply, Stage};
 use super::{
     Auth, Build, CancelOutcome, Declaration, Provider, ProviderError, Snapshot, Submission,
     WebhookDecl,
@@ -150,17 +148,13 @@ fn one_variant(req: &CreateRequest, spec: &ModelSpec) -> Result<(), Error> {
 }
 
 pub struct Client {
-    id: ProviderId,
-    base_url: String,
-    key: Option<secrecy::SecretString>,
-    timeout: Duration,
-    http: crate::providers::http::HttpClient,
+    api: Api,
 }
 
 // ---- wire types (private to this provider) ----
 
 #[derive(Debug, Serialize)]
-struct CreateBody<'a> {
+pub(crate) struct CreateBody<'a> {
     model: &'a str,
     task_type: &'static str,
     input: Input,
@@ -272,7 +266,7 @@ fn image_value(img: &ImageInput) -> String {
 }
 
 /// The create body for a submission.
-pub(crate) fn create_body(s: &Submission<'_>) -> Value {
+pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody<'static> {
     let tt = task_type(s);
     let mut input = Input {
         prompt: s.req.prompt.clone(),
@@ -305,7 +299,7 @@ pub(crate) fn create_body(s: &Submission<'_>) -> Value {
             motion_speed: cm.speed.unwrap_or(0.2),
         }];
     }
-    let body = CreateBody {
+    CreateBody {
         model: MODEL,
         task_type: tt,
         input,
@@ -315,8 +309,7 @@ pub(crate) fn create_body(s: &Submission<'_>) -> Value {
                 secret: w.secret.clone(),
             },
         }),
-    };
-    serde_json::to_value(body).unwrap_or(Value::Null)
+    }
 }
 
 /// The provider task id from either create shape (CONTRACTS.md 1.5).
@@ -375,20 +368,18 @@ pub(crate) fn parse_task(t: &WireTask) -> Snapshot {
     };
     let mut snap = Snapshot::new(status, raw);
     if status == Status::Succeeded {
-        snap.video_url = t
+        let url = t
             .output
             .as_ref()
             .and_then(|o| o.get("video_url"))
             .and_then(Value::as_str)
-            .filter(|u| !u.is_empty())
             .map(String::from);
-        if snap.video_url.is_none() {
-            snap.status = Status::Failed;
-            snap.error = Some(Error::new(
+        snap.require_video(url, || {
+            Error::new(
                 Category::GenerationFailed,
                 "the provider reported completion without a video_url",
-            ));
-        }
+            )
+        });
     }
     if status == Status::Failed {
         let (code, message) = t
@@ -438,50 +429,32 @@ fn failure(id: ProviderId, reply: &Reply, what: &str) -> ProviderError {
 }
 
 impl Client {
-    pub fn new(
-        id: ProviderId,
-        cfg: &ProviderConfig,
-        http: crate::providers::http::HttpClient,
-    ) -> Self {
+    pub fn new(id: ProviderId, cfg: &ProviderConfig, http: http::HttpClient) -> Self {
         Client {
-            id,
-            base_url: cfg.base_url.clone(),
-            key: cfg.api_key.clone(),
-            timeout: cfg.timeout,
-            http,
+            api: Api::new(id, cfg, http),
         }
-    }
-
-    fn key(&self) -> Result<String, ProviderError> {
-        http::api_key(self.key.as_ref(), self.id)
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
-        let body = create_body(s);
-        let req = self
-            .http
-            .post(format!("{}/task", self.base_url))
-            .header("x-api-key", self.key()?)
-            .json(&body);
-        let reply = http::send(req, self.timeout, "create").await?;
+        let reply = self
+            .api
+            .post("/task", &create_body(s), Stage::Create)
+            .await?;
         if !reply.is_success() {
-            return Err(failure(self.id, &reply, "create"));
+            return Err(failure(self.api.id, &reply, "create"));
         }
         parse_create(&reply.body).map_err(|e| match e.category {
             // A 2xx whose body we cannot read: the task may exist upstream.
-            Category::SubmitUnknown => ProviderError::unknown(e),
+            Category::SubmitUnknown => http::unreadable(Stage::Create, e.message),
             _ => ProviderError::rejected(e),
         })
     }
 
     pub async fn poll(&self, ptid: &str) -> Result<Snapshot, ProviderError> {
-        let req = self
-            .http
-            .get(format!("{}/task/{}", self.base_url, ptid))
-            .header("x-api-key", self.key()?);
-        let reply = http::send(req, self.timeout, "poll").await?;
+        let path = format!("/task/{ptid}");
+        let reply = self.api.get(&path, &[], Stage::Poll).await?;
         if !reply.is_success() {
-            return Err(failure(self.id, &reply, "poll"));
+            return Err(failure(self.api.id, &reply, "poll"));
         }
         let env: Envelope = reply.json("poll").map_err(ProviderError::unknown)?;
         if let Some(code) = env.code
@@ -508,11 +481,10 @@ impl Client {
     /// CONTRACTS.md 1.7: `DELETE /task/{id}`, only while pending; WanX support is unconfirmed, so
     /// anything but `code == 200` means "not cancelled" and the task keeps being watched.
     pub async fn cancel(&self, ptid: &str) -> Result<CancelOutcome, ProviderError> {
-        let req = self
-            .http
-            .delete(format!("{}/task/{}", self.base_url, ptid))
-            .header("x-api-key", self.key()?);
-        let reply = http::send(req, self.timeout, "cancel").await?;
+        let reply = self
+            .api
+            .delete(&format!("/task/{ptid}"), Stage::Cancel)
+            .await?;
         let env: Option<Envelope> = serde_json::from_slice(&reply.body).ok();
         let ok = reply.is_success() && env.as_ref().and_then(|e| e.code).unwrap_or(200) == 200;
         if ok {
@@ -523,7 +495,7 @@ impl Client {
                 .unwrap_or_else(|| snippet(&reply.body));
             Ok(CancelOutcome::NotCancelled(format!(
                 "{} refused the cancel (HTTP {}: {msg}); only queued tasks can be cancelled",
-                self.id, reply.status
+                self.api.id, reply.status
             )))
         }
     }
@@ -532,24 +504,21 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::find_key;
     use crate::media::LocalImage;
     use crate::model::{CameraMotion, CreateRequest, LoraRef};
     use std::sync::Arc;
+
+    /// The body as sent, for comparing with the contract's JSON.
+    fn create_body(s: &Submission<'_>) -> Value {
+        serde_json::to_value(super::create_body(s)).unwrap()
+    }
 
     fn sub<'a>(
         req: &'a CreateRequest,
         image: &'a ImageInput,
         end: Option<&'a ImageInput>,
     ) -> Submission<'a> {
-        Submission {
-            task_id: "t",
-            req,
-            spec: find_key("piapi/wan2.1-i2v-14b").unwrap(),
-            image,
-            end_image: end,
-            webhook: None,
-        }
+        crate::providers::submission("piapi/wan2.1-i2v-14b", req, image, end, None)
     }
 
     #[test]

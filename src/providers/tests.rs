@@ -45,7 +45,6 @@ mod catalog {
 }
 
 mod config {
-    use std::collections::BTreeMap;
     use std::path::PathBuf;
 
     use secrecy::ExposeSecret;
@@ -53,12 +52,7 @@ mod config {
     use crate::config::*;
     use crate::model::ProviderId;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::tests::env;
 
     #[test]
     fn precedence_cli_over_env_over_file() {
