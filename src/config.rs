@@ -233,8 +233,8 @@ pub struct PollSchedule {
 
 impl Default for PollSchedule {
     fn default() -> Self {
-        // CONTRACTS.md: Apikley advises 2-3 s at first, 5-10 s later, 15-30 s after 2 min, give up
-        // after 10-15 min; PiAPI's own server polls for up to 15 min. We watch for 30 min.
+        // CONTRACTS.md (1.6, 3.3): providers advise 2-3 s at first, 5-10 s later, 15-30 s after
+        // 2 min, give up after 10-15 min; one's own server polls for up to 15 min. We watch 30 min.
         PollSchedule {
             first: Duration::from_secs(2),
             max: Duration::from_secs(20),
