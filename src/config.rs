@@ -406,7 +406,7 @@ fn providers(
     env: &dyn Env,
 ) -> Result<BTreeMap<ProviderId, ProviderConfig>, Error> {
     let mut providers = BTreeMap::new();
-    for id in ProviderId::ALL {
+    for &id in ProviderId::ALL {
         let decl = id.decl();
         let fp = file_providers.remove(&id).unwrap_or_default();
         let key_env = fp.api_key_env.clone().or(decl.key_env.map(String::from));

@@ -179,7 +179,8 @@ impl Core {
             return Ok(p);
         }
         ProviderId::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|p| p.decl().needs_key() && self.cfg.is_configured(*p))
             .ok_or_else(|| Error::new(Category::Auth, providers::no_key_message()))
     }

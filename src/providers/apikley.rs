@@ -499,7 +499,6 @@ mod tests {
     use crate::media::Format;
     use crate::model::{AspectRatio, CreateRequest, Resolution};
     use crate::providers::Webhook;
-    use reqwest::header::HeaderMap;
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
@@ -533,13 +532,7 @@ mod tests {
         })
     }
 
-    fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            body: bytes::Bytes::from(body.to_string()),
-        }
-    }
+    use crate::providers::http::reply;
 
     fn ok(body: &str) -> Reply {
         reply(200, body)

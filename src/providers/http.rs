@@ -384,6 +384,16 @@ pub fn settle(error: Error, maybe_taken: bool, reply: &Reply) -> ProviderError {
     pe.with_retry_after(reply.retry_after())
 }
 
+/// An answer with `status` and `body`, for tests.
+#[cfg(test)]
+pub(crate) fn reply(status: u16, body: &str) -> Reply {
+    Reply {
+        status,
+        headers: HeaderMap::new(),
+        body: Bytes::from(body.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

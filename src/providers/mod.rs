@@ -58,7 +58,7 @@ pub enum ProviderId {
 }
 
 /// Every provider's declaration, one line each, in `ProviderId` order (tested).
-static REGISTRY: [&Declaration; 5] = [
+static REGISTRY: &[&Declaration] = &[
     &piapi::PIAPI,
     &piapi::QUBICO,
     &novita::DECL,
@@ -67,13 +67,8 @@ static REGISTRY: [&Declaration; 5] = [
 ];
 
 impl ProviderId {
-    pub const ALL: [ProviderId; 5] = [
-        ProviderId::Piapi,
-        ProviderId::Qubico,
-        ProviderId::Novita,
-        ProviderId::Apikley,
-        ProviderId::Local,
-    ];
+    /// Every provider, in declaration order.
+    pub const ALL: &'static [ProviderId] = <ProviderId as strum::VariantArray>::VARIANTS;
 
     /// What this provider declares about itself.
     pub fn decl(self) -> &'static Declaration {
@@ -109,7 +104,8 @@ impl std::str::FromStr for ProviderId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         ProviderId::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
                 let names: Vec<&str> = ProviderId::ALL.iter().map(|p| p.as_str()).collect();

@@ -622,7 +622,6 @@ mod tests {
     use crate::media::{Format, LocalImage};
     use crate::model::{CreateRequest, LoraRef};
     use crate::providers::{Acceptance, Webhook};
-    use reqwest::header::HeaderMap;
     use serde_json::json;
     use std::sync::Arc;
     use std::time::Duration;
@@ -653,13 +652,7 @@ mod tests {
         }))
     }
 
-    fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            body: bytes::Bytes::from(body.to_string()),
-        }
-    }
+    use crate::providers::http::reply;
 
     #[test]
     fn wan21_body_with_loras_big_seed_and_720p_portrait() {

@@ -6,7 +6,7 @@ mod catalog {
 
     #[test]
     fn every_provider_has_a_model_and_defaults_are_in_range() {
-        for p in ProviderId::ALL {
+        for &p in ProviderId::ALL {
             assert_eq!(default_model(p).provider, p);
         }
         for m in models() {
@@ -350,7 +350,7 @@ mod registry {
 
     #[test]
     fn the_registry_follows_the_enum() {
-        for id in ProviderId::ALL {
+        for &id in ProviderId::ALL {
             assert_eq!(id.decl().id, id);
             assert!(id.same_upstream().contains(&id), "{id}");
             assert_eq!(id.to_string(), id.as_str());
