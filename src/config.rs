@@ -638,6 +638,17 @@ fn hide_quoted(message: &str) -> String {
 pub(crate) mod tests {
     use super::*;
 
+    /// The configuration with no file, flags or environment.
+    pub(crate) fn defaults() -> Config {
+        Config::from_layers(
+            FileConfig::default(),
+            None,
+            &Overrides::default(),
+            &env(&[]),
+        )
+        .unwrap()
+    }
+
     pub(crate) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -659,13 +670,7 @@ pub(crate) mod tests {
 
     #[test]
     fn preview_section_and_env_switch() {
-        let c = Config::from_layers(
-            FileConfig::default(),
-            None,
-            &Overrides::default(),
-            &env(&[]),
-        )
-        .unwrap();
+        let c = defaults();
         assert!(c.preview.contact_sheet, "on by default");
         let file: FileConfig =
             toml::from_str("[preview]\ncontact_sheet = false\ntimeout_seconds = 5\n").unwrap();

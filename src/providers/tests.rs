@@ -52,7 +52,7 @@ mod config {
     use crate::config::*;
     use crate::model::ProviderId;
 
-    use crate::config::tests::env;
+    use crate::config::tests::{defaults, env};
 
     #[test]
     fn precedence_cli_over_env_over_file() {
@@ -126,13 +126,7 @@ mod config {
 
     #[test]
     fn defaults_never_use_the_working_directory() {
-        let c = Config::from_layers(
-            FileConfig::default(),
-            None,
-            &Overrides::default(),
-            &env(&[]),
-        )
-        .unwrap();
+        let c = defaults();
         assert!(c.data_dir.is_absolute());
         assert!(c.output_dir.starts_with(&c.data_dir));
         assert_eq!(
