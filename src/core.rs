@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{self, Lora, ModelSpec};
 use crate::config::{Config, RateLimits};
 use crate::error::{Category, Error, Result};
+use crate::journal::{Download, Inserted, Journal, ListFilter, NewTask, TaskRow, Update};
 use crate::media;
 use crate::model::{
     AspectRatio, CameraMotion, CreateRequest, LoraRef, ProviderId, Resolution, Status, Task, now_ms,
 };
 use crate::providers::{self, Acceptance, Providers, Submission};
-use crate::store::{Inserted, ListFilter, NewTask, Store};
 use crate::validate;
 use crate::watcher::Watcher;
 
@@ -307,7 +307,7 @@ pub struct Estimate {
 
 pub struct Core {
     pub cfg: Arc<Config>,
-    store: Arc<Store>,
+    journal: Journal,
     providers: Arc<Providers>,
     watcher: Watcher,
     limiters: BTreeMap<ProviderId, Limiter>,
@@ -353,7 +353,7 @@ impl Core {
         crate::watcher::clean_stale_temp_files(
             &[
                 core.cfg.output_dir.clone(),
-                crate::store::inputs_dir(&core.cfg.data_dir),
+                crate::journal::inputs_dir(&core.cfg.data_dir),
             ],
             stale_after,
         );
@@ -372,10 +372,10 @@ impl Core {
             ))
             .with_next_step("set I2V_MCP_OUTPUT_DIR to a writable directory")
         })?;
-        let store = Arc::new(Store::open(&cfg.data_dir.join("journal.sqlite"))?);
+        let journal = Journal::open(&cfg.data_dir.join("journal.sqlite"))?;
         let http = providers::http::client()?;
-        let providers = Arc::new(Providers::new(&cfg, &http, store.clone()));
-        let watcher = Watcher::new(store.clone(), providers.clone(), cfg.clone(), http);
+        let providers = Arc::new(Providers::new(&cfg, &http, journal.clone()));
+        let watcher = Watcher::new(journal.clone(), providers.clone(), cfg.clone(), http);
         let limiters = cfg
             .providers
             .iter()
@@ -383,7 +383,7 @@ impl Core {
             .collect();
         let core = Arc::new(Core {
             cfg,
-            store,
+            journal,
             providers,
             watcher,
             limiters,
@@ -403,8 +403,8 @@ impl Core {
         &self.watcher
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The provider a request goes to: its own, the configured default, else the first remote
@@ -497,7 +497,7 @@ impl Core {
     }
 
     /// Refuse before any paid call when the estimate breaks a cap.
-    fn check_budget(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
+    async fn check_budget(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
         let caps = [
             (req.max_cost_usd, "max_cost_usd"),
             (self.cfg.budget.per_task_usd, "[budget].per_task_usd"),
@@ -521,7 +521,7 @@ impl Core {
             }
         }
         if let Some(daily) = self.cfg.budget.daily_usd {
-            let spent = self.store.spent_since(Self::start_of_day_ms())?;
+            let spent = self.journal.spent_since(Self::start_of_day_ms()).await?;
             let usd = quote.usd.ok_or_else(|| {
                 Error::budget(format!(
                     "a daily budget is set but {}/{} has no known price: set one under [pricing]",
@@ -594,7 +594,7 @@ impl Core {
         };
         let fingerprint = req.fingerprint();
         if let Some(key) = &req.idempotency_key
-            && let Some(existing) = self.existing_for_key(key, &fingerprint)?
+            && let Some(existing) = self.existing_for_key(key, &fingerprint).await?
         {
             return self.finish_wait(existing, wait, started, &ctx).await;
         }
@@ -609,7 +609,7 @@ impl Core {
             providers::local::Client::plan(&req, &image)?;
         }
         let quote = self.quote(spec, &req);
-        self.check_budget(&quote, &req)?;
+        self.check_budget(&quote, &req).await?;
         self.rate_limit(provider, started + Duration::from_secs(wait as u64))
             .await?;
 
@@ -637,7 +637,7 @@ impl Core {
             webhook_secret: webhook.as_ref().map(|w| w.secret.clone()),
             created_at: now,
         };
-        if let Inserted::Existing(row) = self.store.insert(&new)? {
+        if let Inserted::Existing(row) = self.journal.insert(new).await? {
             // Another process took the key first.
             let task = self.dedup(&row, &fingerprint)?;
             return self.finish_wait(task, wait, started, &ctx).await;
@@ -657,7 +657,7 @@ impl Core {
             attempt += 1;
             match p.submit(&sub).await {
                 Ok(ptid) => {
-                    if let Err(e) = self.store.mark_submitted(&id, &ptid, now_ms()) {
+                    if let Err(e) = self.journal.mark_submitted(&id, &ptid, now_ms()).await {
                         // Paid and accepted upstream, but not in the journal: the provider's id
                         // goes to the log at once, stays in memory and is written as soon as the
                         // journal takes it; the caller learns it too.
@@ -684,7 +684,7 @@ impl Core {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = ctx.cancel.cancelled() => {
                             let e = pe.error.clone();
-                            self.store.fail(&id, &e, now_ms())?;
+                            self.journal.fail(&id, &e, now_ms()).await?;
                             return Err(e);
                         }
                     }
@@ -705,14 +705,14 @@ impl Core {
                             e
                         }
                     };
-                    self.store.fail(&id, &error, now_ms())?;
-                    self.watcher.publish(&id);
+                    self.journal.fail(&id, &error, now_ms()).await?;
+                    self.watcher.publish(&id).await;
                     return Err(error);
                 }
             }
         }
         self.watcher.watch(&id);
-        let task = self.load(&id)?;
+        let task = self.load(&id).await?;
         self.finish_wait(task, wait, started, &ctx).await
     }
 
@@ -744,7 +744,7 @@ impl Core {
         if !given.trim_start().starts_with("data:") {
             return Ok(given.to_string());
         }
-        let dir = crate::store::inputs_dir(&self.cfg.data_dir);
+        let dir = crate::journal::inputs_dir(&self.cfg.data_dir);
         let path = dir.join(format!("{}.{}", img.sha256, img.format.extension()));
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
             let io = |e: std::io::Error| {
@@ -766,17 +766,17 @@ impl Core {
 
     /// The task an idempotency key already stands for. A key whose create was refused (nothing
     /// accepted upstream, nothing charged) stands for nothing: the retry is a new attempt, which
-    /// takes the key over in `Store::insert`. A key whose outcome is unknown, or that the provider
+    /// takes the key over in `Journal::insert`. A key whose outcome is unknown, or that the provider
     /// accepted, always returns its task and is never sent again.
-    fn existing_for_key(&self, key: &str, fingerprint: &str) -> Result<Option<Task>> {
-        match self.store.find_by_key(key)? {
+    async fn existing_for_key(&self, key: &str, fingerprint: &str) -> Result<Option<Task>> {
+        match self.journal.find_by_key(key).await? {
             Some(row) if row.is_refused() => Ok(None),
             Some(row) => Ok(Some(self.dedup(&row, fingerprint)?)),
             None => Ok(None),
         }
     }
 
-    fn dedup(&self, row: &crate::store::TaskRow, fingerprint: &str) -> Result<Task> {
+    fn dedup(&self, row: &TaskRow, fingerprint: &str) -> Result<Task> {
         if row.fingerprint != fingerprint {
             return Err(Error::invalid_input(format!(
                 "idempotency_key was already used for a different request (task {}): use a new key for a new request, or resend the same arguments to get that task",
@@ -805,12 +805,16 @@ impl Core {
         Ok(t)
     }
 
-    fn load(&self, id: &str) -> Result<Task> {
-        self.store.get(id)?.map(|r| r.to_task()).ok_or_else(|| {
-            Error::not_found(format!(
-                "unknown task_id '{id}': list_tasks shows the tasks this server knows"
-            ))
-        })
+    async fn load(&self, id: &str) -> Result<Task> {
+        self.journal
+            .get(id)
+            .await?
+            .map(|r| r.to_task())
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "unknown task_id '{id}': list_tasks shows the tasks this server knows"
+                ))
+            })
     }
 
     /// Wait until the task settles or the deadline passes, reporting progress on the way. A
@@ -819,7 +823,7 @@ impl Core {
         let _counted = WaitGuard::new(&self.waiting);
         let mut rx = self.watcher.subscribe();
         let mut reporter = Reporter::new(ctx.progress.clone());
-        let mut task = self.load(id)?;
+        let mut task = self.load(id).await?;
         loop {
             reporter.report(&task, false);
             let now = Instant::now();
@@ -833,7 +837,7 @@ impl Core {
                 msg = rx.recv() => match msg {
                     Ok(t) if t.task_id == id => task = t,
                     Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => task = self.load(id)?,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => task = self.load(id).await?,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(task),
                 },
                 _ = tokio::time::sleep_until(wake_at.into()) => {
@@ -846,7 +850,7 @@ impl Core {
     }
 
     pub async fn get(&self, id: &str, wait_seconds: Option<u32>, ctx: CallCtx) -> Result<Task> {
-        let row = self.store.get(id)?.ok_or_else(|| {
+        let row = self.journal.get(id).await?.ok_or_else(|| {
             Error::not_found(format!(
                 "unknown task_id '{id}': list_tasks shows the tasks this server knows"
             ))
@@ -860,14 +864,14 @@ impl Core {
             .as_ref()
             .is_some_and(|e| e.category == Category::Timeout)
             && row.provider_task_id.is_some();
-        let task = if row.download == Some(crate::store::Download::Failed)
-            && self.store.retry_download(id, now_ms())?
+        let task = if row.download == Some(Download::Failed)
+            && self.journal.retry_download(id, now_ms()).await?
         {
             self.watcher.watch(id);
-            self.load(id)?
+            self.load(id).await?
         } else if timed_out {
             self.refresh_timed_out(&row).await;
-            self.load(id)?
+            self.load(id).await?
         } else {
             // The common case, a settled task: answered from the one read above.
             task
@@ -895,33 +899,34 @@ impl Core {
         let mut rx = self.watcher.subscribe();
         loop {
             tokio::select! {
-                _ = ctx.cancel.cancelled() => return self.load(id),
-                _ = tokio::time::sleep_until(deadline.into()) => return self.load(id),
+                _ = ctx.cancel.cancelled() => return self.load(id).await,
+                _ = tokio::time::sleep_until(deadline.into()) => return self.load(id).await,
                 msg = rx.recv() => match msg {
                     Ok(t) if t.task_id == id => return Ok(t),
                     Ok(_) => {}
-                    Err(_) => return self.load(id),
+                    Err(_) => return self.load(id).await,
                 },
             }
         }
     }
 
-    async fn refresh_timed_out(&self, row: &crate::store::TaskRow) {
+    async fn refresh_timed_out(&self, row: &TaskRow) {
         let Ok(p) = self.providers.get(row.provider) else {
             return;
         };
         if let Ok(snap) = p.poll(row).await
             && snap.status == Status::Succeeded
         {
-            let update = crate::store::Update {
+            let update = Update {
                 status: Some(Status::Succeeded),
                 video_url: snap.video_url,
                 url_expires_at: snap.url_expires_at,
                 ..Default::default()
             };
             if self
-                .store
+                .journal
                 .apply(&row.id, &update, now_ms())
+                .await
                 .unwrap_or(false)
             {
                 self.watcher.watch(&row.id);
@@ -929,17 +934,20 @@ impl Core {
         }
     }
 
-    pub fn list(
+    pub async fn list(
         &self,
         status: Option<Status>,
         provider: Option<ProviderId>,
         limit: Option<u32>,
     ) -> Result<TaskList> {
-        let listed = self.store.list(&ListFilter {
-            status,
-            provider,
-            limit: limit.unwrap_or(20).clamp(1, 500),
-        })?;
+        let listed = self
+            .journal
+            .list(&ListFilter {
+                status,
+                provider,
+                limit: limit.unwrap_or(20).clamp(1, 500),
+            })
+            .await?;
         let note = (!listed.unreadable.is_empty()).then(|| {
             let bad: Vec<String> = listed
                 .unreadable
@@ -959,7 +967,7 @@ impl Core {
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Task> {
-        let row = self.store.get(id)?.ok_or_else(|| {
+        let row = self.journal.get(id).await?.ok_or_else(|| {
             Error::not_found(format!(
                 "unknown task_id '{id}': list_tasks shows the tasks this server knows"
             ))
@@ -991,9 +999,9 @@ impl Core {
                 ));
             }
         };
-        self.store.cancel(id, &note, now_ms())?;
-        self.watcher.publish(id);
-        self.load(id)
+        self.journal.cancel(id, &note, now_ms()).await?;
+        self.watcher.publish(id).await;
+        self.load(id).await
     }
 
     pub fn list_models(&self, provider: Option<ProviderId>) -> ModelList {
@@ -1060,7 +1068,7 @@ impl Core {
                 "no model can honour these arguments together: drop one (see list_models)",
             ));
         }
-        let spent = self.store.spent_since(Self::start_of_day_ms())?;
+        let spent = self.journal.spent_since(Self::start_of_day_ms()).await?;
         Ok(Estimate {
             quotes: specs.into_iter().map(|s| self.quote(s, &create)).collect(),
             budget: BudgetStatus {
@@ -1118,7 +1126,7 @@ impl Core {
     /// (PiAPI sends it as `x-webhook-secret`; others carry it as the `token` query parameter), and
     /// then the watcher polls the provider once (a GET) — only that poll changes the journal.
     /// Duplicates and retries are harmless: each just asks for another poll.
-    pub fn webhook(
+    pub async fn webhook(
         &self,
         provider: ProviderId,
         task_id: Option<&str>,
@@ -1126,9 +1134,18 @@ impl Core {
         body: &[u8],
     ) -> Result<WebhookOutcome> {
         let row = match task_id {
-            Some(id) => self.store.get(id)?,
+            Some(id) => self.journal.get(id).await?,
             None => match provider_task_id_in(body) {
-                Some(ptid) => self.store.find_by_provider_id(provider, &ptid)?,
+                Some(ptid) => {
+                    // Qubico and PiAPI share one upstream; a webhook for one may name the other.
+                    let upstream = match provider {
+                        ProviderId::Piapi | ProviderId::Qubico => {
+                            vec![ProviderId::Piapi, ProviderId::Qubico]
+                        }
+                        p => vec![p],
+                    };
+                    self.journal.find_by_provider_id(&upstream, &ptid).await?
+                }
                 None => None,
             },
         };

@@ -1052,12 +1052,15 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Respons
     };
     let task_id = task_id.to_string();
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
-    let row = match app.core.store().get(&task_id) {
+    let row = match app.core.journal().get(&task_id).await {
         Ok(Some(row)) => row,
         Ok(None) => return not_found("unknown task"),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
     };
-    let Some(path) = row.local_path.filter(|_| row.status == "succeeded") else {
+    let Some(path) = row
+        .local_path
+        .filter(|_| row.status == crate::journal::State::Succeeded)
+    else {
         return not_found("this task has no downloaded video (yet): see get_task");
     };
     let path = std::path::PathBuf::from(path);
@@ -1296,7 +1299,7 @@ async fn webhook(
         .get("x-webhook-secret")
         .and_then(|v| v.to_str().ok())
         .or(q.token.as_deref());
-    match app.core.webhook(p, q.task.as_deref(), secret, &body) {
+    match app.core.webhook(p, q.task.as_deref(), secret, &body).await {
         Ok(WebhookOutcome::Confirming { task_id }) => {
             tracing::info!(task = %task_id, provider = %p, "webhook accepted; confirming with one poll");
             (StatusCode::OK, "ok").into_response()

@@ -165,7 +165,7 @@ async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_
     let img = ws.png("a.png", 64, 64);
     let core = core_for(&ws, &fake, "piapi");
     // The disk is full for the create's write and two retries.
-    core.store().inject_submit_write_failures(3);
+    core.journal().inject_submit_write_failures(3);
     let (s, _) = connect(core.clone()).await;
     let e = err(&call(
         &s,
@@ -193,7 +193,7 @@ async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_
         "the provider id is not logged with ours: {log}"
     );
     // Known at once from memory, then recorded, watched and downloaded.
-    let t = core.store().get(&id).unwrap().unwrap().to_task();
+    let t = core.journal().get(&id).await.unwrap().unwrap().to_task();
     assert_eq!(t.provider_task_id.as_deref(), Some(ptid.as_str()));
     let done = ok(&call(&s, "get_task", json!({"task_id": id, "wait_seconds": 60})).await);
     assert_downloaded(&done);
@@ -203,9 +203,9 @@ async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_
     // It is in the journal for good: a restart finds it recorded, not `submit_unknown`.
     drop(core);
     let again = core_for(&ws, &fake, "piapi");
-    let row = again.store().get(&id).unwrap().unwrap();
+    let row = again.journal().get(&id).await.unwrap().unwrap();
     assert_eq!(row.provider_task_id.as_deref(), Some(ptid.as_str()));
-    assert_eq!(row.status, "succeeded");
+    assert_eq!(row.status, i2v_mcp::journal::State::Succeeded);
 }
 
 /// A PNG of noise (incompressible) as a data URI of about `mib` MiB.
@@ -279,7 +279,7 @@ async fn large_data_uris_stay_out_of_the_journal() {
         "4 creates of a 5 MB image made a {size}-byte journal"
     );
     // The journal keeps where the bytes are: one file per distinct image, found by its digest.
-    let row = core.store().get(&ids[0]).unwrap().unwrap();
+    let row = core.journal().get(&ids[0]).await.unwrap().unwrap();
     let request = row.request.clone().unwrap_or_default();
     assert!(
         !request.contains("base64"),
@@ -292,11 +292,12 @@ async fn large_data_uris_stay_out_of_the_journal() {
     assert_eq!(inputs.len(), 1);
     // Listing reads no request at all.
     let listed = core
-        .store()
-        .list(&i2v_mcp::store::ListFilter {
+        .journal()
+        .list(&i2v_mcp::journal::ListFilter {
             limit: 100,
             ..Default::default()
         })
+        .await
         .unwrap()
         .rows;
     assert_eq!(listed.len(), 4);
@@ -324,8 +325,9 @@ async fn a_local_render_restarted_from_the_journal_finds_its_data_uri_image() {
     s.cancel().await.unwrap();
     // A restarted server has no render job: it starts over from what the journal holds.
     let row = core
-        .store()
+        .journal()
         .get(t["task_id"].as_str().unwrap())
+        .await
         .unwrap()
         .unwrap();
     let cfg = ws.config(&[]);
@@ -333,7 +335,7 @@ async fn a_local_render_restarted_from_the_journal_finds_its_data_uri_image() {
     let fresh = i2v_mcp::providers::Providers::new(
         &cfg,
         &http,
-        Arc::new(i2v_mcp::store::Store::open(&ws.data().join("journal.sqlite")).unwrap()),
+        i2v_mcp::journal::Journal::open(&ws.data().join("journal.sqlite")).unwrap(),
     );
     let local = fresh.get(i2v_mcp::model::ProviderId::Local).unwrap();
     let status = within(60, "the restarted render", async {
@@ -433,7 +435,7 @@ async fn an_empty_journal_file_is_taken_as_new_with_a_warning() {
     let ws = Workspace::new();
     std::fs::write(ws.data().join("journal.sqlite"), b"").unwrap();
     let core = Core::start(ws.config(&[])).unwrap();
-    assert_eq!(core.list(None, None, None).unwrap().tasks.len(), 0);
+    assert_eq!(core.list(None, None, None).await.unwrap().tasks.len(), 0);
     let log = logs.text();
     assert!(
         log.lines()
