@@ -533,3 +533,106 @@ async fn stale_temp_files_are_cleaned_when_a_server_starts() {
     );
     assert!(other.exists(), "only temp files are cleaned");
 }
+
+/// A journal written by main at 161175c, before numbered migrations (see tests/fixtures/README.md).
+const FIXTURE_161175C: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/journal-161175c.sqlite"
+);
+
+fn user_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_journal_written_by_main_161175c_opens_migrates_and_serves_its_tasks() {
+    let ws = Workspace::new();
+    let path = ws.data().join("journal.sqlite");
+    std::fs::copy(FIXTURE_161175C, &path).unwrap();
+    assert_eq!(user_version(&path), 0);
+    let core = Core::start(ws.config(&[])).unwrap();
+    assert_eq!(
+        user_version(&path),
+        i2v_mcp::journal::MIGRATIONS.len() as i64
+    );
+    let (s, _) = connect(core.clone()).await;
+    let listed = ok(&call(&s, "list_tasks", json!({"limit": 50})).await);
+    let tasks = listed["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 6, "{listed}");
+    assert!(listed.get("note").is_none(), "{listed}");
+    let video = "4e1535429de73e62f718ce87d8ba2019cb6079f94b4af5ec3590127cd41ccb74";
+    for id in [
+        "tsk_01a233c0571173e881ebecd54d39809d",
+        "tsk_01a233c05b4c76e18aac463e2d9b0524",
+    ] {
+        let t = ok(&call(&s, "get_task", json!({"task_id": id})).await);
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert_eq!(t["video"]["sha256"], video, "{t}");
+        assert_eq!(t["provider"], "local", "{t}");
+    }
+    let t = ok(&call(
+        &s,
+        "get_task",
+        json!({"task_id": "tsk_01a233c0641d73edbc4681274b09450d"}),
+    )
+    .await);
+    assert_eq!(
+        (t["status"].as_str(), t["note"].as_str()),
+        (Some("cancelled"), Some("cancelled at local")),
+        "{t}"
+    );
+    let refused = "tsk_01a233c073f970468a1aa06dc4f5efa7";
+    let t = ok(&call(&s, "get_task", json!({"task_id": refused})).await);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["category"], "provider_unavailable", "{t}");
+    // The one cut off while submitting: the restart says its outcome is unknown.
+    let t = ok(&call(
+        &s,
+        "get_task",
+        json!({"task_id": "tsk_01a233c099fe71b3ac880b39a4ddc222"}),
+    )
+    .await);
+    assert_eq!(t["error"]["category"], "submit_unknown", "{t}");
+    // Idempotency keys still hold: the kept one answers with its task, the refused one is free.
+    let journal = core.journal();
+    let kept = journal.find_by_key("fixture-key").await.unwrap().unwrap();
+    assert_eq!(kept.id, "tsk_01a233c05b4c76e18aac463e2d9b0524");
+    let old = journal.find_by_key("refused-key").await.unwrap().unwrap();
+    assert!(old.is_refused() && old.id == refused, "{old:?}");
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_journal_starts_at_the_newest_version_and_a_newer_one_is_refused_untouched() {
+    let ws = Workspace::new();
+    let path = ws.data().join("journal.sqlite");
+    drop(Core::start(ws.config(&[])).unwrap());
+    let newest = i2v_mcp::journal::MIGRATIONS.len() as i64;
+    assert_eq!(user_version(&path), newest);
+
+    let ws = Workspace::new();
+    let path = ws.data().join("journal.sqlite");
+    std::fs::copy(FIXTURE_161175C, &path).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newest + 1)
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let e = match Core::start(ws.config(&[])) {
+        Ok(_) => panic!("a journal from a newer version was opened"),
+        Err(e) => e,
+    };
+    assert!(
+        e.message.contains("newer") && e.message.contains(&format!("{}", newest + 1)),
+        "{e:?}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the journal was written"
+    );
+    assert_eq!(user_version(&path), newest + 1);
+}
