@@ -44,7 +44,7 @@ impl Core {
     /// the body, the per-task secret is checked in constant time (a provider header or the `token`
     /// query parameter), and then the watcher polls the provider once (a GET). Duplicates and
     /// retries are harmless: each just asks for another poll.
-    pub fn webhook(
+    pub async fn webhook(
         &self,
         provider: ProviderId,
         task_id: Option<&str>,
@@ -52,11 +52,13 @@ impl Core {
         body: &[u8],
     ) -> Result<WebhookOutcome> {
         let row = match task_id {
-            Some(id) => self.store.get(id)?,
+            Some(id) => self.journal.get(id).await?,
             None => match provider_task_id_in(body) {
-                Some(ptid) => self
-                    .store
-                    .find_by_provider_id(provider.same_upstream(), &ptid)?,
+                Some(ptid) => {
+                    self.journal
+                        .find_by_provider_id(provider.same_upstream(), &ptid)
+                        .await?
+                }
                 None => None,
             },
         };

@@ -9,8 +9,6 @@
 //! published by Apikley (third-party figures conflict, CONTRACTS.md 3.7), so the catalog leaves it
 //! unset. Contract: `shared/providers/CONTRACTS.md` sections 0 and 3.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,11 +19,10 @@ use super::{
 };
 use crate::catalog::{ImageDelivery, ModelSpec, Price, range};
 use crate::config::{ProviderConfig, RateLimits};
-
 use crate::error::{Category, Error, snippet};
+use crate::journal::Journal;
 use crate::media::{ImageInput, LocalImage};
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
-use crate::store::Store;
 
 const MODEL: &str = "wan/2-2-a14b-image-to-video-turbo";
 const CREATE_PATH: &str = "/api/v1/jobs/createTask";
@@ -63,7 +60,7 @@ pub static DECL: Declaration = Declaration {
     poll_interval: None,
     keyless_offer: None,
     build: |b: &Build<'_>| {
-        Provider::Apikley(Client::new(b.provider, b.http.clone(), b.store.clone()))
+        Provider::Apikley(Client::new(b.provider, b.http.clone(), b.journal.clone()))
     },
 };
 
@@ -99,7 +96,7 @@ fn key_env() -> &'static str {
 
 pub struct Client {
     api: Api,
-    store: Arc<Store>,
+    journal: Journal,
 }
 
 // ---- wire types (private to this provider) ----
@@ -440,10 +437,10 @@ pub(crate) fn parse_task(reply: &Reply) -> Result<Snapshot, ProviderError> {
 }
 
 impl Client {
-    pub fn new(cfg: &ProviderConfig, http: http::HttpClient, store: Arc<Store>) -> Self {
+    pub fn new(cfg: &ProviderConfig, http: http::HttpClient, journal: Journal) -> Self {
         Client {
             api: Api::new(ProviderId::Apikley, cfg, http),
-            store,
+            journal,
         }
     }
 
@@ -451,7 +448,11 @@ impl Client {
     /// Every failure is `Rejected`: nothing has been created or paid yet.
     async fn image_url(&self, img: &LocalImage) -> Result<String, ProviderError> {
         let now = now_ms();
-        match self.store.upload_get(ProviderId::Apikley, &img.sha256, now) {
+        match self
+            .journal
+            .upload_get(ProviderId::Apikley, &img.sha256, now)
+            .await
+        {
             Ok(Some(url)) => return Ok(url),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "upload cache unreadable; uploading again"),
@@ -461,12 +462,16 @@ impl Client {
             .post(UPLOAD_PATH, &upload_body(img), Stage::Upload)
             .await?;
         let url = parse_upload(&reply)?;
-        if let Err(e) = self.store.upload_put(
-            ProviderId::Apikley,
-            &img.sha256,
-            &url,
-            now + UPLOAD_CACHE_MS,
-        ) {
+        if let Err(e) = self
+            .journal
+            .upload_put(
+                ProviderId::Apikley,
+                &img.sha256,
+                &url,
+                now + UPLOAD_CACHE_MS,
+            )
+            .await
+        {
             tracing::warn!(error = %e, "cannot cache the upload; the next task uploads again");
         }
         Ok(url)
@@ -500,6 +505,7 @@ mod tests {
     use crate::model::{AspectRatio, CreateRequest, Resolution};
     use crate::providers::Webhook;
     use serde_json::json;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -830,8 +836,8 @@ mod tests {
     }
 
     /// A client for `addr` with a fresh journal in `dir`.
-    fn client_at(addr: std::net::SocketAddr, dir: &tempfile::TempDir) -> (Client, Arc<Store>) {
-        let store = Arc::new(Store::open(&dir.path().join("journal.sqlite")).unwrap());
+    fn client_at(addr: std::net::SocketAddr, dir: &tempfile::TempDir) -> (Client, Journal) {
+        let journal = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
         let cfg = ProviderConfig {
             api_key: Some("k".to_string().into()),
             base_url: format!("http://{addr}"),
@@ -839,8 +845,8 @@ mod tests {
             rate_limit: Default::default(),
         };
         (
-            Client::new(&cfg, http::client().unwrap(), store.clone()),
-            store,
+            Client::new(&cfg, http::client().unwrap(), journal.clone()),
+            journal,
         )
     }
 
@@ -855,7 +861,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let dir = tempfile::tempdir().unwrap();
-        let (client, store) = client_at(addr, &dir);
+        let (client, journal) = client_at(addr, &dir);
         let img = ImageInput::Local(local());
         let req = CreateRequest {
             prompt: "p".into(),
@@ -876,20 +882,22 @@ mod tests {
         for c in &creates {
             assert_eq!(c["input"]["image_url"], "https://files.test/u.jpg");
         }
-        let cached = store
+        let cached = journal
             .upload_get(
                 ProviderId::Apikley,
                 &local().sha256,
                 now_ms() + UPLOAD_CACHE_MS - 60_000,
             )
+            .await
             .unwrap();
         assert_eq!(cached.as_deref(), Some("https://files.test/u.jpg"));
-        let expired = store
+        let expired = journal
             .upload_get(
                 ProviderId::Apikley,
                 &local().sha256,
                 now_ms() + UPLOAD_CACHE_MS + 60_000,
             )
+            .await
             .unwrap();
         assert_eq!(expired, None, "the cache outlives its 2-day window");
     }
@@ -901,7 +909,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let dir = tempfile::tempdir().unwrap();
-        let (client, _store) = client_at(addr, &dir);
+        let (client, _journal) = client_at(addr, &dir);
         let img = ImageInput::Local(local());
         let req = CreateRequest::default();
         let pe = tokio::time::timeout(

@@ -19,10 +19,10 @@ use super::{
 use crate::catalog::{self, ImageDelivery, ModelSpec, Price, range, strings};
 use crate::config::RateLimits;
 use crate::error::{Category, Error};
+use crate::journal::TaskRow;
 use crate::media::{self, ImageInput};
 use crate::model::{AspectRatio, CreateRequest, ProviderId, Resolution, Status};
 use crate::render::{self, Aspect, Motion, RenderError, RenderSpec};
-use crate::store::TaskRow;
 
 pub static DECL: Declaration = Declaration {
     id: ProviderId::Local,
@@ -53,7 +53,7 @@ fn build(b: &Build<'_>) -> Provider {
             .allowed_dirs
             .iter()
             .cloned()
-            .chain([crate::store::inputs_dir(&b.cfg.data_dir)])
+            .chain([crate::journal::inputs_dir(&b.cfg.data_dir)])
             .collect(),
     ))
 }

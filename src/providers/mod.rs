@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Lora, ModelSpec};
 use crate::config::{Config, RateLimits};
 use crate::error::{Category, Error};
+use crate::journal::{Journal, TaskRow};
 use crate::media::ImageInput;
 use crate::model::{CreateRequest, Status};
-use crate::store::{Store, TaskRow};
 
 /// Provider id.
 #[derive(
@@ -231,7 +231,7 @@ pub struct Build<'a> {
     pub cfg: &'a Config,
     pub provider: &'a crate::config::ProviderConfig,
     pub http: &'a http::HttpClient,
-    pub store: &'a Arc<Store>,
+    pub journal: &'a Journal,
 }
 
 /// Whether the provider may have accepted a request that failed.
@@ -425,7 +425,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(cfg: &Config, http: &http::HttpClient, store: Arc<Store>) -> Providers {
+    pub fn new(cfg: &Config, http: &http::HttpClient, journal: Journal) -> Providers {
         let map = cfg
             .providers
             .iter()
@@ -435,7 +435,7 @@ impl Providers {
                     cfg,
                     provider: pc,
                     http,
-                    store: &store,
+                    journal: &journal,
                 };
                 (*id, Arc::new((id.decl().build)(&b)))
             })
