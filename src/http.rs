@@ -45,6 +45,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
+use tower_http::services::ServeFile;
 
 use crate::config::Config;
 use crate::core::{Core, WebhookOutcome};
@@ -1033,32 +1034,71 @@ fn human_bytes(n: usize) -> String {
     }
 }
 
-/// `GET /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file, streamed;
+/// `GET`/`HEAD /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file;
 /// `/videos/{task_id}.sheet.jpg` and `.poster.jpg`: its contact sheet and poster, kept beside it.
-/// Only files the journal recorded inside the output dir (and their sheets) are served.
-async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Response {
-    let (task_id, image) = if let Some(id) = file.strip_suffix(".sheet.jpg") {
-        (
-            id,
-            Some(crate::preview::sheet_path as fn(&std::path::Path, &str) -> _),
-        )
-    } else if let Some(id) = file.strip_suffix(".poster.jpg") {
-        (
-            id,
-            Some(crate::preview::poster_path as fn(&std::path::Path, &str) -> _),
-        )
-    } else {
-        (file.strip_suffix(".mp4").unwrap_or(&file), None)
+/// Only files the journal recorded inside the output dir (and their sheets) are served, through
+/// tower-http's `ServeFile` so players get `Range`, `HEAD` and `If-Modified-Since`.
+async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Request) -> Response {
+    let (task_id, image) = split_video_file(&file);
+    let path = match succeeded_video(&app, task_id) {
+        Ok(path) => path,
+        Err(refused) => return refused,
     };
-    let task_id = task_id.to_string();
+    let (path, mime, gone) = match image {
+        Some(beside) => (
+            beside(&path, task_id),
+            "image/jpeg",
+            "this task has no contact sheet: see get_task's note",
+        ),
+        None => (path, "video/mp4", "the video file is gone"),
+    };
+    match ServeFile::new(&path).try_call(req).await {
+        Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+            (StatusCode::NOT_FOUND, gone).into_response()
+        }
+        Ok(resp) => {
+            let mut resp = resp.map(Body::new);
+            if resp.status().is_success() {
+                // What the task is, not what its file name suggests.
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+            }
+            resp
+        }
+        Err(e) => {
+            tracing::warn!(task = %task_id, error = %e, "cannot read a result file");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file").into_response()
+        }
+    }
+}
+
+/// Where a file beside the video lives, given the video's path and the task id.
+type Beside = fn(&std::path::Path, &str) -> std::path::PathBuf;
+
+/// `{id}.mp4` -> (id, None); `{id}.sheet.jpg` / `{id}.poster.jpg` -> (id, where it lies).
+fn split_video_file(file: &str) -> (&str, Option<Beside>) {
+    if let Some(id) = file.strip_suffix(".sheet.jpg") {
+        (id, Some(crate::preview::sheet_path as Beside))
+    } else if let Some(id) = file.strip_suffix(".poster.jpg") {
+        (id, Some(crate::preview::poster_path as Beside))
+    } else {
+        (file.strip_suffix(".mp4").unwrap_or(file), None)
+    }
+}
+
+/// The downloaded video of a succeeded task, if it still lies inside the output dir; else the
+/// 404 (or 500) to answer.
+fn succeeded_video(app: &App, task_id: &str) -> Result<std::path::PathBuf, Response> {
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
-    let row = match app.core.store().get(&task_id) {
+    let row = match app.core.store().get(task_id) {
         Ok(Some(row)) => row,
-        Ok(None) => return not_found("unknown task"),
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
+        Ok(None) => return Err(not_found("unknown task")),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response()),
     };
     let Some(path) = row.local_path.filter(|_| row.status == "succeeded") else {
-        return not_found("this task has no downloaded video (yet): see get_task");
+        return Err(not_found(
+            "this task has no downloaded video (yet): see get_task",
+        ));
     };
     let path = std::path::PathBuf::from(path);
     let inside = match (path.canonicalize(), app.core.cfg.output_dir.canonicalize()) {
@@ -1066,31 +1106,9 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Respons
         _ => false,
     };
     if !inside {
-        return not_found("the video is no longer in the output dir");
+        return Err(not_found("the video is no longer in the output dir"));
     }
-    let (path, mime) = match image {
-        Some(beside) => (beside(&path, &task_id), "image/jpeg"),
-        None => (path, "video/mp4"),
-    };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) if image.is_some() => {
-            return not_found("this task has no contact sheet: see get_task's note");
-        }
-        Err(_) => return not_found("the video file is gone"),
-    };
-    let len = file.metadata().await.map(|m| m.len()).ok();
-    let mut resp = Response::new(axum::body::Body::from_stream(
-        tokio_util::io::ReaderStream::new(file),
-    ));
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    if let Some(len) = len
-        && let Ok(v) = HeaderValue::from_str(&len.to_string())
-    {
-        headers.insert(header::CONTENT_LENGTH, v);
-    }
-    resp
+    Ok(path)
 }
 
 // ---------------------------------------------------------------------------------------------
