@@ -224,7 +224,6 @@ pub fn serve(
     if let Some(p) = &public {
         core.enable_webhooks(p.as_str().trim_end_matches('/'));
     }
-
     let hosts = allowed_hosts(addr, public.as_ref(), &opts.allowed_hosts);
     let origins = allowed_origins(public.as_ref(), &opts.allowed_origins);
     if addr.ip().is_unspecified() && public.is_none() && opts.allowed_hosts.is_empty() {
@@ -236,104 +235,16 @@ pub fn serve(
     let stop_accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let guard = Arc::new(Guard {
-        token_sha256: opts
-            .auth_token
-            .as_ref()
-            .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into()),
-        hosts: hosts.iter().map(|h| HostRule::parse(h)).collect(),
-        origins: origins
-            .iter()
-            .filter_map(|o| OriginRule::parse(o))
-            .collect(),
-        in_flight: in_flight.clone(),
-    });
-
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = opts.session_keep_alive;
-    let sessions = Arc::new(sessions);
-    let gate = Arc::new(McpGate {
-        sessions: sessions.clone(),
-        max: opts.max_sessions,
-        stateless: opts.stateless,
-        keep_alive: opts.session_keep_alive,
-        max_body_bytes: opts.max_body_bytes,
-    });
-    let mcp_config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(!opts.stateless)
-        .with_json_response(opts.stateless)
-        .with_allowed_hosts(hosts.clone())
-        .with_allowed_origins(origins.clone())
-        .with_max_request_body_bytes(opts.max_body_bytes)
-        .with_sse_keep_alive(Some(SSE_KEEP_ALIVE))
-        .with_cancellation_token(streams.child_token());
-    let factory_core = core.clone();
-    // Results are linked where this server serves them: the public URL, else the address bound.
-    let video_base: Arc<str> = Arc::from(match &public {
-        Some(p) => p.as_str().trim_end_matches('/').to_string(),
-        None => format!("http://{addr}"),
-    });
-    let factory_base = video_base.clone();
-    let stateless = opts.stateless;
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(Server::new(factory_core.clone())
-                .trust_roots(false)
-                .subscriptions(!stateless)
-                .video_links(&factory_base))
-        },
-        sessions,
-        mcp_config,
-    );
-
+    let guard = Arc::new(Guard::new(&opts, &hosts, &origins, in_flight.clone()));
     let app = Arc::new(App {
         core,
-        video_base,
+        video_base: video_base(public.as_ref(), addr),
         legacy: Mutex::new(HashMap::new()),
-        message_path: format!(
-            "{}/message",
-            public
-                .as_ref()
-                .map(|p| p.path().trim_end_matches('/'))
-                .unwrap_or("")
-        ),
+        message_path: message_path(public.as_ref()),
         streams: streams.clone(),
         in_flight: in_flight.clone(),
     });
-
-    let message_route = post(message).layer(DefaultBodyLimit::max(opts.max_body_bytes));
-    let mut guarded = Router::new()
-        .route_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(gate, mcp_gate))
-        .route("/sse", get(sse))
-        .route("/message", message_route.clone())
-        .route("/videos/{file}", get(video));
-    let plain_path = app
-        .message_path
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-._~/%".contains(c));
-    if app.message_path != "/message" && plain_path && !app.message_path.contains("//") {
-        // The endpoint event names public_url's path; serve it too for clients that reach this
-        // server directly rather than through the proxy that strips the prefix.
-        guarded = guarded.route(&app.message_path, message_route);
-    }
-    let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
-    let open = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/webhooks/{provider}",
-            post(webhook).layer(DefaultBodyLimit::max(opts.webhook_max_body_bytes)),
-        )
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "not found: MCP is served at /mcp (streamable HTTP) and /sse (legacy HTTP+SSE)",
-            )
-        });
-    let router = guarded
-        .merge(open)
-        .with_state(app)
-        .layer(middleware::from_fn(one_host));
+    let router = router(app, guard, &opts, hosts, origins);
 
     let max_connections = opts
         .max_connections
@@ -366,6 +277,111 @@ pub fn serve(
             task: Some(task),
         },
     ))
+}
+
+/// Results are linked where this server serves them: the public URL, else the address bound.
+fn video_base(public: Option<&url::Url>, addr: SocketAddr) -> Arc<str> {
+    Arc::from(match public {
+        Some(p) => p.as_str().trim_end_matches('/').to_string(),
+        None => format!("http://{addr}"),
+    })
+}
+
+/// `<public_url path>/message`: where legacy SSE clients post.
+fn message_path(public: Option<&url::Url>) -> String {
+    format!(
+        "{}/message",
+        public.map(|p| p.path().trim_end_matches('/')).unwrap_or("")
+    )
+}
+
+/// Every route: `/mcp`, `/sse`, `/message` and `/videos` behind the guard (token, Host,
+/// Origin); `/healthz` and `/webhooks` open; more than one `Host` refused everywhere.
+fn router(
+    app: Arc<App>,
+    guard: Arc<Guard>,
+    opts: &HttpOptions,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+) -> Router {
+    let (mcp, gate) = mcp_service(&app, opts, hosts, origins);
+    let message_route = post(message).layer(DefaultBodyLimit::max(opts.max_body_bytes));
+    let mut guarded = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(gate, mcp_gate))
+        .route("/sse", get(sse))
+        .route("/message", message_route.clone())
+        .route("/videos/{file}", get(video));
+    let plain_path = app
+        .message_path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~/%".contains(c));
+    if app.message_path != "/message" && plain_path && !app.message_path.contains("//") {
+        // The endpoint event names public_url's path; serve it too for clients that reach this
+        // server directly rather than through the proxy that strips the prefix.
+        guarded = guarded.route(&app.message_path, message_route);
+    }
+    let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
+    let open = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/webhooks/{provider}",
+            post(webhook).layer(DefaultBodyLimit::max(opts.webhook_max_body_bytes)),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: MCP is served at /mcp (streamable HTTP) and /sse (legacy HTTP+SSE)",
+            )
+        });
+    guarded
+        .merge(open)
+        .with_state(app)
+        .layer(middleware::from_fn(one_host))
+}
+
+/// rmcp's streamable HTTP service on the shared core, and the session limits in front of it.
+fn mcp_service(
+    app: &App,
+    opts: &HttpOptions,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+) -> (
+    StreamableHttpService<Server, LocalSessionManager>,
+    Arc<McpGate>,
+) {
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = opts.session_keep_alive;
+    let sessions = Arc::new(sessions);
+    let gate = Arc::new(McpGate {
+        sessions: sessions.clone(),
+        max: opts.max_sessions,
+        stateless: opts.stateless,
+        keep_alive: opts.session_keep_alive,
+        max_body_bytes: opts.max_body_bytes,
+    });
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(!opts.stateless)
+        .with_json_response(opts.stateless)
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .with_max_request_body_bytes(opts.max_body_bytes)
+        .with_sse_keep_alive(Some(SSE_KEEP_ALIVE))
+        .with_cancellation_token(app.streams.child_token());
+    let core = app.core.clone();
+    let video_base = app.video_base.clone();
+    let stateless = opts.stateless;
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(Server::new(core.clone())
+                .trust_roots(false)
+                .subscriptions(!stateless)
+                .video_links(&video_base))
+        },
+        sessions,
+        mcp_config,
+    );
+    (mcp, gate)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,6 +869,26 @@ struct Guard {
 }
 
 impl Guard {
+    fn new(
+        opts: &HttpOptions,
+        hosts: &[String],
+        origins: &[String],
+        in_flight: TaskTracker,
+    ) -> Guard {
+        Guard {
+            token_sha256: opts
+                .auth_token
+                .as_ref()
+                .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into()),
+            hosts: hosts.iter().map(|h| HostRule::parse(h)).collect(),
+            origins: origins
+                .iter()
+                .filter_map(|o| OriginRule::parse(o))
+                .collect(),
+            in_flight,
+        }
+    }
+
     fn host_ok(&self, req: &Request) -> bool {
         let host = req
             .headers()
