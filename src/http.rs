@@ -1078,7 +1078,7 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Reque
     let (task_id, image) = split_video_file(&file);
     let path = match succeeded_video(&app, task_id) {
         Ok(path) => path,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let (path, mime, gone) = match image {
         Some(beside) => (
@@ -1124,8 +1124,8 @@ fn split_video_file(file: &str) -> (&str, Option<Beside>) {
 
 /// The downloaded video of a succeeded task, if it still lies inside the output dir; else the
 /// 404 (or 500) to answer.
-fn succeeded_video(app: &App, task_id: &str) -> Result<std::path::PathBuf, Response> {
-    let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
+fn succeeded_video(app: &App, task_id: &str) -> Result<std::path::PathBuf, (StatusCode, String)> {
+    let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string());
     let path = match app.core.video_path(task_id) {
         Ok(Some((_, path))) => path,
         Ok(None) => {
@@ -1134,7 +1134,7 @@ fn succeeded_video(app: &App, task_id: &str) -> Result<std::path::PathBuf, Respo
             ));
         }
         Err(e) if e.category == Category::NotFound => return Err(not_found("unknown task")),
-        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response()),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.message)),
     };
     let inside = match (path.canonicalize(), app.core.cfg.output_dir.canonicalize()) {
         (Ok(p), Ok(dir)) => p.starts_with(dir),

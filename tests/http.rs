@@ -942,12 +942,7 @@ async fn legacy_endpoint_follows_public_url_path() {
 /// /videos/{task_id}.mp4, behind the token.
 #[tokio::test]
 async fn videos_are_linked_and_served_to_token_holders() {
-    let ws = Workspace::new();
-    let img = ws.png("scene.png", 640, 360);
-    let core = Core::start(ws.config(&[])).unwrap();
-    let (addr, handle) = start(core, |_, _| {}).await;
-    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
-    let r = create_local(&s, &img).await;
+    let (_ws, addr, handle, s, r) = served_local_video().await;
     let t = r.structured_content.clone().unwrap();
     let link = r
         .content
@@ -1006,15 +1001,27 @@ async fn videos_are_linked_and_served_to_token_holders() {
     within(15, "shutdown", handle.shutdown()).await;
 }
 
-/// A local render of `img` over MCP, waited for until it succeeded.
-async fn create_local(s: &Session, img: &std::path::Path) -> rmcp::model::CallToolResult {
+/// A server with a token and a client session on it, and a local render made through it
+/// (waited for until it succeeded). Keep the workspace until the end of the test.
+async fn served_local_video() -> (
+    Workspace,
+    SocketAddr,
+    ServerHandle,
+    Session,
+    rmcp::model::CallToolResult,
+) {
+    let ws = Workspace::new();
+    let img = ws.png("scene.png", 640, 360);
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |_, _| {}).await;
+    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
     let args = json!({"image": img, "prompt": "zoom in", "provider": "local", "wait_seconds": 60});
     let params = rmcp::model::CallToolRequestParams::new("create_i2v_task")
         .with_arguments(args.as_object().cloned().unwrap());
     let r = within(60, "create", s.call_tool(params)).await.unwrap();
     let t = r.structured_content.clone().unwrap();
     assert_eq!(t["status"], "succeeded", "{t}");
-    r
+    (ws, addr, handle, s, r)
 }
 
 /// Players seek: /videos answers `Range` with 206 and exactly those bytes, `HEAD` with the
@@ -1022,12 +1029,8 @@ async fn create_local(s: &Session, img: &std::path::Path) -> rmcp::model::CallTo
 /// with 304.
 #[tokio::test]
 async fn videos_answer_ranges_and_head() {
-    let ws = Workspace::new();
-    let img = ws.png("scene.png", 640, 360);
-    let core = Core::start(ws.config(&[])).unwrap();
-    let (addr, handle) = start(core, |_, _| {}).await;
-    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
-    let t = create_local(&s, &img).await.structured_content.unwrap();
+    let (_ws, addr, handle, s, r) = served_local_video().await;
+    let t = r.structured_content.unwrap();
     let on_disk = std::fs::read(t["video"]["local_path"].as_str().unwrap()).unwrap();
     assert!(on_disk.len() > 100, "{} bytes", on_disk.len());
     let url = format!(
