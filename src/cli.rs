@@ -360,7 +360,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             status,
             provider,
             limit,
-        } => tasks(cfg, status, provider, limit, json),
+        } => tasks(cfg, status, provider, limit, json).await,
         Command::Cancel { task_id } => {
             let core = Core::open(cfg)?;
             let task = core.cancel(&task_id).await?;
@@ -376,7 +376,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
 /// `serve`: stdio, or HTTP with `--http`.
 async fn serve(cfg: Config, flags: ServeFlags) -> Result<(), Error> {
     // Held until this server ends; a second server on the data dir fails here, at once.
-    let _lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
+    let _lock = crate::journal::ServeLock::acquire(&cfg.data_dir)?;
     let Some(addr) = flags.http.clone() else {
         return serve_stdio(cfg).await;
     };
@@ -437,7 +437,7 @@ async fn finish_task(core: &Arc<Core>, task: Task, wait: bool, json: bool) -> Re
 }
 
 /// `tasks`: newest first, one summary line each.
-fn tasks(
+async fn tasks(
     cfg: Config,
     status: Option<Status>,
     provider: Option<ProviderId>,
@@ -445,7 +445,7 @@ fn tasks(
     json: bool,
 ) -> Result<(), Error> {
     let core = Core::open(cfg)?;
-    let list = core.list(status, provider, Some(limit))?;
+    let list = core.list(status, provider, Some(limit)).await?;
     if json {
         print_json(&list);
     } else if list.tasks.is_empty() {

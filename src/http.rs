@@ -1076,7 +1076,7 @@ fn human_bytes(n: usize) -> String {
 /// tower-http's `ServeFile` so players get `Range`, `HEAD` and `If-Modified-Since`.
 async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Request) -> Response {
     let (task_id, image) = split_video_file(&file);
-    let path = match succeeded_video(&app, task_id) {
+    let path = match succeeded_video(&app, task_id).await {
         Ok(path) => path,
         Err(refused) => return refused.into_response(),
     };
@@ -1124,9 +1124,12 @@ fn split_video_file(file: &str) -> (&str, Option<Beside>) {
 
 /// The downloaded video of a succeeded task, if it still lies inside the output dir; else the
 /// 404 (or 500) to answer.
-fn succeeded_video(app: &App, task_id: &str) -> Result<std::path::PathBuf, (StatusCode, String)> {
+async fn succeeded_video(
+    app: &App,
+    task_id: &str,
+) -> Result<std::path::PathBuf, (StatusCode, String)> {
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string());
-    let path = match app.core.video_path(task_id) {
+    let path = match app.core.video_path(task_id).await {
         Ok(Some((_, path))) => path,
         Ok(None) => {
             return Err(not_found(
@@ -1349,7 +1352,7 @@ async fn webhook(
         .get("x-webhook-secret")
         .and_then(|v| v.to_str().ok())
         .or(q.token.as_deref());
-    match app.core.webhook(p, q.task.as_deref(), secret, &body) {
+    match app.core.webhook(p, q.task.as_deref(), secret, &body).await {
         Ok(WebhookOutcome::Confirming { task_id }) => {
             tracing::info!(task = %task_id, provider = %p, "webhook accepted; confirming with one poll");
             (StatusCode::OK, "ok").into_response()
