@@ -1101,9 +1101,10 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Reque
             }
             resp
         }
+        // As before ServeFile: a file that cannot be opened is gone, whatever the reason.
         Err(e) => {
-            tracing::warn!(task = %task_id, error = %e, "cannot read a result file");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file").into_response()
+            tracing::warn!(task = %task_id, error = %e, "cannot open a result file");
+            (StatusCode::NOT_FOUND, gone).into_response()
         }
     }
 }
