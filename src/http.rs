@@ -1052,15 +1052,12 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Respons
     };
     let task_id = task_id.to_string();
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
-    let row = match app.core.store().get(&task_id) {
-        Ok(Some(row)) => row,
-        Ok(None) => return not_found("unknown task"),
+    let path = match app.core.video_path(&task_id) {
+        Ok(Some((_, path))) => path,
+        Ok(None) => return not_found("this task has no downloaded video (yet): see get_task"),
+        Err(e) if e.category == Category::NotFound => return not_found("unknown task"),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
     };
-    let Some(path) = row.local_path.filter(|_| row.status == "succeeded") else {
-        return not_found("this task has no downloaded video (yet): see get_task");
-    };
-    let path = std::path::PathBuf::from(path);
     let inside = match (path.canonicalize(), app.core.cfg.output_dir.canonicalize()) {
         (Ok(p), Ok(dir)) => p.starts_with(dir),
         _ => false,

@@ -408,14 +408,8 @@ impl ServerHandler for Server {
                 .await
                 .map(Into::into);
         } else if let Some(id) = uri.strip_prefix("i2v://tasks/") {
-            let row = core
-                .store()
-                .get(id)
-                .map_err(|e| McpError::internal_error(e.message, None))?
-                .ok_or_else(|| {
-                    McpError::resource_not_found(format!("unknown task '{id}'"), None)
-                })?;
-            serde_json::to_string(&row.to_task())
+            let task = core.task(id).map_err(|e| task_error(id, e))?;
+            serde_json::to_string(&task)
         } else if let Some(id) = self.video_task_id(&uri) {
             let id = id.to_string();
             return self.read_video(&core, &id, uri).await.map(Into::into);
@@ -625,20 +619,22 @@ fn task_image(uri: &str) -> Option<(&str, &str)> {
 
 /// A succeeded task and the path of its downloaded video, or why there is none (resource errors).
 fn succeeded_video(core: &Core, id: &str) -> Result<(Task, String), McpError> {
-    let not_found = |why: String| McpError::resource_not_found(why, None);
-    let task = core
-        .store()
-        .get(id)
-        .map_err(|e| McpError::internal_error(e.message, None))?
-        .ok_or_else(|| not_found(format!("unknown task '{id}'")))?
-        .to_task();
-    let video = task
-        .video
-        .as_ref()
-        .and_then(|v| v.local_path.clone())
-        .filter(|_| task.status == Status::Succeeded)
-        .ok_or_else(|| not_found(format!("task {id} has no downloaded video (yet)")))?;
-    Ok((task, video))
+    core.video_path(id)
+        .map_err(|e| task_error(id, e))?
+        .map(|(task, path)| (task, path.display().to_string()))
+        .ok_or_else(|| {
+            McpError::resource_not_found(format!("task {id} has no downloaded video (yet)"), None)
+        })
+}
+
+/// A core error about one task as a resource error.
+fn task_error(id: &str, e: Error) -> McpError {
+    match e.category {
+        crate::error::Category::NotFound => {
+            McpError::resource_not_found(format!("unknown task '{id}'"), None)
+        }
+        _ => McpError::internal_error(e.message, None),
+    }
 }
 
 /// A succeeded task's contact sheet or poster as an `image/jpeg` blob.

@@ -1,0 +1,314 @@
+//! The application: create, get, list, cancel, estimate, models and LoRAs. Both faces (MCP and
+//! CLI) call these and only map arguments and render results. One module per concern: pricing
+//! and budgets, client-side rate limits, waiting and progress, submission, webhooks.
+
+mod pricing;
+mod progress;
+mod ratelimit;
+mod submit;
+mod webhook;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::schemars::{self, JsonSchema};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+pub use pricing::{BudgetStatus, Estimate, EstimateRequest, Quote};
+pub use progress::Progress;
+pub use webhook::WebhookOutcome;
+
+use crate::catalog::{self, Lora, ModelSpec};
+use crate::config::Config;
+use crate::error::{Category, Error, Result};
+use crate::model::{ProviderId, Status, Task, now_ms};
+use crate::providers::{self, Providers};
+use crate::store::{ListFilter, Store, TaskRow};
+use crate::watcher::Watcher;
+use ratelimit::RateLimiters;
+
+/// Temp files untouched this long (at least) are left from a crash and removed at start.
+const STALE_TEMP_FILES: Duration = Duration::from_secs(10 * 60);
+
+/// Per-call context from a face: where progress goes (only if the client asked for it), the
+/// call's cancellation, and extra directories the caller may read images from (MCP roots; the
+/// CLI's own arguments).
+#[derive(Clone, Default)]
+pub struct CallCtx {
+    pub progress: Option<UnboundedSender<Progress>>,
+    pub cancel: CancellationToken,
+    pub roots: Vec<PathBuf>,
+}
+
+/// `list_models` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelEntry {
+    #[serde(flatten)]
+    pub spec: ModelSpec,
+    /// The provider's key is set (local: always).
+    pub configured: bool,
+}
+
+/// `list_loras` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LoraList {
+    pub loras: Vec<Lora>,
+    /// Names not listed here are passed through to the provider as given.
+    pub note: String,
+}
+
+/// `list_tasks` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+    /// Set when some journal rows could not be read and were skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+pub struct Core {
+    pub cfg: Arc<Config>,
+    store: Arc<Store>,
+    providers: Arc<Providers>,
+    watcher: Watcher,
+    limiters: RateLimiters,
+    /// One create at a time per idempotency key inside this process (the journal's UNIQUE key
+    /// guards across processes).
+    key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when an HTTP server with a public URL is running: creates then ask providers to call
+    /// back at `<base>/webhooks/<provider>`.
+    webhook_base: std::sync::OnceLock<String>,
+    /// Tool calls currently waiting on a task (observability, and tests of cancellation).
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Core {
+    /// Open the journal, build the providers and start the watcher (resuming open tasks).
+    pub fn start(cfg: Config) -> Result<Arc<Core>> {
+        let core = Core::open(cfg)?;
+        // A download stalls at most `download_timeout`: an older temp file has no live writer.
+        let stale_after = core.cfg.download_timeout.max(STALE_TEMP_FILES) + Duration::from_secs(60);
+        crate::watcher::clean_stale_temp_files(
+            &[
+                core.cfg.output_dir.clone(),
+                crate::store::inputs_dir(&core.cfg.data_dir),
+            ],
+            stale_after,
+        );
+        core.watcher.recover()?;
+        Ok(core)
+    }
+
+    /// Open the journal and build everything, without resuming other open tasks: for one-shot
+    /// commands, which watch only the task they touch (a running server does the rest).
+    pub fn open(cfg: Config) -> Result<Arc<Core>> {
+        let cfg = Arc::new(cfg);
+        std::fs::create_dir_all(&cfg.output_dir).map_err(|e| {
+            Error::internal(format!(
+                "cannot create output dir '{}': {e}",
+                cfg.output_dir.display()
+            ))
+            .with_next_step("set I2V_MCP_OUTPUT_DIR to a writable directory")
+        })?;
+        let store = Arc::new(Store::open(&cfg.data_dir.join("journal.sqlite"))?);
+        let http = providers::http::client()?;
+        let providers = Arc::new(Providers::new(&cfg, &http, store.clone()));
+        let watcher = Watcher::new(store.clone(), providers.clone(), cfg.clone(), http);
+        let limiters = RateLimiters::new(&cfg);
+        let core = Arc::new(Core {
+            cfg,
+            store,
+            providers,
+            watcher,
+            limiters,
+            key_locks: Mutex::new(HashMap::new()),
+            webhook_base: std::sync::OnceLock::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        });
+        Ok(core)
+    }
+
+    pub fn watcher(&self) -> &Watcher {
+        &self.watcher
+    }
+
+    /// The journal itself, for tests and maintenance; the faces ask `task` and `video_path`.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A task as agents see it, or a `not_found` error that says where to look.
+    pub fn task(&self, id: &str) -> Result<Task> {
+        Ok(self.row(id)?.to_task())
+    }
+
+    /// The downloaded video of a succeeded task: `Ok(None)` while there is none (not succeeded,
+    /// or not downloaded yet); a `not_found` error for an unknown task.
+    pub fn video_path(&self, id: &str) -> Result<Option<(Task, PathBuf)>> {
+        let task = self.task(id)?;
+        let path = task
+            .video
+            .as_ref()
+            .and_then(|v| v.local_path.as_ref())
+            .filter(|_| task.status == Status::Succeeded)
+            .map(PathBuf::from);
+        Ok(path.map(|p| (task, p)))
+    }
+
+    fn row(&self, id: &str) -> Result<TaskRow> {
+        self.store.get(id)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown task_id '{id}': list_tasks shows the tasks this server knows"
+            ))
+        })
+    }
+
+    /// The provider a request goes to: its own, the configured default, else the first remote
+    /// provider with a key. With none, an `auth` error that says how to get going.
+    fn pick_provider(&self, requested: Option<ProviderId>) -> Result<ProviderId> {
+        if let Some(p) = requested.or(self.cfg.default_provider) {
+            return Ok(p);
+        }
+        ProviderId::ALL
+            .into_iter()
+            .find(|p| *p != ProviderId::Local && self.cfg.is_configured(*p))
+            .ok_or_else(|| {
+                Error::new(
+                    Category::Auth,
+                    "no provider has an API key: set PIAPI_API_KEY, QUBICO_API_KEY, NOVITA_API_KEY or APIKLEY_API_KEY, or pass provider \"local\" for a free offline camera-motion preview",
+                )
+            })
+    }
+
+    fn pick_model(&self, provider: ProviderId, model: Option<&str>) -> Result<&'static ModelSpec> {
+        match model {
+            None => Ok(catalog::default_model(provider)),
+            Some(m) => catalog::find(provider, m).ok_or_else(|| {
+                let known: Vec<String> = catalog::models()
+                    .iter()
+                    .filter(|s| s.provider == provider)
+                    .map(|s| s.model.clone())
+                    .collect();
+                Error::invalid_input(format!(
+                    "unknown model '{m}' for {provider}: use {} (see list_models)",
+                    known.join(" or ")
+                ))
+            }),
+        }
+    }
+
+    fn allowed_dirs(&self, ctx: &CallCtx) -> Vec<PathBuf> {
+        let mut dirs = self.cfg.allowed_dirs.clone();
+        dirs.extend(ctx.roots.iter().cloned());
+        dirs.push(self.cfg.output_dir.clone());
+        dirs
+    }
+
+    pub fn list(
+        &self,
+        status: Option<Status>,
+        provider: Option<ProviderId>,
+        limit: Option<u32>,
+    ) -> Result<TaskList> {
+        let listed = self.store.list(&ListFilter {
+            status,
+            provider,
+            limit: limit.unwrap_or(20).clamp(1, 500),
+        })?;
+        let note = (!listed.unreadable.is_empty()).then(|| {
+            let bad: Vec<String> = listed
+                .unreadable
+                .iter()
+                .map(|b| format!("{} ({})", b.id, b.problem))
+                .collect();
+            format!(
+                "skipped {} journal row(s) this version cannot read: {}",
+                bad.len(),
+                bad.join("; ")
+            )
+        });
+        Ok(TaskList {
+            tasks: listed.rows.iter().map(|r| r.to_task()).collect(),
+            note,
+        })
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Task> {
+        let row = self.row(id)?;
+        let task = row.to_task();
+        if task.status.is_terminal() {
+            let mut t = task;
+            t.note = Some(format!("already {}; nothing to cancel", t.status));
+            return Ok(t);
+        }
+        if row.is_submitting() {
+            return Err(Error::invalid_input(format!(
+                "task {id} is being submitted right now: call cancel_task again in a few seconds"
+            )));
+        }
+        let p = self.providers.get(row.provider)?;
+        let note = match p.cancel(&row).await {
+            Ok(providers::CancelOutcome::Cancelled) => format!("cancelled at {}", row.provider),
+            Ok(providers::CancelOutcome::NotCancelled(reason)) => format!(
+                "{reason}; stopped watching here: the provider may still finish and charge, and the result will not be downloaded"
+            ),
+            Err(pe) => {
+                return Err(Error::new(
+                    pe.error.category,
+                    format!(
+                        "cancel failed: {}; the task is still being watched",
+                        pe.error.message
+                    ),
+                ));
+            }
+        };
+        self.store.cancel(id, &note, now_ms())?;
+        self.watcher.publish(id);
+        self.task(id)
+    }
+
+    pub fn list_models(&self, provider: Option<ProviderId>) -> ModelList {
+        let models = catalog::models()
+            .iter()
+            .filter(|m| provider.is_none_or(|p| m.provider == p))
+            .map(|m| {
+                let mut spec = m.clone();
+                spec.price = self.price(m);
+                ModelEntry {
+                    configured: self.cfg.is_configured(m.provider),
+                    spec,
+                }
+            })
+            .collect();
+        ModelList { models }
+    }
+
+    pub fn list_loras(
+        &self,
+        provider: Option<ProviderId>,
+        model: Option<&str>,
+    ) -> Result<LoraList> {
+        if let (Some(p), Some(m)) = (provider, model) {
+            self.pick_model(p, Some(m))?;
+        }
+        let loras = catalog::loras()
+            .iter()
+            .filter(|l| provider.is_none_or(|p| l.provider == p))
+            .filter(|l| model.is_none_or(|m| l.model.eq_ignore_ascii_case(m)))
+            .cloned()
+            .collect();
+        Ok(LoraList {
+            loras,
+            note: "PiAPI/Qubico take other LoRA type names as given; Novita wan2.1-i2v takes a LoRA path as the name (up to 3).".into(),
+        })
+    }
+}

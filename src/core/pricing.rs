@@ -1,0 +1,347 @@
+//! Prices, quotes and budgets: what a request will cost on a model (the `[pricing]` override
+//! first, then the catalog), the caps that refuse a create before anything is sent, and
+//! `estimate_cost`.
+
+use rmcp::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{CallCtx, Core};
+use crate::catalog::{self, ModelSpec};
+use crate::error::{Error, Result};
+use crate::media;
+use crate::model::{AspectRatio, CameraMotion, CreateRequest, LoraRef, ProviderId, Resolution};
+use crate::validate;
+
+/// What `estimate_cost` takes: the create arguments that decide the price and the model.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateRequest {
+    /// Optional; checked like create's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<AspectRatio>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_motion: Option<CameraMotion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<bool>,
+    /// Quote every model that can honour these arguments.
+    #[serde(default)]
+    pub compare: bool,
+}
+
+impl EstimateRequest {
+    fn as_create(&self) -> CreateRequest {
+        CreateRequest {
+            image: self
+                .image
+                .clone()
+                .unwrap_or_else(|| "https://example.invalid/image.png".into()),
+            prompt: self.prompt.clone().unwrap_or_else(|| "estimate".into()),
+            negative_prompt: self.negative_prompt.clone(),
+            provider: self.provider,
+            model: self.model.clone(),
+            resolution: self.resolution,
+            aspect_ratio: self.aspect_ratio,
+            duration_seconds: self.duration_seconds,
+            loras: self.loras.clone(),
+            camera_motion: self.camera_motion.clone(),
+            end_image: self.end_image.clone(),
+            audio: self.audio,
+            ..CreateRequest::default()
+        }
+    }
+}
+
+/// One price quote.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Quote {
+    pub provider: ProviderId,
+    pub model: String,
+    /// Null when nobody published a price and none is configured.
+    pub usd: Option<f64>,
+    /// How the figure is made up.
+    pub basis: String,
+    pub unpriced: bool,
+    pub price_source: String,
+    pub configured: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BudgetStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_task_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_usd: Option<f64>,
+    /// Estimated spend since 00:00 UTC.
+    pub spent_today_usd: f64,
+}
+
+/// `estimate_cost` result.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Estimate {
+    pub quotes: Vec<Quote>,
+    pub budget: BudgetStatus,
+}
+
+/// The cost of `duration` seconds at `price`, and how it is made up.
+fn cost(price: &catalog::Price, duration: u32) -> (Option<f64>, String) {
+    match (price.usd_per_video, price.usd_per_second) {
+        (Some(v), _) => (Some(v), format!("${v} per video")),
+        (None, Some(s)) => (
+            Some((s * duration as f64 * 1e6).round() / 1e6),
+            format!("${s} per second x {duration} s"),
+        ),
+        (None, None) => (None, "no published price".to_string()),
+    }
+}
+
+/// Refuse when the quote breaks a per-task cap (`max_cost_usd`, `[budget].per_task_usd`), or
+/// when a cap is set and the price is unknown.
+fn check_caps(quote: &Quote, caps: [(Option<f64>, &str); 2]) -> Result<()> {
+    for (cap, name) in caps {
+        let Some(cap) = cap else { continue };
+        match quote.usd {
+            None if cap >= 0.0 => {
+                return Err(Error::budget(format!(
+                    "{name} is set to ${cap} but {}/{} has no known price ({}): set a price under [pricing] or drop the cap",
+                    quote.provider, quote.model, quote.price_source
+                )));
+            }
+            Some(usd) if usd > cap => {
+                return Err(Error::budget(format!(
+                    "estimated ${usd} ({}) is over {name} ${cap}: raise the cap or pick a cheaper model (estimate_cost with compare)",
+                    quote.basis
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuse when this quote would bring today's spend over the daily budget.
+fn check_daily(quote: &Quote, spent: f64, daily: f64) -> Result<()> {
+    let usd = quote.usd.ok_or_else(|| {
+        Error::budget(format!(
+            "a daily budget is set but {}/{} has no known price: set one under [pricing]",
+            quote.provider, quote.model
+        ))
+    })?;
+    if spent + usd > daily + 1e-9 {
+        return Err(Error::budget(format!(
+            "this ${usd} task would bring today's spend to ${:.2}, over [budget].daily_usd ${daily}: wait until 00:00 UTC or raise the budget",
+            spent + usd
+        )));
+    }
+    Ok(())
+}
+
+fn start_of_day_ms() -> i64 {
+    let now = chrono::Utc::now();
+    now.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or(0)
+}
+
+impl Core {
+    /// A model's price: the `[pricing]` override when configured, else the catalog's.
+    pub fn price(&self, spec: &ModelSpec) -> catalog::Price {
+        let key = spec.key();
+        match self.cfg.pricing.get(&key) {
+            Some(o) => catalog::Price {
+                usd_per_video: o.per_video_usd,
+                usd_per_second: o.per_second_usd,
+                source: format!("configured under [pricing.\"{key}\"]"),
+            },
+            None => spec.price.clone(),
+        }
+    }
+
+    /// The price of one request on one model.
+    pub fn quote(&self, spec: &ModelSpec, req: &CreateRequest) -> Quote {
+        let duration = req.duration_seconds.unwrap_or(spec.default_duration);
+        let price = self.price(spec);
+        let (usd, basis) = cost(&price, duration);
+        Quote {
+            provider: spec.provider,
+            model: spec.model.clone(),
+            usd,
+            basis,
+            unpriced: usd.is_none(),
+            price_source: price.source,
+            configured: self.cfg.is_configured(spec.provider),
+        }
+    }
+
+    /// Refuse before any paid call when the estimate breaks a cap.
+    pub(super) fn check_budget(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
+        check_caps(
+            quote,
+            [
+                (req.max_cost_usd, "max_cost_usd"),
+                (self.cfg.budget.per_task_usd, "[budget].per_task_usd"),
+            ],
+        )?;
+        match self.cfg.budget.daily_usd {
+            Some(daily) => check_daily(quote, self.spent_today()?, daily),
+            None => Ok(()),
+        }
+    }
+
+    fn spent_today(&self) -> Result<f64> {
+        self.store.spent_since(start_of_day_ms())
+    }
+
+    /// Quotes for `req`; its images are read and checked like create's (nothing is sent), from
+    /// the allowed directories and `ctx`'s roots.
+    pub async fn estimate(&self, req: &EstimateRequest, ctx: &CallCtx) -> Result<Estimate> {
+        let create = req.as_create();
+        let specs = if req.compare {
+            catalog::models()
+                .iter()
+                .filter(|m| {
+                    let mut c = create.clone();
+                    c.provider = Some(m.provider);
+                    validate::check(&c, m).is_ok()
+                })
+                .collect()
+        } else {
+            let provider = match req.provider.or(self.cfg.default_provider) {
+                Some(p) => p,
+                None => self.pick_provider(None).unwrap_or(ProviderId::ALL[0]),
+            };
+            let spec = self.pick_model(provider, req.model.as_deref())?;
+            validate::check(&create, spec)?;
+            vec![spec]
+        };
+        let specs = self.fitting_images(req, specs, ctx).await?;
+        if specs.is_empty() {
+            return Err(Error::unsupported(
+                "no model can honour these arguments together: drop one (see list_models)",
+            ));
+        }
+        let spent = self.spent_today()?;
+        Ok(Estimate {
+            quotes: specs.into_iter().map(|s| self.quote(s, &create)).collect(),
+            budget: BudgetStatus {
+                per_task_usd: self.cfg.budget.per_task_usd,
+                daily_usd: self.cfg.budget.daily_usd,
+                spent_today_usd: (spent * 1e6).round() / 1e6,
+            },
+        })
+    }
+
+    /// The models of `specs` that would take `req`'s images. When none would, the first model's
+    /// reason is the answer (with one model, its own).
+    async fn fitting_images(
+        &self,
+        req: &EstimateRequest,
+        mut specs: Vec<&'static ModelSpec>,
+        ctx: &CallCtx,
+    ) -> Result<Vec<&'static ModelSpec>> {
+        for (field, input) in [("image", &req.image), ("end_image", &req.end_image)] {
+            let Some(input) = input else { continue };
+            let verdicts = media::fits(input, field, &specs, self.allowed_dirs(ctx)).await;
+            let mut first_err = None;
+            let mut kept = Vec::new();
+            for (spec, verdict) in specs.into_iter().zip(verdicts) {
+                match verdict {
+                    Ok(()) => kept.push(spec),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let (true, Some(e)) = (kept.is_empty(), first_err) {
+                return Err(e);
+            }
+            specs = kept;
+        }
+        Ok(specs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Category;
+
+    fn price(per_video: Option<f64>, per_second: Option<f64>) -> catalog::Price {
+        catalog::Price {
+            usd_per_video: per_video,
+            usd_per_second: per_second,
+            source: "test".into(),
+        }
+    }
+
+    fn quote(usd: Option<f64>) -> Quote {
+        Quote {
+            provider: ProviderId::ALL[0],
+            model: "m".into(),
+            usd,
+            basis: "b".into(),
+            unpriced: usd.is_none(),
+            price_source: "nowhere".into(),
+            configured: true,
+        }
+    }
+
+    #[test]
+    fn a_per_video_price_wins_over_per_second_and_seconds_multiply() {
+        assert_eq!(cost(&price(Some(0.28), Some(1.0)), 5).0, Some(0.28));
+        let (usd, basis) = cost(&price(None, Some(0.1)), 7);
+        assert_eq!(usd, Some(0.7));
+        assert_eq!(basis, "$0.1 per second x 7 s");
+        assert_eq!(cost(&price(None, None), 5).0, None);
+    }
+
+    #[test]
+    fn caps_refuse_over_and_unknown_prices_but_pass_at_the_cap() {
+        let caps = |c| [(Some(c), "max_cost_usd"), (None, "[budget].per_task_usd")];
+        assert!(check_caps(&quote(Some(0.5)), caps(0.5)).is_ok());
+        let e = check_caps(&quote(Some(0.51)), caps(0.5)).unwrap_err();
+        assert_eq!(e.category, Category::Budget);
+        assert!(
+            e.message.contains("over max_cost_usd $0.5"),
+            "{}",
+            e.message
+        );
+        let e = check_caps(&quote(None), caps(1.0)).unwrap_err();
+        assert!(
+            e.message.contains("no known price (nowhere)"),
+            "{}",
+            e.message
+        );
+        assert!(check_caps(&quote(None), [(None, "a"), (None, "b")]).is_ok());
+    }
+
+    #[test]
+    fn the_daily_budget_counts_todays_spend() {
+        assert!(check_daily(&quote(Some(1.0)), 4.0, 5.0).is_ok());
+        let e = check_daily(&quote(Some(1.01)), 4.0, 5.0).unwrap_err();
+        assert!(
+            e.message.contains("today's spend to $5.01"),
+            "{}",
+            e.message
+        );
+        assert!(check_daily(&quote(None), 0.0, 5.0).is_err());
+    }
+}

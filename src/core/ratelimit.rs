@@ -1,0 +1,183 @@
+//! Client-side create limits, per provider: exact sliding windows ("at most 10 in any 60 s"), as
+//! providers state them. (A token bucket with burst n lets up to 2n-1 through in one window,
+//! which would meet the provider's own limit with a 429.)
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, RateLimits};
+use crate::error::{Category, Error, Result};
+use crate::model::ProviderId;
+
+/// The limiters of every configured provider.
+pub(super) struct RateLimiters(BTreeMap<ProviderId, Limiter>);
+
+impl RateLimiters {
+    pub(super) fn new(cfg: &Config) -> Self {
+        RateLimiters(
+            cfg.providers
+                .iter()
+                .map(|(id, pc)| (*id, Limiter::new(&pc.rate_limit)))
+                .collect(),
+        )
+    }
+
+    /// Wait for a create slot within `deadline`, or say when to retry.
+    pub(super) async fn admit(&self, provider: ProviderId, deadline: Instant) -> Result<()> {
+        let Some(limiter) = self.0.get(&provider) else {
+            return Ok(());
+        };
+        loop {
+            let Err((wait, window)) = limiter.try_take(Instant::now()) else {
+                return Ok(());
+            };
+            if Instant::now() + wait > deadline {
+                let secs = wait.as_secs().max(1);
+                return Err(Error::new(
+                    Category::RateLimited,
+                    format!(
+                        "client-side rate limit for {provider} (per {window}) reached: retry in {secs} s"
+                    ),
+                )
+                .with_next_step(format!(
+                    "create again in {secs} s, or pass wait_seconds to let the server wait"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+struct Limiter {
+    windows: Mutex<Vec<Window>>,
+}
+
+struct Window {
+    max: usize,
+    period: Duration,
+    name: &'static str,
+    /// When the creates still inside the window were admitted, oldest first.
+    log: VecDeque<Instant>,
+}
+
+impl Limiter {
+    fn new(l: &RateLimits) -> Limiter {
+        let windows = [
+            (l.per_10_seconds, 10, "10 s"),
+            (l.per_minute, 60, "minute"),
+            (l.per_hour, 3600, "hour"),
+            (l.per_day, 86_400, "day"),
+        ]
+        .into_iter()
+        .filter_map(|(n, secs, name)| {
+            n.filter(|n| *n > 0).map(|n| Window {
+                max: n as usize,
+                period: Duration::from_secs(secs),
+                name,
+                log: VecDeque::new(),
+            })
+        })
+        .collect();
+        Limiter {
+            windows: Mutex::new(windows),
+        }
+    }
+
+    /// Take a slot in every window at `now`, or say how long until all of them admit one (and
+    /// which window is the reason). Nothing is taken unless every window admits.
+    fn try_take(&self, now: Instant) -> std::result::Result<(), (Duration, &'static str)> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait: Option<(Duration, &'static str)> = None;
+        for w in windows.iter_mut() {
+            while w
+                .log
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= w.period)
+            {
+                w.log.pop_front();
+            }
+            if w.log.len() >= w.max
+                && let Some(oldest) = w.log.front()
+            {
+                let d = (*oldest + w.period).saturating_duration_since(now);
+                if wait.is_none_or(|(cur, _)| d > cur) {
+                    wait = Some((d, w.name));
+                }
+            }
+        }
+        match wait {
+            Some(w) => Err(w),
+            None => {
+                for w in windows.iter_mut() {
+                    w.log.push_back(now);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_windows_are_exact_and_take_nothing_when_refusing() {
+        let l = Limiter::new(&RateLimits {
+            per_minute: Some(2),
+            per_hour: Some(3),
+            ..RateLimits::default()
+        });
+        let t0 = Instant::now();
+        assert!(l.try_take(t0).is_ok());
+        assert!(l.try_take(t0 + Duration::from_secs(1)).is_ok());
+        // Third in the same minute: refused until the first leaves the window.
+        let (wait, window) = l.try_take(t0 + Duration::from_secs(2)).unwrap_err();
+        assert_eq!((wait, window), (Duration::from_secs(58), "minute"));
+        // Refusals took no hour slot: after the minute, one more fits, then the hour is full.
+        assert!(l.try_take(t0 + Duration::from_secs(61)).is_ok());
+        let (_, window) = l.try_take(t0 + Duration::from_secs(200)).unwrap_err();
+        assert_eq!(window, "hour");
+    }
+
+    #[test]
+    fn a_zero_or_missing_limit_admits_everything() {
+        let l = Limiter::new(&RateLimits {
+            per_minute: Some(0),
+            ..RateLimits::default()
+        });
+        let t0 = Instant::now();
+        for i in 0..100 {
+            assert!(l.try_take(t0 + Duration::from_millis(i)).is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn admit_refuses_past_the_deadline_with_a_retry_hint() {
+        let p = ProviderId::ALL[0];
+        let one_per_10s = RateLimits {
+            per_10_seconds: Some(1),
+            ..RateLimits::default()
+        };
+        let r = RateLimiters([(p, Limiter::new(&one_per_10s))].into_iter().collect());
+        r.admit(p, Instant::now()).await.unwrap();
+        // The next slot is 10 s away: a 2 s deadline is refused at once, with a retry hint.
+        let started = Instant::now();
+        let e = r
+            .admit(p, started + Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "it waited");
+        assert_eq!(e.category, Category::RateLimited);
+        assert!(
+            e.message.contains("(per 10 s) reached: retry in"),
+            "{}",
+            e.message
+        );
+        assert!(e.next_step.unwrap().contains("wait_seconds"));
+        // A provider without limits is always admitted.
+        let other = ProviderId::ALL[1];
+        r.admit(other, Instant::now()).await.unwrap();
+    }
+}
