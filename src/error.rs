@@ -5,8 +5,22 @@ use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 
 /// What kind of failure this is; agents branch on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Category {
     InvalidInput,
     Unsupported,
@@ -23,40 +37,12 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: [Category; 12] = [
-        Category::InvalidInput,
-        Category::Unsupported,
-        Category::Auth,
-        Category::Credits,
-        Category::RateLimited,
-        Category::Budget,
-        Category::NotFound,
-        Category::ProviderUnavailable,
-        Category::GenerationFailed,
-        Category::SubmitUnknown,
-        Category::Timeout,
-        Category::Internal,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Category::InvalidInput => "invalid_input",
-            Category::Unsupported => "unsupported",
-            Category::Auth => "auth",
-            Category::Credits => "credits",
-            Category::RateLimited => "rate_limited",
-            Category::Budget => "budget",
-            Category::NotFound => "not_found",
-            Category::ProviderUnavailable => "provider_unavailable",
-            Category::GenerationFailed => "generation_failed",
-            Category::SubmitUnknown => "submit_unknown",
-            Category::Timeout => "timeout",
-            Category::Internal => "internal",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Category> {
-        Category::ALL.into_iter().find(|c| c.as_str() == s)
+        s.parse().ok()
     }
 
     /// Whether the same call may succeed later without changing it. Exhaustive on purpose: a new
@@ -159,3 +145,20 @@ pub fn snippet(body: &[u8]) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    #[test]
+    fn category_strings_agree_with_json_and_parse_back() {
+        for c in Category::VARIANTS {
+            let json = serde_json::to_value(c).unwrap();
+            assert_eq!(json.as_str(), Some(c.as_str()));
+            assert_eq!(Category::parse(c.as_str()), Some(*c));
+        }
+        assert_eq!(Category::parse("no_such_category"), None);
+        assert_eq!(Category::InvalidInput.as_str(), "invalid_input");
+    }
+}
