@@ -207,3 +207,83 @@ pub fn without_nested_descriptions(schema: Arc<JsonObject>) -> Arc<JsonObject> {
     }
     Arc::new(schema)
 }
+
+#[cfg(test)]
+mod tests {
+    use rmcp::schemars;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Kind of thing.
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)] // only its schema is used
+    enum Kind {
+        A,
+        B,
+    }
+
+    /// A part.
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only its schema is used
+    struct Part {
+        /// How strong.
+        strength: Option<f64>,
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only its schema is used
+    struct Args {
+        kind: Option<Kind>,
+        /// The field's own words.
+        described: Option<Kind>,
+        count: Option<u32>,
+        parts: Vec<Part>,
+    }
+
+    /// Inlined, typed, without nulls, formats, titles, `minimum: 0` or the types' descriptions.
+    #[test]
+    fn input_schemas_are_inline_and_compact() {
+        let s = Value::Object(input::<Args>().as_ref().clone());
+        let part = json!({
+            "additionalProperties": false,
+            "properties": {"strength": {"description": "How strong.", "type": "number"}},
+            "type": "object"
+        });
+        assert_eq!(
+            s,
+            json!({
+                "additionalProperties": false,
+                "properties": {
+                    "kind": {"enum": ["a", "b"], "type": "string"},
+                    "described": {"description": "The field's own words.", "enum": ["a", "b"], "type": "string"},
+                    "count": {"type": "integer"},
+                    "parts": {"items": part, "type": "array"}
+                },
+                "required": ["parts"],
+                "type": "object"
+            })
+        );
+    }
+
+    /// The serialize contract: an `Option` without `skip_serializing_if` is always written.
+    #[test]
+    fn output_schemas_keep_the_named_fields_and_array_items() {
+        let s = Value::Object(output::<Args>(&["kind", "parts"]).as_ref().clone());
+        assert_eq!(
+            s,
+            json!({
+                "properties": {
+                    "kind": {"enum": ["a", "b"], "type": "string"},
+                    "parts": {"items": {"type": "object"}, "type": "array"}
+                },
+                "required": ["kind", "parts"],
+                "type": "object"
+            })
+        );
+    }
+}
