@@ -355,7 +355,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             stateless,
         } => {
             // Held until this server ends; a second server on the data dir fails here, at once.
-            let _lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
+            let _lock = crate::journal::ServeLock::acquire(&cfg.data_dir)?;
             let Some(addr) = http else {
                 return serve_stdio(cfg).await;
             };
@@ -411,7 +411,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             limit,
         } => {
             let core = Core::open(cfg)?;
-            let list = core.list(status, provider, Some(limit))?;
+            let list = core.list(status, provider, Some(limit)).await?;
             if cli.json {
                 print_json(&list);
             } else if list.tasks.is_empty() {

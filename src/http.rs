@@ -1052,7 +1052,7 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Respons
     };
     let task_id = task_id.to_string();
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
-    let path = match app.core.video_path(&task_id) {
+    let path = match app.core.video_path(&task_id).await {
         Ok(Some((_, path))) => path,
         Ok(None) => return not_found("this task has no downloaded video (yet): see get_task"),
         Err(e) if e.category == Category::NotFound => return not_found("unknown task"),
@@ -1293,7 +1293,7 @@ async fn webhook(
         .get("x-webhook-secret")
         .and_then(|v| v.to_str().ok())
         .or(q.token.as_deref());
-    match app.core.webhook(p, q.task.as_deref(), secret, &body) {
+    match app.core.webhook(p, q.task.as_deref(), secret, &body).await {
         Ok(WebhookOutcome::Confirming { task_id }) => {
             tracing::info!(task = %task_id, provider = %p, "webhook accepted; confirming with one poll");
             (StatusCode::OK, "ok").into_response()

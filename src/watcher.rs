@@ -6,7 +6,7 @@
 //! task and every unfinished download from the journal.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +18,9 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 
 use crate::config::Config;
 use crate::error::{Category, Error};
+use crate::journal::{Download, Journal, State, TaskRow, Update};
 use crate::model::{Status, Task, now_ms};
 use crate::providers::{Providers, Snapshot};
-use crate::store::{Download, Store, TaskRow, Update};
 
 /// Download attempts before giving up (each with backoff; an expired URL is re-fetched).
 const DOWNLOAD_ATTEMPTS: u32 = 5;
@@ -37,7 +37,7 @@ const MAX_CONCURRENT_POLLS: usize = 32;
 const MAX_CONCURRENT_SHEETS: usize = 2;
 
 struct Inner {
-    store: Arc<Store>,
+    journal: Journal,
     providers: Arc<Providers>,
     cfg: Arc<Config>,
     http: crate::providers::http::HttpClient,
@@ -54,7 +54,7 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(
-        store: Arc<Store>,
+        journal: Journal,
         providers: Arc<Providers>,
         cfg: Arc<Config>,
         http: crate::providers::http::HttpClient,
@@ -62,7 +62,7 @@ impl Watcher {
         let (tx, _) = broadcast::channel(4096);
         Watcher {
             inner: Arc::new(Inner {
-                store,
+                journal,
                 providers,
                 cfg,
                 http,
@@ -80,8 +80,8 @@ impl Watcher {
     }
 
     /// Announce the current state of a task to every subscriber.
-    pub fn publish(&self, id: &str) {
-        self.inner.publish(id);
+    pub async fn publish(&self, id: &str) {
+        self.inner.publish(id).await;
     }
 
     /// Follow a task until it settles. Idempotent.
@@ -101,8 +101,8 @@ impl Watcher {
             inner.clone().run(&id, notify).await;
             // Deregister, then look once more: work that arrived meanwhile gets a new loop.
             inner.active().remove(&id);
-            if let Ok(Some(row)) = inner.store.get(&id)
-                && needs_work(&row)
+            if let Ok(Some(row)) = inner.journal.get(&id).await
+                && row.needs_work()
             {
                 Watcher { inner }.watch(&id);
             }
@@ -122,7 +122,7 @@ impl Watcher {
     }
 
     /// The provider accepted task `id` as `ptid` but the journal could not record it (a full
-    /// disk). The store keeps the id in memory meanwhile; this retries the write with backoff until
+    /// disk). The journal keeps the id in memory meanwhile; this retries the write with backoff until
     /// it lands, logging each failure with both ids, then watches the task as usual.
     pub fn record_submitted(&self, id: &str, ptid: &str) {
         let watcher = self.clone();
@@ -131,11 +131,16 @@ impl Watcher {
             let mut delay = RECORD_FIRST_RETRY;
             loop {
                 tokio::time::sleep(jitter(delay)).await;
-                match watcher.inner.store.mark_submitted(&id, &ptid, now_ms()) {
+                match watcher
+                    .inner
+                    .journal
+                    .mark_submitted(&id, &ptid, now_ms())
+                    .await
+                {
                     Ok(_) => {
                         tracing::warn!(task = %id, provider_task_id = %ptid, "provider task id recorded in the journal at last");
                         watcher.watch(&id);
-                        watcher.publish(&id);
+                        watcher.publish(&id).await;
                         return;
                     }
                     Err(e) => {
@@ -154,7 +159,7 @@ impl Watcher {
     /// Resume after a restart. A task still `submitting` was cut off between the journal write and
     /// the provider's answer: whether the provider took it is unknown, so it is never resubmitted.
     pub fn recover(&self) -> Result<usize, Error> {
-        let rows = self.inner.store.unfinished()?;
+        let rows = self.inner.journal.unfinished_blocking()?;
         let mut resumed = 0;
         for row in rows {
             if row.is_submitting() {
@@ -163,7 +168,7 @@ impl Watcher {
                     "the server stopped while this task was being submitted; whether the provider accepted it is unknown",
                 )
                 .with_next_step("check the provider dashboard before creating again: it may exist and be charged");
-                self.inner.store.fail(&row.id, &e, now_ms())?;
+                self.inner.journal.fail_blocking(&row.id, &e, now_ms())?;
                 continue;
             }
             self.watch(&row.id);
@@ -215,9 +220,10 @@ pub fn clean_stale_temp_files(dirs: &[PathBuf], older_than: Duration) -> usize {
     removed
 }
 
-fn needs_work(row: &TaskRow) -> bool {
-    matches!(row.status.as_str(), "queued" | "running")
-        || (row.status == "succeeded" && row.download == Some(Download::Pending))
+/// A poll failure worth polling again after (a passing failure, or an answer that may not be
+/// the provider's); other failures count towards `PERMANENT_POLL_FAILURES`.
+fn poll_retryable(pe: &crate::providers::ProviderError) -> bool {
+    pe.error.category.is_retryable() || pe.acceptance == crate::providers::Acceptance::Unknown
 }
 
 /// `d` scaled by a random factor in [0.9, 1.1], so many tasks do not poll in lockstep.
@@ -230,8 +236,8 @@ impl Inner {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn publish(&self, id: &str) {
-        if let Ok(Some(row)) = self.store.get(id) {
+    async fn publish(&self, id: &str) {
+        if let Ok(Some(row)) = self.journal.get(id).await {
             // No subscriber is fine.
             let _ = self.tx.send(row.to_task());
         }
@@ -242,52 +248,20 @@ impl Inner {
         let mut delay = poll.first;
         let mut permanent_failures = 0;
         loop {
-            let row = match self.store.get(id) {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::error!(task = id, error = %e, "journal read failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            let Some(row) = self.current(id).await else {
+                return;
             };
-            if row.status == "succeeded" {
+            if row.status == State::Succeeded {
                 if row.download == Some(Download::Pending) {
                     self.download(&row).await;
                 }
                 return;
             }
-            if !needs_work(&row) {
+            if !row.needs_work() || self.gave_up(&row).await {
                 return;
             }
-            let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
-            if age > poll.give_up_after {
-                let e = Error::new(
-                    Category::Timeout,
-                    format!(
-                        "the provider did not finish within {} minutes; stopped polling",
-                        poll.give_up_after.as_secs() / 60
-                    ),
-                )
-                .with_next_step(
-                    "get_task checks once more; the provider dashboard shows the task too",
-                );
-                let _ = self.store.fail(id, &e, now_ms());
-                self.publish(id);
-                return;
-            }
-            // The local renderer is polled in memory: often, so its per-frame progress and its
-            // result reach waiting callers at once. With a webhook registered, polling is only
-            // the safety net: three times slower.
-            let wait = if row.provider == crate::model::ProviderId::Local {
-                LOCAL_POLL
-            } else if row.webhook_secret.is_some() {
-                delay * 3
-            } else {
-                delay
-            };
             tokio::select! {
-                _ = tokio::time::sleep(jitter(wait)) => {}
+                _ = tokio::time::sleep(jitter(self.poll_wait(&row, delay))) => {}
                 _ = notify.notified() => {}
             }
             let snap = {
@@ -304,14 +278,12 @@ impl Inner {
                     self.record(id, &snap).await;
                 }
                 Err(pe) => {
-                    let retry = pe.error.category.is_retryable()
-                        || pe.acceptance == crate::providers::Acceptance::Unknown;
                     tracing::warn!(task = id, error = %pe.error, "poll failed");
-                    if !retry {
+                    if !poll_retryable(&pe) {
                         permanent_failures += 1;
                         if permanent_failures >= PERMANENT_POLL_FAILURES {
-                            let _ = self.store.fail(id, &pe.error, now_ms());
-                            self.publish(id);
+                            let _ = self.journal.fail(id, &pe.error, now_ms()).await;
+                            self.publish(id).await;
                             return;
                         }
                     }
@@ -320,6 +292,53 @@ impl Inner {
                     delay = pe.retry_after.map_or(backoff, |r| r.max(backoff));
                 }
             }
+        }
+    }
+
+    /// The task's row as the journal has it now (a failed read is retried); `None` if it is gone.
+    async fn current(&self, id: &str) -> Option<TaskRow> {
+        loop {
+            match self.journal.get(id).await {
+                Ok(row) => return row,
+                Err(e) => {
+                    tracing::error!(task = id, error = %e, "journal read failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Past `give_up_after`, an open task is failed with `timeout` (a late success is still kept,
+    /// see `Journal::apply`). True if it was given up.
+    async fn gave_up(&self, row: &TaskRow) -> bool {
+        let give_up_after = self.cfg.poll.give_up_after;
+        let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
+        if age <= give_up_after {
+            return false;
+        }
+        let e = Error::new(
+            Category::Timeout,
+            format!(
+                "the provider did not finish within {} minutes; stopped polling",
+                give_up_after.as_secs() / 60
+            ),
+        )
+        .with_next_step("get_task checks once more; the provider dashboard shows the task too");
+        let _ = self.journal.fail(&row.id, &e, now_ms()).await;
+        self.publish(&row.id).await;
+        true
+    }
+
+    /// How long to wait before the next poll. The local renderer is polled in memory: often, so
+    /// its per-frame progress and its result reach waiting callers at once. With a webhook
+    /// registered, polling is only the safety net: three times slower.
+    fn poll_wait(&self, row: &TaskRow, delay: Duration) -> Duration {
+        if row.provider == crate::model::ProviderId::Local {
+            LOCAL_POLL
+        } else if row.webhook_secret.is_some() {
+            delay * 3
+        } else {
+            delay
         }
     }
 
@@ -334,25 +353,28 @@ impl Inner {
             url_expires_at: snap.url_expires_at,
             error: snap.error.clone(),
         };
-        match self.store.apply(id, &update, now) {
+        match self.journal.apply(id, &update, now).await {
             Ok(_) => {
                 if let Some(file) = &snap.local_file {
                     let note = self
                         .contact_sheet(id, std::path::Path::new(&file.path))
                         .await;
-                    let _ = self.store.set_downloaded(
-                        id,
-                        &file.path,
-                        file.bytes,
-                        &file.sha256,
-                        note.as_deref(),
-                        now_ms(),
-                    );
+                    let _ = self
+                        .journal
+                        .set_downloaded(
+                            id,
+                            &file.path,
+                            file.bytes,
+                            &file.sha256,
+                            note.as_deref(),
+                            now_ms(),
+                        )
+                        .await;
                 }
             }
             Err(e) => tracing::error!(task = id, error = %e, "journal write failed"),
         }
-        self.publish(id);
+        self.publish(id).await;
     }
 
     /// Download a succeeded task's video: streamed to a temp file, hashed on the way, renamed into
@@ -368,15 +390,18 @@ impl Inner {
             match self.fetch(&row.id, &url).await {
                 Ok((path, bytes, sha)) => {
                     let note = self.contact_sheet(&row.id, &path).await;
-                    let _ = self.store.set_downloaded(
-                        &row.id,
-                        &path.display().to_string(),
-                        bytes,
-                        &sha,
-                        note.as_deref(),
-                        now_ms(),
-                    );
-                    self.publish(&row.id);
+                    let _ = self
+                        .journal
+                        .set_downloaded(
+                            &row.id,
+                            &path.display().to_string(),
+                            bytes,
+                            &sha,
+                            note.as_deref(),
+                            now_ms(),
+                        )
+                        .await;
+                    self.publish(&row.id).await;
                     return;
                 }
                 Err((e, expired)) => {
@@ -391,8 +416,11 @@ impl Inner {
         let note = format!(
             "download failed after {DOWNLOAD_ATTEMPTS} attempts ({last}); the video is still at its URL until it expires; get_task tries again"
         );
-        let _ = self.store.set_download_failed(&row.id, &note, now_ms());
-        self.publish(&row.id);
+        let _ = self
+            .journal
+            .set_download_failed(&row.id, &note, now_ms())
+            .await;
+        self.publish(&row.id).await;
     }
 
     /// Make the contact sheet of a task whose video was just written to disk, before the
@@ -419,21 +447,18 @@ impl Inner {
         let snap = provider.poll(row).await.ok()?;
         let url = snap.video_url?;
         let _ = self
-            .store
-            .refresh_url(&row.id, &url, snap.url_expires_at, now_ms());
+            .journal
+            .refresh_url(&row.id, &url, snap.url_expires_at, now_ms())
+            .await;
         Some(url)
     }
 
     /// One download attempt. The error says whether the URL looks expired (403/404/410).
     async fn fetch(&self, id: &str, url: &str) -> Result<(PathBuf, u64, String), (Error, bool)> {
         let dir = &self.cfg.output_dir;
-        let io = |e: std::io::Error| {
-            (
-                Error::internal(format!("cannot write to '{}': {e}", dir.display())),
-                false,
-            )
-        };
-        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| write_failed(dir, e))?;
         let resp = self
             .http
             .get(url)
@@ -459,12 +484,7 @@ impl Inner {
         }
         let max = self.cfg.download_max_bytes;
         if resp.content_length().is_some_and(|n| n > max) {
-            return Err((
-                Error::invalid_input(format!(
-                    "download: the video is larger than the {max}-byte cap"
-                )),
-                false,
-            ));
+            return Err(too_large(max));
         }
         // Unique per attempt: a CLI and a server on one journal may fetch the same task at once;
         // each writes its own temp file and the atomic renames leave one whole video.
@@ -474,41 +494,62 @@ impl Inner {
             rand::random::<u32>()
         ));
         let path = dir.join(format!("{id}.mp4"));
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-            let mut hasher = Sha256::new();
-            let mut total: u64 = 0;
-            let mut stream = resp.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    (
-                        Error::new(Category::ProviderUnavailable, format!("download: {e}")),
-                        false,
-                    )
-                })?;
-                total += chunk.len() as u64;
-                if total > max {
-                    return Err((
-                        Error::invalid_input(format!(
-                            "download: the video is larger than the {max}-byte cap"
-                        )),
-                        false,
-                    ));
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(io)?;
-            }
-            file.sync_all().await.map_err(io)?;
-            drop(file);
-            tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-            Ok((path.clone(), total, hex::encode(hasher.finalize())))
-        }
-        .await;
+        let result = save(resp, &tmp, &path, max).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
     }
+}
+
+/// A download that cannot be written here: the URL is not to blame.
+fn write_failed(dir: &Path, e: std::io::Error) -> (Error, bool) {
+    (
+        Error::internal(format!("cannot write to '{}': {e}", dir.display())),
+        false,
+    )
+}
+
+fn too_large(max: u64) -> (Error, bool) {
+    (
+        Error::invalid_input(format!(
+            "download: the video is larger than the {max}-byte cap"
+        )),
+        false,
+    )
+}
+
+/// Stream `resp` into `tmp` (at most `max` bytes), hashing on the way, then rename it to `path`.
+async fn save(
+    resp: reqwest::Response,
+    tmp: &Path,
+    path: &Path,
+    max: u64,
+) -> Result<(PathBuf, u64, String), (Error, bool)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| write_failed(dir, e);
+    let mut file = tokio::fs::File::create(tmp).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            (
+                Error::new(Category::ProviderUnavailable, format!("download: {e}")),
+                false,
+            )
+        })?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(too_large(max));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.sync_all().await.map_err(io)?;
+    drop(file);
+    tokio::fs::rename(tmp, path).await.map_err(io)?;
+    Ok((path.to_path_buf(), total, hex::encode(hasher.finalize())))
 }
 
 /// The next poll delay: the provider's eta when it gives one (poll around when it expects to be

@@ -84,8 +84,8 @@ fn initialize(id: i64, version: &str) -> Value {
         "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
 }
 
-fn task_of(core: &Core, id: &str) -> Task {
-    core.store().get(id).unwrap().unwrap().to_task()
+async fn task_of(core: &Core, id: &str) -> Task {
+    core.journal().get(id).await.unwrap().unwrap().to_task()
 }
 
 #[tokio::test]
@@ -552,7 +552,7 @@ async fn webhook_flow(kind: Kind, provider: &str) {
         "payload": {"task": {"task_id": ptid, "status": "TASK_STATUS_SUCCEED"}}});
 
     // Refused: wrong or missing secret (401), unknown task or provider (404). Nothing changes.
-    let before = task_of(&core, &id);
+    let before = task_of(&core, &id).await;
     assert_eq!(
         hook(
             format!("{provider}?task={id}&token=wrong"),
@@ -609,7 +609,7 @@ async fn webhook_flow(kind: Kind, provider: &str) {
         "a webhook for another provider's task"
     );
     assert_eq!(
-        task_of(&core, &id),
+        task_of(&core, &id).await,
         before,
         "a refused webhook changed the journal"
     );
@@ -648,7 +648,7 @@ async fn webhook_flow(kind: Kind, provider: &str) {
     assert_eq!(deliveries[0].status, Some(200), "{:?}", deliveries[0]);
     let done = within(10, "completion after the webhook", async {
         loop {
-            let t = task_of(&core, &id);
+            let t = task_of(&core, &id).await;
             if t.status == Status::Succeeded && !t.download_pending {
                 return t;
             }
@@ -676,7 +676,7 @@ async fn webhook_flow(kind: Kind, provider: &str) {
         }
     })
     .await;
-    assert_eq!(task_of(&core, &id), done);
+    assert_eq!(task_of(&core, &id).await, done);
     assert_eq!(fake.polls(&ptid), 2);
     assert_eq!(fake.downloads(), 1);
     within(15, "shutdown", handle.shutdown()).await;
@@ -735,7 +735,7 @@ async fn fifty_concurrent_sessions_share_one_core() {
     }
     // Answered from the journal: nothing reached the provider.
     assert_eq!(fake.requests().len(), requests_before);
-    assert_eq!(core.list(None, None, None).unwrap().tasks.len(), 1);
+    assert_eq!(core.list(None, None, None).await.unwrap().tasks.len(), 1);
     within(15, "shutdown", handle.shutdown()).await;
 }
 
@@ -788,7 +788,7 @@ async fn shutdown_lets_running_calls_finish_and_keeps_tasks_open() {
             .is_err()
     );
     let id = t["task_id"].as_str().unwrap();
-    assert!(!task_of(&core, id).status.is_terminal());
+    assert!(!task_of(&core, id).await.status.is_terminal());
     drop(core);
     let again = Core::start(config(&ws, &fake, "piapi")).unwrap();
     assert!(again.watcher().is_watching(id), "not resumed after restart");

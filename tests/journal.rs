@@ -165,7 +165,7 @@ async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_
     let img = ws.png("a.png", 64, 64);
     let core = core_for(&ws, &fake, "piapi");
     // The disk is full for the create's write and two retries.
-    core.store().inject_submit_write_failures(3);
+    core.journal().inject_submit_write_failures(3);
     let (s, _) = connect(core.clone()).await;
     let e = err(&call(
         &s,
@@ -193,7 +193,7 @@ async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_
         "the provider id is not logged with ours: {log}"
     );
     // Known at once from memory, then recorded, watched and downloaded.
-    let t = core.store().get(&id).unwrap().unwrap().to_task();
+    let t = core.journal().get(&id).await.unwrap().unwrap().to_task();
     assert_eq!(t.provider_task_id.as_deref(), Some(ptid.as_str()));
     let done = ok(&call(&s, "get_task", json!({"task_id": id, "wait_seconds": 60})).await);
     assert_downloaded(&done);
@@ -203,9 +203,9 @@ async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_
     // It is in the journal for good: a restart finds it recorded, not `submit_unknown`.
     drop(core);
     let again = core_for(&ws, &fake, "piapi");
-    let row = again.store().get(&id).unwrap().unwrap();
+    let row = again.journal().get(&id).await.unwrap().unwrap();
     assert_eq!(row.provider_task_id.as_deref(), Some(ptid.as_str()));
-    assert_eq!(row.status, "succeeded");
+    assert_eq!(row.status, i2v_mcp::journal::State::Succeeded);
 }
 
 /// A PNG of noise (incompressible) as a data URI of about `mib` MiB.
@@ -279,7 +279,7 @@ async fn large_data_uris_stay_out_of_the_journal() {
         "4 creates of a 5 MB image made a {size}-byte journal"
     );
     // The journal keeps where the bytes are: one file per distinct image, found by its digest.
-    let row = core.store().get(&ids[0]).unwrap().unwrap();
+    let row = core.journal().get(&ids[0]).await.unwrap().unwrap();
     let request = row.request.clone().unwrap_or_default();
     assert!(
         !request.contains("base64"),
@@ -292,11 +292,12 @@ async fn large_data_uris_stay_out_of_the_journal() {
     assert_eq!(inputs.len(), 1);
     // Listing reads no request at all.
     let listed = core
-        .store()
-        .list(&i2v_mcp::store::ListFilter {
+        .journal()
+        .list(&i2v_mcp::journal::ListFilter {
             limit: 100,
             ..Default::default()
         })
+        .await
         .unwrap()
         .rows;
     assert_eq!(listed.len(), 4);
@@ -324,8 +325,9 @@ async fn a_local_render_restarted_from_the_journal_finds_its_data_uri_image() {
     s.cancel().await.unwrap();
     // A restarted server has no render job: it starts over from what the journal holds.
     let row = core
-        .store()
+        .journal()
         .get(t["task_id"].as_str().unwrap())
+        .await
         .unwrap()
         .unwrap();
     let cfg = ws.config(&[]);
@@ -333,7 +335,7 @@ async fn a_local_render_restarted_from_the_journal_finds_its_data_uri_image() {
     let fresh = i2v_mcp::providers::Providers::new(
         &cfg,
         &http,
-        Arc::new(i2v_mcp::store::Store::open(&ws.data().join("journal.sqlite")).unwrap()),
+        i2v_mcp::journal::Journal::open(&ws.data().join("journal.sqlite")).unwrap(),
     );
     let local = fresh.get(i2v_mcp::model::ProviderId::Local).unwrap();
     let status = within(60, "the restarted render", async {
@@ -433,7 +435,7 @@ async fn an_empty_journal_file_is_taken_as_new_with_a_warning() {
     let ws = Workspace::new();
     std::fs::write(ws.data().join("journal.sqlite"), b"").unwrap();
     let core = Core::start(ws.config(&[])).unwrap();
-    assert_eq!(core.list(None, None, None).unwrap().tasks.len(), 0);
+    assert_eq!(core.list(None, None, None).await.unwrap().tasks.len(), 0);
     let log = logs.text();
     assert!(
         log.lines()
@@ -530,4 +532,107 @@ async fn stale_temp_files_are_cleaned_when_a_server_starts() {
         "a fresh temp file may belong to a live download"
     );
     assert!(other.exists(), "only temp files are cleaned");
+}
+
+/// A journal written by main at 161175c, before numbered migrations (see tests/fixtures/README.md).
+const FIXTURE_161175C: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/journal-161175c.sqlite"
+);
+
+fn user_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_journal_written_by_main_161175c_opens_migrates_and_serves_its_tasks() {
+    let ws = Workspace::new();
+    let path = ws.data().join("journal.sqlite");
+    std::fs::copy(FIXTURE_161175C, &path).unwrap();
+    assert_eq!(user_version(&path), 0);
+    let core = Core::start(ws.config(&[])).unwrap();
+    assert_eq!(
+        user_version(&path),
+        i2v_mcp::journal::MIGRATIONS.len() as i64
+    );
+    let (s, _) = connect(core.clone()).await;
+    let listed = ok(&call(&s, "list_tasks", json!({"limit": 50})).await);
+    let tasks = listed["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 6, "{listed}");
+    assert!(listed.get("note").is_none(), "{listed}");
+    let video = "4e1535429de73e62f718ce87d8ba2019cb6079f94b4af5ec3590127cd41ccb74";
+    for id in [
+        "tsk_01a233c0571173e881ebecd54d39809d",
+        "tsk_01a233c05b4c76e18aac463e2d9b0524",
+    ] {
+        let t = ok(&call(&s, "get_task", json!({"task_id": id})).await);
+        assert_eq!(t["status"], "succeeded", "{t}");
+        assert_eq!(t["video"]["sha256"], video, "{t}");
+        assert_eq!(t["provider"], "local", "{t}");
+    }
+    let t = ok(&call(
+        &s,
+        "get_task",
+        json!({"task_id": "tsk_01a233c0641d73edbc4681274b09450d"}),
+    )
+    .await);
+    assert_eq!(
+        (t["status"].as_str(), t["note"].as_str()),
+        (Some("cancelled"), Some("cancelled at local")),
+        "{t}"
+    );
+    let refused = "tsk_01a233c073f970468a1aa06dc4f5efa7";
+    let t = ok(&call(&s, "get_task", json!({"task_id": refused})).await);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["category"], "provider_unavailable", "{t}");
+    // The one cut off while submitting: the restart says its outcome is unknown.
+    let t = ok(&call(
+        &s,
+        "get_task",
+        json!({"task_id": "tsk_01a233c099fe71b3ac880b39a4ddc222"}),
+    )
+    .await);
+    assert_eq!(t["error"]["category"], "submit_unknown", "{t}");
+    // Idempotency keys still hold: the kept one answers with its task, the refused one is free.
+    let journal = core.journal();
+    let kept = journal.find_by_key("fixture-key").await.unwrap().unwrap();
+    assert_eq!(kept.id, "tsk_01a233c05b4c76e18aac463e2d9b0524");
+    let old = journal.find_by_key("refused-key").await.unwrap().unwrap();
+    assert!(old.is_refused() && old.id == refused, "{old:?}");
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_journal_starts_at_the_newest_version_and_a_newer_one_is_refused_untouched() {
+    let ws = Workspace::new();
+    let path = ws.data().join("journal.sqlite");
+    drop(Core::start(ws.config(&[])).unwrap());
+    let newest = i2v_mcp::journal::MIGRATIONS.len() as i64;
+    assert_eq!(user_version(&path), newest);
+
+    let ws = Workspace::new();
+    let path = ws.data().join("journal.sqlite");
+    std::fs::copy(FIXTURE_161175C, &path).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newest + 1)
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let e = match Core::start(ws.config(&[])) {
+        Ok(_) => panic!("a journal from a newer version was opened"),
+        Err(e) => e,
+    };
+    assert!(
+        e.message.contains("newer") && e.message.contains(&format!("{}", newest + 1)),
+        "{e:?}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the journal was written"
+    );
+    assert_eq!(user_version(&path), newest + 1);
 }

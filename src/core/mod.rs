@@ -25,9 +25,9 @@ pub use webhook::WebhookOutcome;
 use crate::catalog::{self, Lora, ModelSpec};
 use crate::config::Config;
 use crate::error::{Category, Error, Result};
+use crate::journal::{Journal, ListFilter, TaskRow};
 use crate::model::{ProviderId, Status, Task, now_ms};
 use crate::providers::{self, Providers};
-use crate::store::{ListFilter, Store, TaskRow};
 use crate::watcher::Watcher;
 use ratelimit::RateLimiters;
 
@@ -77,7 +77,7 @@ pub struct TaskList {
 
 pub struct Core {
     pub cfg: Arc<Config>,
-    store: Arc<Store>,
+    journal: Journal,
     providers: Arc<Providers>,
     watcher: Watcher,
     limiters: RateLimiters,
@@ -100,7 +100,7 @@ impl Core {
         crate::watcher::clean_stale_temp_files(
             &[
                 core.cfg.output_dir.clone(),
-                crate::store::inputs_dir(&core.cfg.data_dir),
+                crate::journal::inputs_dir(&core.cfg.data_dir),
             ],
             stale_after,
         );
@@ -119,14 +119,14 @@ impl Core {
             ))
             .with_next_step("set I2V_MCP_OUTPUT_DIR to a writable directory")
         })?;
-        let store = Arc::new(Store::open(&cfg.data_dir.join("journal.sqlite"))?);
+        let journal = Journal::open(&cfg.data_dir.join("journal.sqlite"))?;
         let http = providers::http::client()?;
-        let providers = Arc::new(Providers::new(&cfg, &http, store.clone()));
-        let watcher = Watcher::new(store.clone(), providers.clone(), cfg.clone(), http);
+        let providers = Arc::new(Providers::new(&cfg, &http, journal.clone()));
+        let watcher = Watcher::new(journal.clone(), providers.clone(), cfg.clone(), http);
         let limiters = RateLimiters::new(&cfg);
         let core = Arc::new(Core {
             cfg,
-            store,
+            journal,
             providers,
             watcher,
             limiters,
@@ -142,19 +142,19 @@ impl Core {
     }
 
     /// The journal itself, for tests and maintenance; the faces ask `task` and `video_path`.
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// A task as agents see it, or a `not_found` error that says where to look.
-    pub fn task(&self, id: &str) -> Result<Task> {
-        Ok(self.row(id)?.to_task())
+    pub async fn task(&self, id: &str) -> Result<Task> {
+        Ok(self.row(id).await?.to_task())
     }
 
     /// The downloaded video of a succeeded task: `Ok(None)` while there is none (not succeeded,
     /// or not downloaded yet); a `not_found` error for an unknown task.
-    pub fn video_path(&self, id: &str) -> Result<Option<(Task, PathBuf)>> {
-        let task = self.task(id)?;
+    pub async fn video_path(&self, id: &str) -> Result<Option<(Task, PathBuf)>> {
+        let task = self.task(id).await?;
         let path = task
             .video
             .as_ref()
@@ -164,8 +164,8 @@ impl Core {
         Ok(path.map(|p| (task, p)))
     }
 
-    fn row(&self, id: &str) -> Result<TaskRow> {
-        self.store.get(id)?.ok_or_else(|| {
+    async fn row(&self, id: &str) -> Result<TaskRow> {
+        self.journal.get(id).await?.ok_or_else(|| {
             Error::not_found(format!(
                 "unknown task_id '{id}': list_tasks shows the tasks this server knows"
             ))
@@ -213,17 +213,20 @@ impl Core {
         dirs
     }
 
-    pub fn list(
+    pub async fn list(
         &self,
         status: Option<Status>,
         provider: Option<ProviderId>,
         limit: Option<u32>,
     ) -> Result<TaskList> {
-        let listed = self.store.list(&ListFilter {
-            status,
-            provider,
-            limit: limit.unwrap_or(20).clamp(1, 500),
-        })?;
+        let listed = self
+            .journal
+            .list(&ListFilter {
+                status,
+                provider,
+                limit: limit.unwrap_or(20).clamp(1, 500),
+            })
+            .await?;
         let note = (!listed.unreadable.is_empty()).then(|| {
             let bad: Vec<String> = listed
                 .unreadable
@@ -243,7 +246,7 @@ impl Core {
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Task> {
-        let row = self.row(id)?;
+        let row = self.row(id).await?;
         let task = row.to_task();
         if task.status.is_terminal() {
             let mut t = task;
@@ -271,9 +274,9 @@ impl Core {
                 ));
             }
         };
-        self.store.cancel(id, &note, now_ms())?;
-        self.watcher.publish(id);
-        self.task(id)
+        self.journal.cancel(id, &note, now_ms()).await?;
+        self.watcher.publish(id).await;
+        self.task(id).await
     }
 
     pub fn list_models(&self, provider: Option<ProviderId>) -> ModelList {

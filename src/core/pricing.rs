@@ -192,7 +192,7 @@ impl Core {
     }
 
     /// Refuse before any paid call when the estimate breaks a cap.
-    pub(super) fn check_budget(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
+    pub(super) async fn check_budget(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
         check_caps(
             quote,
             [
@@ -201,13 +201,13 @@ impl Core {
             ],
         )?;
         match self.cfg.budget.daily_usd {
-            Some(daily) => check_daily(quote, self.spent_today()?, daily),
+            Some(daily) => check_daily(quote, self.spent_today().await?, daily),
             None => Ok(()),
         }
     }
 
-    fn spent_today(&self) -> Result<f64> {
-        self.store.spent_since(start_of_day_ms())
+    async fn spent_today(&self) -> Result<f64> {
+        self.journal.spent_since(start_of_day_ms()).await
     }
 
     /// Quotes for `req`; its images are read and checked like create's (nothing is sent), from
@@ -238,7 +238,7 @@ impl Core {
                 "no model can honour these arguments together: drop one (see list_models)",
             ));
         }
-        let spent = self.spent_today()?;
+        let spent = self.spent_today().await?;
         Ok(Estimate {
             quotes: specs.into_iter().map(|s| self.quote(s, &create)).collect(),
             budget: BudgetStatus {

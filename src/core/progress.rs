@@ -10,8 +10,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::{CallCtx, Core};
 use crate::error::{Category, Result};
+use crate::journal::{Download, TaskRow, Update};
 use crate::model::{Status, Task, now_ms};
-use crate::store::{Download, TaskRow, Update};
 
 /// How long a `get_task` without `wait_seconds` waits for its refresh poll.
 const REFRESH_WAIT: Duration = Duration::from_secs(10);
@@ -116,7 +116,7 @@ impl Core {
     /// timeout gets one more look, and an open task is polled now. With `wait_seconds`, waits
     /// (with progress) until it settles or the wait ends.
     pub async fn get(&self, id: &str, wait_seconds: Option<u32>, ctx: CallCtx) -> Result<Task> {
-        let row = self.row(id)?;
+        let row = self.row(id).await?;
         let started = Instant::now();
         let task = self.revived(&row).await?;
         if task.is_settled() {
@@ -143,12 +143,14 @@ impl Core {
             .as_ref()
             .is_some_and(|e| e.category == Category::Timeout)
             && row.provider_task_id.is_some();
-        if row.download == Some(Download::Failed) && self.store.retry_download(&row.id, now_ms())? {
+        if row.download == Some(Download::Failed)
+            && self.journal.retry_download(&row.id, now_ms()).await?
+        {
             self.watcher.watch(&row.id);
-            self.task(&row.id)
+            self.task(&row.id).await
         } else if timed_out {
             self.refresh_timed_out(row).await;
-            self.task(&row.id)
+            self.task(&row.id).await
         } else {
             // The common case, a settled task: answered from the one read already made.
             Ok(task)
@@ -169,8 +171,9 @@ impl Core {
                 ..Default::default()
             };
             if self
-                .store
+                .journal
                 .apply(&row.id, &update, now_ms())
+                .await
                 .unwrap_or(false)
             {
                 self.watcher.watch(&row.id);
@@ -202,7 +205,7 @@ impl Core {
         let _counted = WaitGuard::new(&self.waiting);
         let mut rx = self.watcher.subscribe();
         let mut reporter = Reporter::new(ctx.progress.clone());
-        let mut task = self.task(id)?;
+        let mut task = self.task(id).await?;
         loop {
             reporter.report(&task, false);
             let now = Instant::now();
@@ -216,7 +219,7 @@ impl Core {
                 msg = rx.recv() => match msg {
                     Ok(t) if t.task_id == id => task = t,
                     Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => task = self.task(id)?,
+                    Err(RecvError::Lagged(_)) => task = self.task(id).await?,
                     Err(RecvError::Closed) => return Ok(task),
                 },
                 _ = tokio::time::sleep_until(wake_at.into()) => {
@@ -233,12 +236,12 @@ impl Core {
         let mut rx = self.watcher.subscribe();
         loop {
             tokio::select! {
-                _ = ctx.cancel.cancelled() => return self.task(id),
-                _ = tokio::time::sleep_until(deadline.into()) => return self.task(id),
+                _ = ctx.cancel.cancelled() => return self.task(id).await,
+                _ = tokio::time::sleep_until(deadline.into()) => return self.task(id).await,
                 msg = rx.recv() => match msg {
                     Ok(t) if t.task_id == id => return Ok(t),
                     Ok(_) => {}
-                    Err(_) => return self.task(id),
+                    Err(_) => return self.task(id).await,
                 },
             }
         }

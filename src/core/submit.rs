@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use super::{CallCtx, Core, Quote};
 use crate::catalog::ModelSpec;
 use crate::error::{Category, Error, Result};
+use crate::journal::{Inserted, NewTask, TaskRow};
 use crate::media::{self, ImageInput};
 use crate::model::{CreateRequest, ProviderId, Task, now_ms};
 use crate::providers::{self, Acceptance, ProviderError, Submission, Webhook};
-use crate::store::{Inserted, NewTask, TaskRow};
 use crate::validate;
 
 /// Create attempts when the provider surely refused for a passing reason (429, refused connection).
@@ -47,11 +47,11 @@ impl Core {
         let deadline = started + Duration::from_secs(wait as u64);
 
         let _key = self.lock_key(req.idempotency_key.as_deref()).await;
-        if let Some(task) = self.existing_for_key(&req)? {
+        if let Some(task) = self.existing_for_key(&req).await? {
             return self.finish_wait(task, wait, started, &ctx).await;
         }
         let prepared = self.prepare(&req, provider, spec, &ctx, deadline).await?;
-        let (id, webhook) = match self.journal(&req, &prepared).await? {
+        let (id, webhook) = match self.journal_task(&req, &prepared).await? {
             Journaled::New { id, webhook } => (id, webhook),
             Journaled::Existing(task) => return self.finish_wait(*task, wait, started, &ctx).await,
         };
@@ -65,7 +65,7 @@ impl Core {
         };
         self.submit(&sub, provider, &ctx).await?;
         self.watcher.watch(&id);
-        let task = self.task(&id)?;
+        let task = self.task(&id).await?;
         self.finish_wait(task, wait, started, &ctx).await
     }
 
@@ -105,7 +105,7 @@ impl Core {
             providers::local::Client::plan(req, &image)?;
         }
         let quote = self.quote(spec, req);
-        self.check_budget(&quote, req)?;
+        self.check_budget(&quote, req).await?;
         self.limiters.admit(provider, deadline).await?;
         Ok(Prepared {
             provider,
@@ -117,7 +117,7 @@ impl Core {
     }
 
     /// Write the task to the journal before anything is sent.
-    async fn journal(&self, req: &CreateRequest, p: &Prepared) -> Result<Journaled> {
+    async fn journal_task(&self, req: &CreateRequest, p: &Prepared) -> Result<Journaled> {
         let id = new_task_id();
         let webhook = self.webhook_for(p.provider, &id);
         let fingerprint = req.fingerprint();
@@ -134,7 +134,7 @@ impl Core {
             webhook_secret: webhook.as_ref().map(|w| w.secret.clone()),
             created_at: now_ms(),
         };
-        Ok(match self.store.insert(&new)? {
+        Ok(match self.journal.insert(new).await? {
             Inserted::New => Journaled::New { id, webhook },
             Inserted::Existing(row) => Journaled::Existing(Box::new(dedup(&row, &fingerprint)?)),
         })
@@ -154,7 +154,7 @@ impl Core {
         loop {
             attempt += 1;
             match p.submit(sub).await {
-                Ok(ptid) => return self.record_submitted(id, provider, &ptid),
+                Ok(ptid) => return self.record_submitted(id, provider, &ptid).await,
                 Err(pe) if pe.create_may_retry() && attempt < CREATE_ATTEMPTS => {
                     let backoff = pe
                         .retry_after
@@ -165,12 +165,12 @@ impl Core {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = ctx.cancel.cancelled() => {
                             let e = pe.error.clone();
-                            self.store.fail(id, &e, now_ms())?;
+                            self.journal.fail(id, &e, now_ms()).await?;
                             return Err(e);
                         }
                     }
                 }
-                Err(pe) => return Err(self.submit_failed(id, provider, pe)?),
+                Err(pe) => return Err(self.submit_failed(id, provider, pe).await?),
             }
         }
     }
@@ -178,8 +178,8 @@ impl Core {
     /// The provider took the task: record its id. When the journal cannot, the id is paid and
     /// must not be lost: it goes to the log at once, stays in memory and is written as soon as
     /// the journal takes it; the caller learns it too.
-    fn record_submitted(&self, id: &str, provider: ProviderId, ptid: &str) -> Result<()> {
-        if let Err(e) = self.store.mark_submitted(id, ptid, now_ms()) {
+    async fn record_submitted(&self, id: &str, provider: ProviderId, ptid: &str) -> Result<()> {
+        if let Err(e) = self.journal.mark_submitted(id, ptid, now_ms()).await {
             tracing::error!(task = %id, provider = %provider, provider_task_id = %ptid, error = %e, "the provider accepted the task but the journal could not record its id; kept in memory, retrying");
             self.watcher.record_submitted(id, ptid);
             return Err(Error::internal(format!(
@@ -196,7 +196,12 @@ impl Core {
 
     /// A create that failed for good: the task ends with an error that says whether anything may
     /// have been charged. Returns that error.
-    fn submit_failed(&self, id: &str, provider: ProviderId, pe: ProviderError) -> Result<Error> {
+    async fn submit_failed(
+        &self,
+        id: &str,
+        provider: ProviderId,
+        pe: ProviderError,
+    ) -> Result<Error> {
         let error = match pe.acceptance {
             Acceptance::Unknown => Error::new(
                 Category::SubmitUnknown,
@@ -212,8 +217,8 @@ impl Core {
                 e
             }
         };
-        self.store.fail(id, &error, now_ms())?;
-        self.watcher.publish(id);
+        self.journal.fail(id, &error, now_ms()).await?;
+        self.watcher.publish(id).await;
         Ok(error)
     }
 
@@ -231,13 +236,13 @@ impl Core {
 
     /// The task an idempotency key already stands for. A key whose create was refused (nothing
     /// accepted upstream, nothing charged) stands for nothing: the retry is a new attempt, which
-    /// takes the key over in `Store::insert`. A key whose outcome is unknown, or that the provider
+    /// takes the key over in `Journal::insert`. A key whose outcome is unknown, or that the provider
     /// accepted, always returns its task and is never sent again.
-    fn existing_for_key(&self, req: &CreateRequest) -> Result<Option<Task>> {
+    async fn existing_for_key(&self, req: &CreateRequest) -> Result<Option<Task>> {
         let Some(key) = &req.idempotency_key else {
             return Ok(None);
         };
-        match self.store.find_by_key(key)? {
+        match self.journal.find_by_key(key).await? {
             Some(row) if row.is_refused() => Ok(None),
             Some(row) => Ok(Some(dedup(&row, &req.fingerprint())?)),
             None => Ok(None),
@@ -272,7 +277,7 @@ impl Core {
         if !given.trim_start().starts_with("data:") {
             return Ok(given.to_string());
         }
-        let dir = crate::store::inputs_dir(&self.cfg.data_dir);
+        let dir = crate::journal::inputs_dir(&self.cfg.data_dir);
         let path = dir.join(format!("{}.{}", img.sha256, img.format.extension()));
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
             let io = |e: std::io::Error| {

@@ -44,7 +44,7 @@ impl Core {
     /// the body, the per-task secret is checked in constant time (a provider header or the `token`
     /// query parameter), and then the watcher polls the provider once (a GET). Duplicates and
     /// retries are harmless: each just asks for another poll.
-    pub fn webhook(
+    pub async fn webhook(
         &self,
         provider: ProviderId,
         task_id: Option<&str>,
@@ -52,9 +52,13 @@ impl Core {
         body: &[u8],
     ) -> Result<WebhookOutcome> {
         let row = match task_id {
-            Some(id) => self.store.get(id)?,
+            Some(id) => self.journal.get(id).await?,
             None => match provider_task_id_in(body) {
-                Some(ptid) => self.store.find_by_provider_id(provider, &ptid)?,
+                Some(ptid) => {
+                    self.journal
+                        .find_by_provider_id(&sharing_upstream(provider), &ptid)
+                        .await?
+                }
                 None => None,
             },
         };
@@ -82,6 +86,14 @@ fn same_upstream(a: ProviderId, b: ProviderId) -> bool {
             (a, b),
             (ProviderId::Piapi, ProviderId::Qubico) | (ProviderId::Qubico, ProviderId::Piapi)
         )
+}
+
+/// The providers whose tasks a webhook of `p` may name, in the order they are looked up.
+fn sharing_upstream(p: ProviderId) -> Vec<ProviderId> {
+    match p {
+        ProviderId::Piapi | ProviderId::Qubico => vec![ProviderId::Piapi, ProviderId::Qubico],
+        p => vec![p],
+    }
 }
 
 fn secrets_match(expected: &str, given: &str) -> bool {

@@ -360,7 +360,7 @@ impl ServerHandler for Server {
             items.push(apps::player_resource(self.video_base.as_deref()));
         }
         if let Ok(core) = self.core().await
-            && let Ok(list) = core.list(None, None, Some(50))
+            && let Ok(list) = core.list(None, None, Some(50)).await
         {
             for t in list.tasks {
                 items.push(
@@ -408,7 +408,7 @@ impl ServerHandler for Server {
                 .await
                 .map(Into::into);
         } else if let Some(id) = uri.strip_prefix("i2v://tasks/") {
-            let task = core.task(id).map_err(|e| task_error(id, e))?;
+            let task = core.task(id).await.map_err(|e| task_error(id, e))?;
             serde_json::to_string(&task)
         } else if let Some(id) = self.video_task_id(&uri) {
             let id = id.to_string();
@@ -618,8 +618,9 @@ fn task_image(uri: &str) -> Option<(&str, &str)> {
 }
 
 /// A succeeded task and the path of its downloaded video, or why there is none (resource errors).
-fn succeeded_video(core: &Core, id: &str) -> Result<(Task, String), McpError> {
+async fn succeeded_video(core: &Core, id: &str) -> Result<(Task, String), McpError> {
     core.video_path(id)
+        .await
         .map_err(|e| task_error(id, e))?
         .map(|(task, path)| (task, path.display().to_string()))
         .ok_or_else(|| {
@@ -645,7 +646,7 @@ async fn read_task_image(
     uri: String,
 ) -> Result<ReadResourceResult, McpError> {
     let not_found = |why: String| McpError::resource_not_found(why, None);
-    let (task, video) = succeeded_video(core, id)?;
+    let (task, video) = succeeded_video(core, id).await?;
     let video = std::path::Path::new(&video);
     let path = if file == "poster.jpg" {
         crate::preview::poster_path(video, id)
@@ -690,7 +691,7 @@ impl Server {
         uri: String,
     ) -> Result<ReadResourceResult, McpError> {
         let not_found = |why: String| McpError::resource_not_found(why, None);
-        let (_, path) = succeeded_video(core, id)?;
+        let (_, path) = succeeded_video(core, id).await?;
         // Over stdio the link is the file's own URI: it must name exactly this file.
         if self.video_base.is_none() {
             let linked = url::Url::parse(&uri)

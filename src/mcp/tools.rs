@@ -131,7 +131,7 @@ impl Server {
     async fn list_tasks(&self, Args(a): Args<ListArgs>) -> Result<CallToolResult, Error> {
         let core = self.core().await?;
         let a = a?;
-        Ok(structured(&core.list(a.status, a.provider, a.limit)?))
+        Ok(structured(&core.list(a.status, a.provider, a.limit).await?))
     }
 
     #[tool(

@@ -9,7 +9,6 @@
 //! published by Apikley (third-party figures conflict, CONTRACTS.md 3.7), so the catalog leaves it
 //! unset. Contract: `shared/providers/CONTRACTS.md` sections 0 and 3.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,9 +18,9 @@ use super::http::{self, Reply};
 use super::{Acceptance, ProviderError, Snapshot, Submission};
 use crate::config::ProviderConfig;
 use crate::error::{Category, Error, snippet};
+use crate::journal::Journal;
 use crate::media::{ImageInput, LocalImage};
 use crate::model::{ProviderId, Status, now_ms};
-use crate::store::Store;
 
 const MODEL: &str = "wan/2-2-a14b-image-to-video-turbo";
 const CREATE_PATH: &str = "/api/v1/jobs/createTask";
@@ -42,7 +41,7 @@ pub struct Client {
     key: Option<secrecy::SecretString>,
     timeout: Duration,
     http: crate::providers::http::HttpClient,
-    store: Arc<Store>,
+    journal: Journal,
 }
 
 // ---- wire types (private to this provider) ----
@@ -439,14 +438,14 @@ impl Client {
     pub fn new(
         cfg: &ProviderConfig,
         http: crate::providers::http::HttpClient,
-        store: Arc<Store>,
+        journal: Journal,
     ) -> Self {
         Client {
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             key: cfg.api_key.clone(),
             timeout: cfg.timeout,
             http,
-            store,
+            journal,
         }
     }
 
@@ -458,7 +457,11 @@ impl Client {
     /// Every failure is `Rejected`: nothing has been created or paid yet.
     async fn image_url(&self, img: &LocalImage) -> Result<String, ProviderError> {
         let now = now_ms();
-        match self.store.upload_get(ProviderId::Apikley, &img.sha256, now) {
+        match self
+            .journal
+            .upload_get(ProviderId::Apikley, &img.sha256, now)
+            .await
+        {
             Ok(Some(url)) => return Ok(url),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "upload cache unreadable; uploading again"),
@@ -475,12 +478,16 @@ impl Client {
                 pe
             })?;
         let url = parse_upload(&reply)?;
-        if let Err(e) = self.store.upload_put(
-            ProviderId::Apikley,
-            &img.sha256,
-            &url,
-            now + UPLOAD_CACHE_MS,
-        ) {
+        if let Err(e) = self
+            .journal
+            .upload_put(
+                ProviderId::Apikley,
+                &img.sha256,
+                &url,
+                now + UPLOAD_CACHE_MS,
+            )
+            .await
+        {
             tracing::warn!(error = %e, "cannot cache the upload; the next task uploads again");
         }
         Ok(url)
@@ -521,6 +528,7 @@ mod tests {
     use crate::providers::Webhook;
     use reqwest::header::HeaderMap;
     use serde_json::json;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn sub<'a>(
@@ -859,14 +867,14 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("journal.sqlite")).unwrap());
+        let journal = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
         let cfg = ProviderConfig {
             api_key: Some("k".to_string().into()),
             base_url: format!("http://{addr}"),
             timeout: Duration::from_secs(5),
             rate_limit: Default::default(),
         };
-        let client = Client::new(&cfg, http::client().unwrap(), store.clone());
+        let client = Client::new(&cfg, http::client().unwrap(), journal.clone());
         let img = ImageInput::Local(local());
         let req = CreateRequest {
             prompt: "p".into(),
@@ -887,20 +895,22 @@ mod tests {
         for c in &creates {
             assert_eq!(c["input"]["image_url"], "https://files.test/u.jpg");
         }
-        let cached = store
+        let cached = journal
             .upload_get(
                 ProviderId::Apikley,
                 &local().sha256,
                 now_ms() + UPLOAD_CACHE_MS - 60_000,
             )
+            .await
             .unwrap();
         assert_eq!(cached.as_deref(), Some("https://files.test/u.jpg"));
-        let expired = store
+        let expired = journal
             .upload_get(
                 ProviderId::Apikley,
                 &local().sha256,
                 now_ms() + UPLOAD_CACHE_MS + 60_000,
             )
+            .await
             .unwrap();
         assert_eq!(expired, None, "the cache outlives its 2-day window");
     }
@@ -912,14 +922,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("journal.sqlite")).unwrap());
+        let journal = Journal::open(&dir.path().join("journal.sqlite")).unwrap();
         let cfg = ProviderConfig {
             api_key: Some("k".to_string().into()),
             base_url: format!("http://{addr}"),
             timeout: Duration::from_secs(5),
             rate_limit: Default::default(),
         };
-        let client = Client::new(&cfg, http::client().unwrap(), store);
+        let client = Client::new(&cfg, http::client().unwrap(), journal);
         let img = ImageInput::Local(local());
         let req = CreateRequest::default();
         let pe = tokio::time::timeout(

@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use super::{CancelOutcome, LocalFile, ProviderError, Snapshot, Submission};
 use crate::catalog;
 use crate::error::{Category, Error};
+use crate::journal::TaskRow;
 use crate::media::{self, ImageInput};
 use crate::model::{AspectRatio, CreateRequest, ProviderId, Resolution, Status};
 use crate::render::{self, Aspect, Motion, RenderError, RenderSpec};
-use crate::store::TaskRow;
 
 struct Job {
     done: AtomicU32,

@@ -16,9 +16,9 @@ use std::time::Duration;
 use crate::catalog::ModelSpec;
 use crate::config::Config;
 use crate::error::{Category, Error};
+use crate::journal::{Journal, TaskRow};
 use crate::media::ImageInput;
 use crate::model::{CreateRequest, ProviderId, Status};
-use crate::store::{Store, TaskRow};
 
 /// Whether the provider may have accepted a request that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +182,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(cfg: &Config, http: &http::HttpClient, store: Arc<Store>) -> Providers {
+    pub fn new(cfg: &Config, http: &http::HttpClient, journal: Journal) -> Providers {
         let mut map = BTreeMap::new();
         for (id, pc) in &cfg.providers {
             let p = match id {
@@ -191,7 +191,7 @@ impl Providers {
                 }
                 ProviderId::Novita => Provider::Novita(novita::Client::new(pc, http.clone())),
                 ProviderId::Apikley => {
-                    Provider::Apikley(apikley::Client::new(pc, http.clone(), store.clone()))
+                    Provider::Apikley(apikley::Client::new(pc, http.clone(), journal.clone()))
                 }
                 ProviderId::Local => Provider::Local(local::Client::new(
                     cfg.output_dir.clone(),
@@ -199,7 +199,7 @@ impl Providers {
                     cfg.allowed_dirs
                         .iter()
                         .cloned()
-                        .chain([crate::store::inputs_dir(&cfg.data_dir)])
+                        .chain([crate::journal::inputs_dir(&cfg.data_dir)])
                         .collect(),
                 )),
             };

@@ -1,57 +1,21 @@
-//! The SQLite journal. A task is written here before its provider is called, so nothing paid is
-//! ever lost: provider ids, progress, results and downloads survive a crash or restart. State
-//! transitions are guarded in SQL (`UPDATE .. WHERE status IN (..)`) so the watcher, a webhook and
-//! a cancel can race safely. Rows and domain types are kept apart: a `TaskRow` becomes a `Task`.
+//! The SQLite backend: blocking calls on one connection, run off the async workers by `Journal`.
+//! State transitions are guarded in SQL (`UPDATE .. WHERE status IN (..)`) so the watcher, a
+//! webhook and a cancel can race safely, across processes too.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::migrate;
+use super::row::{
+    Download, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update, checked, decode,
+};
 use crate::error::{Category, Error, Result};
-use crate::model::{ProviderId, Status, Task, Video, rfc3339};
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS tasks (
-    id               TEXT PRIMARY KEY,
-    provider         TEXT NOT NULL,
-    model            TEXT NOT NULL,
-    provider_task_id TEXT,
-    status           TEXT NOT NULL,
-    request          TEXT NOT NULL,
-    fingerprint      TEXT NOT NULL,
-    idempotency_key  TEXT UNIQUE,
-    progress         INTEGER,
-    eta              INTEGER,
-    estimated_cost   REAL,
-    video_url        TEXT,
-    url_expires_at   INTEGER,
-    local_path       TEXT,
-    bytes            INTEGER,
-    sha256           TEXT,
-    download         TEXT,
-    error_category   TEXT,
-    error_message    TEXT,
-    error_retryable  INTEGER,
-    error_next_step  TEXT,
-    note             TEXT,
-    webhook_secret   TEXT,
-    polls            INTEGER NOT NULL DEFAULT 0,
-    created_at       INTEGER NOT NULL,
-    updated_at       INTEGER NOT NULL,
-    finished_at      INTEGER
-);
-CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
-CREATE INDEX IF NOT EXISTS tasks_created ON tasks(created_at);
-CREATE TABLE IF NOT EXISTS uploads (
-    provider   TEXT NOT NULL,
-    sha256     TEXT NOT NULL,
-    url        TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (provider, sha256)
-);
-"#;
+use crate::model::{ProviderId, Status};
 
 /// The columns a `TaskRow` is read from, all but `request`: that one is read only where it is
 /// needed (`get`), so listing tasks never loads what was sent.
@@ -60,377 +24,24 @@ const ROW: &str = "id, provider, model, provider_task_id, status, fingerprint, i
     error_category, error_message, error_retryable, error_next_step, note, webhook_secret, polls,
     created_at, updated_at, finished_at";
 
-/// Where images given inline are kept, by digest, so the journal holds their paths, not their
-/// bytes.
-pub fn inputs_dir(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("inputs")
-}
-
-/// One server per data dir: held by `serve` for its lifetime (an OS file lock, so a crash or a
-/// SIGKILL releases it). Two servers on one journal would poll every task twice and download
-/// every video twice. One-shot CLI commands take no lock: they watch only the task they touch.
-#[derive(Debug)]
-pub struct ServeLock {
-    _file: std::fs::File,
-}
-
-impl ServeLock {
-    /// Take the lock, or fail naming the server that holds it. A data dir where no lock file can
-    /// be made gives `Ok(None)` with a warning: the server still starts and reports the unusable
-    /// data dir to every call that needs it.
-    pub fn acquire(data_dir: &Path) -> Result<Option<ServeLock>> {
-        use std::io::{Read, Seek, Write};
-        let path = data_dir.join("serve.lock");
-        let unlocked = |e: std::io::Error| {
-            tracing::warn!(lock = %path.display(), error = %e, "cannot take the data dir lock; serving without it");
-            Ok(None)
-        };
-        if let Err(e) = std::fs::create_dir_all(data_dir) {
-            return unlocked(e);
-        }
-        let mut file = match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) => return unlocked(e),
-        };
-        match file.try_lock() {
-            Ok(()) => {
-                // Who holds it, for the message a second server shows.
-                let written = file
-                    .set_len(0)
-                    .and_then(|()| file.rewind())
-                    .and_then(|()| writeln!(file, "{}", std::process::id()));
-                if let Err(e) = written {
-                    tracing::warn!(lock = %path.display(), error = %e, "cannot write the pid into the lock file");
-                }
-                Ok(Some(ServeLock { _file: file }))
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => "unknown pid".to_string(),
-                    pid => format!("pid {pid}"),
-                };
-                Err(Error::internal(format!(
-                    "another i2v-mcp server ({holder}) already serves the data dir '{}'",
-                    data_dir.display()
-                ))
-                .with_next_step(
-                    "use that server, stop it first, or give this one its own I2V_MCP_DATA_DIR; one-shot commands (create, get, tasks) work beside it",
-                ))
-            }
-            Err(std::fs::TryLockError::Error(e)) => unlocked(e),
-        }
-    }
-}
-
-/// Journal status: the public five plus `submitting` (written before the provider is called).
-pub const SUBMITTING: &str = "submitting";
 const OPEN: &str = "('submitting','queued','running')";
 /// A failed task that surely reached no provider: it has no provider id and its create was refused
 /// (not `submit_unknown`). Nothing was created upstream or charged, so its idempotency key is free
 /// again, and spend counting leaves it out.
-const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
+pub(super) const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
     AND error_category IS NOT NULL AND error_category <> 'submit_unknown')";
 
-/// Download state of a succeeded task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Download {
-    Pending,
-    Done,
-    Failed,
-}
-
-impl Download {
-    fn as_str(self) -> &'static str {
-        match self {
-            Download::Pending => "pending",
-            Download::Done => "done",
-            Download::Failed => "failed",
-        }
-    }
-    fn parse(s: &str) -> Option<Download> {
-        match s {
-            "pending" => Some(Download::Pending),
-            "done" => Some(Download::Done),
-            "failed" => Some(Download::Failed),
-            _ => None,
-        }
-    }
-}
-
-/// One journal row.
-#[derive(Debug, Clone)]
-pub struct TaskRow {
-    pub id: String,
-    pub provider: ProviderId,
-    pub model: String,
-    pub provider_task_id: Option<String>,
-    /// `submitting` or one of the public statuses.
-    pub status: String,
-    /// The create request as journaled (images as references, see `core::journal_request`);
-    /// `None` when the query did not read it.
-    pub request: Option<String>,
-    pub fingerprint: String,
-    pub idempotency_key: Option<String>,
-    pub progress: Option<u8>,
-    pub eta: Option<u32>,
-    pub estimated_cost: Option<f64>,
-    pub video_url: Option<String>,
-    pub url_expires_at: Option<i64>,
-    pub local_path: Option<String>,
-    pub bytes: Option<u64>,
-    pub sha256: Option<String>,
-    pub download: Option<Download>,
-    pub error: Option<Error>,
-    pub note: Option<String>,
-    pub webhook_secret: Option<String>,
-    pub polls: u32,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub finished_at: Option<i64>,
-}
-
-impl TryFrom<&Row<'_>> for TaskRow {
-    type Error = rusqlite::Error;
-    fn try_from(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
-        let provider: String = r.get("provider")?;
-        let provider = provider.parse().map_err(|_| {
-            rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                format!("unknown provider '{provider}' (written by a newer version of i2v-mcp?)")
-                    .into(),
-            )
-        })?;
-        let category: Option<String> = r.get("error_category")?;
-        let error = category.map(|c| Error {
-            category: Category::parse(&c).unwrap_or(Category::Internal),
-            message: r
-                .get::<_, Option<String>>("error_message")
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-            retryable: r
-                .get::<_, Option<bool>>("error_retryable")
-                .ok()
-                .flatten()
-                .unwrap_or(false),
-            next_step: r.get("error_next_step").ok().flatten(),
-        });
-        let download: Option<String> = r.get("download")?;
-        Ok(TaskRow {
-            id: r.get("id")?,
-            provider,
-            model: r.get("model")?,
-            provider_task_id: r.get("provider_task_id")?,
-            status: r.get("status")?,
-            request: match r.as_ref().column_index("request") {
-                Ok(i) => r.get(i)?,
-                Err(_) => None,
-            },
-            fingerprint: r.get("fingerprint")?,
-            idempotency_key: r.get("idempotency_key")?,
-            progress: r
-                .get::<_, Option<i64>>("progress")?
-                .map(|v| v.clamp(0, 100) as u8),
-            eta: r.get::<_, Option<i64>>("eta")?.map(|v| v.max(0) as u32),
-            estimated_cost: r.get("estimated_cost")?,
-            video_url: r.get("video_url")?,
-            url_expires_at: r.get("url_expires_at")?,
-            local_path: r.get("local_path")?,
-            bytes: r.get::<_, Option<i64>>("bytes")?.map(|v| v.max(0) as u64),
-            sha256: r.get("sha256")?,
-            download: download.as_deref().and_then(Download::parse),
-            error,
-            note: r.get("note")?,
-            webhook_secret: r.get("webhook_secret")?,
-            polls: r.get::<_, i64>("polls")?.max(0) as u32,
-            created_at: r.get("created_at")?,
-            updated_at: r.get("updated_at")?,
-            finished_at: r.get("finished_at")?,
-        })
-    }
-}
-
-/// A journal row this version cannot decode (a provider from a newer version, a value of the
-/// wrong type): named, logged and skipped, so the other tasks keep being served.
-#[derive(Debug, Clone)]
-pub struct BadRow {
-    pub id: String,
-    pub problem: String,
-}
-
-impl BadRow {
-    fn of(r: &Row<'_>, e: &rusqlite::Error) -> BadRow {
-        let problem = match e {
-            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => inner.to_string(),
-            rusqlite::Error::InvalidColumnType(_, name, ty) => {
-                format!("column {name} holds a {ty} value this version cannot read")
-            }
-            other => other.to_string(),
-        };
-        BadRow {
-            id: r
-                .get::<_, String>("id")
-                .unwrap_or_else(|_| "(unreadable id)".into()),
-            problem,
-        }
-    }
-
-    pub fn error(&self) -> Error {
-        Error::internal(format!(
-            "journal row of task {} cannot be read by this version: {}; other tasks are unaffected",
-            self.id, self.problem
-        ))
-        .with_next_step(
-            "if a newer i2v-mcp wrote this task, use that version to read it; list_tasks skips it",
-        )
-    }
-}
-
-/// Decode one row, or say which row cannot be decoded and why.
-fn decode(r: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRow, BadRow>> {
-    Ok(TaskRow::try_from(r).map_err(|e| BadRow::of(r, &e)))
-}
-
-/// A decoded single row, or the error that names what is wrong with it.
-fn checked(row: Option<std::result::Result<TaskRow, BadRow>>) -> Result<Option<TaskRow>> {
-    match row {
-        None => Ok(None),
-        Some(Ok(row)) => Ok(Some(row)),
-        Some(Err(bad)) => {
-            tracing::warn!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded");
-            Err(bad.error())
-        }
-    }
-}
-
-/// `list`'s answer: the rows, and the ones skipped because they cannot be decoded.
-#[derive(Debug, Default)]
-pub struct Listed {
-    pub rows: Vec<TaskRow>,
-    pub unreadable: Vec<BadRow>,
-}
-
-impl TaskRow {
-    pub fn public_status(&self) -> Status {
-        if self.status == SUBMITTING {
-            Status::Queued
-        } else {
-            self.status.parse().unwrap_or(Status::Running)
-        }
-    }
-
-    pub fn is_submitting(&self) -> bool {
-        self.status == SUBMITTING
-    }
-
-    /// The create was refused before anything was accepted upstream (see `REFUSED`).
-    pub fn is_refused(&self) -> bool {
-        self.status == "failed"
-            && self.provider_task_id.is_none()
-            && self
-                .error
-                .as_ref()
-                .is_some_and(|e| e.category != Category::SubmitUnknown)
-    }
-
-    pub fn to_task(&self) -> Task {
-        let status = self.public_status();
-        let video = if self.video_url.is_some() || self.local_path.is_some() {
-            Some(Video {
-                url: self.video_url.clone(),
-                url_expires_at: self.url_expires_at.map(rfc3339),
-                local_path: self.local_path.clone(),
-                bytes: self.bytes,
-                sha256: self.sha256.clone(),
-            })
-        } else {
-            None
-        };
-        Task {
-            task_id: self.id.clone(),
-            provider: self.provider,
-            model: self.model.clone(),
-            provider_task_id: self.provider_task_id.clone(),
-            status,
-            progress_percent: if status == Status::Succeeded {
-                Some(100)
-            } else {
-                self.progress
-            },
-            eta_seconds: if status.is_terminal() { None } else { self.eta },
-            estimated_cost_usd: self.estimated_cost,
-            video,
-            error: self.error.clone(),
-            note: self.note.clone(),
-            created_at: rfc3339(self.created_at),
-            updated_at: rfc3339(self.updated_at),
-            finished_at: self.finished_at.map(rfc3339),
-            deduplicated: false,
-            download_pending: status == Status::Succeeded
-                && self.download == Some(Download::Pending),
-        }
-    }
-}
-
-/// What the watcher learned from one poll, to be applied under a guard.
-#[derive(Debug, Clone, Default)]
-pub struct Update {
-    pub status: Option<Status>,
-    pub progress: Option<u8>,
-    pub eta: Option<u32>,
-    pub video_url: Option<String>,
-    pub url_expires_at: Option<i64>,
-    pub error: Option<Error>,
-}
-
-/// A new task, before it is submitted.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub id: String,
-    pub provider: ProviderId,
-    pub model: String,
-    pub request: String,
-    pub fingerprint: String,
-    pub idempotency_key: Option<String>,
-    pub estimated_cost: Option<f64>,
-    pub webhook_secret: Option<String>,
-    pub created_at: i64,
-}
-
-pub enum Inserted {
-    New,
-    /// The idempotency key was already used: here is that task's row.
-    Existing(Box<TaskRow>),
-}
-
-/// Filter for `list`.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub status: Option<Status>,
-    pub provider: Option<ProviderId>,
-    pub limit: u32,
-}
-
-pub struct Store {
+pub struct Sqlite {
     conn: Mutex<Connection>,
     /// Test hook: how many `mark_submitted` writes fail next as if the disk were full.
-    submit_write_failures: std::sync::atomic::AtomicU32,
+    submit_write_failures: AtomicU32,
     /// Provider task ids accepted upstream whose journal write failed (a full disk): kept here,
     /// shown on reads of their task, until the write lands (see `Watcher::record_submitted`).
-    unrecorded: Mutex<std::collections::HashMap<String, String>>,
+    unrecorded: Mutex<HashMap<String, String>>,
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store> {
+impl Sqlite {
+    pub fn open(path: &Path) -> Result<Sqlite> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::internal(format!("cannot create data dir '{}': {e}", dir.display()))
@@ -443,21 +54,23 @@ impl Store {
                 "the journal file is empty (0 bytes): starting a new journal. If it held tasks, it may have been truncated (a full disk, a copy cut short): restore it from a backup before creating tasks"
             );
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // A journal from a newer version is refused before anything is written to it.
+        migrate::check_known(&conn, migrate::MIGRATIONS)?;
         // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL); only a power
         // loss can drop the last commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Store {
+        migrate::run(&mut conn, migrate::MIGRATIONS)?;
+        Ok(Sqlite {
             conn: Mutex::new(conn),
-            submit_write_failures: std::sync::atomic::AtomicU32::new(0),
-            unrecorded: Mutex::new(std::collections::HashMap::new()),
+            submit_write_failures: AtomicU32::new(0),
+            unrecorded: Mutex::new(HashMap::new()),
         })
     }
 
-    fn unrecorded(&self) -> MutexGuard<'_, std::collections::HashMap<String, String>> {
+    fn unrecorded(&self) -> MutexGuard<'_, HashMap<String, String>> {
         self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -570,14 +183,15 @@ impl Store {
         Ok(checked(row)?.map(|r| self.overlay(r)))
     }
 
-    pub fn find_by_provider_id(&self, provider: ProviderId, ptid: &str) -> Result<Option<TaskRow>> {
-        let ids: &[&str] = match provider {
-            // Qubico and PiAPI share one upstream; a webhook for one may name the other.
-            ProviderId::Piapi | ProviderId::Qubico => &["piapi", "qubico"],
-            _ => &[provider.as_str()],
-        };
+    /// The task with upstream id `ptid` at the first of `providers` that has one (providers that
+    /// share one upstream are passed together, in order of preference).
+    pub fn find_by_provider_id(
+        &self,
+        providers: &[ProviderId],
+        ptid: &str,
+    ) -> Result<Option<TaskRow>> {
         let conn = self.conn();
-        for p in ids {
+        for p in providers.iter().map(|p| p.as_str()) {
             let row = conn
                 .query_row(
                     &format!(
@@ -598,16 +212,13 @@ impl Store {
     /// "database or disk is full". Not for production use.
     #[doc(hidden)]
     pub fn inject_submit_write_failures(&self, n: u32) {
-        self.submit_write_failures
-            .store(n, std::sync::atomic::Ordering::SeqCst);
+        self.submit_write_failures.store(n, Ordering::SeqCst);
     }
 
     fn injected_failure(&self) -> Result<()> {
-        let take = self.submit_write_failures.fetch_update(
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-            |n| n.checked_sub(1),
-        );
+        let take =
+            self.submit_write_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         match take {
             Ok(_) => Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
@@ -684,13 +295,13 @@ impl Store {
         let Some(row) = checked(row)? else {
             return Ok(false);
         };
-        let late_success = row.status == "failed"
+        let late_success = row.status == State::Failed
             && row
                 .error
                 .as_ref()
                 .is_some_and(|e| e.category == Category::Timeout)
             && u.status == Some(Status::Succeeded);
-        if !(matches!(row.status.as_str(), "queued" | "running") || late_success) {
+        if !(matches!(row.status, State::Queued | State::Running) || late_success) {
             return Ok(false);
         }
         let status = u.status.unwrap_or_else(|| row.public_status());
@@ -700,9 +311,9 @@ impl Store {
         let video_url = u.video_url.clone().or(row.video_url.clone());
         let expires = u.url_expires_at.or(row.url_expires_at);
         let download = if status == Status::Succeeded && row.download != Some(Download::Done) {
-            Some(Download::Pending.as_str())
+            Some(Download::Pending)
         } else {
-            row.download.map(Download::as_str)
+            row.download
         };
         let (cat, msg, retry, next) = match (&u.error, status) {
             (Some(e), _) => (
@@ -732,7 +343,7 @@ impl Store {
              WHERE id = ?1",
             params![
                 id,
-                status.as_str(),
+                State::from(status),
                 progress,
                 eta,
                 video_url,
@@ -826,7 +437,7 @@ impl Store {
         ))?;
         let rows = stmt.query_map(
             params![
-                f.status.map(|s| s.as_str()),
+                f.status.map(State::from),
                 f.provider.map(|p| p.as_str()),
                 f.limit.max(1)
             ],
@@ -930,7 +541,7 @@ mod tests {
     #[test]
     fn lifecycle_and_guards() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("j.sqlite")).unwrap();
+        let s = Sqlite::open(&dir.path().join("j.sqlite")).unwrap();
         assert!(matches!(
             s.insert(&new_task("t1", Some("k"))).unwrap(),
             Inserted::New
@@ -976,7 +587,7 @@ mod tests {
         assert_eq!(s.unfinished().unwrap().len(), 0);
         // Reopen: everything survives.
         drop(s);
-        let s = Store::open(&dir.path().join("j.sqlite")).unwrap();
+        let s = Sqlite::open(&dir.path().join("j.sqlite")).unwrap();
         let t = s.get("t1").unwrap().unwrap().to_task();
         assert_eq!(t.video.unwrap().sha256.as_deref(), Some("abc"));
     }
@@ -985,7 +596,7 @@ mod tests {
     fn a_refused_key_is_taken_over_once_across_connections() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
-        let s = Store::open(&path).unwrap();
+        let s = Sqlite::open(&path).unwrap();
         s.insert(&new_task("t0", Some("k"))).unwrap();
         let refused = Error::new(Category::ProviderUnavailable, "cannot connect");
         s.fail("t0", &refused, 1_500).unwrap();
@@ -996,7 +607,7 @@ mod tests {
             .map(|id| {
                 let path = path.clone();
                 std::thread::spawn(move || {
-                    let s = Store::open(&path).unwrap();
+                    let s = Sqlite::open(&path).unwrap();
                     matches!(s.insert(&new_task(id, Some("k"))).unwrap(), Inserted::New)
                 })
             })
@@ -1024,7 +635,7 @@ mod tests {
         // A provider id that arrives late resolves the unknown outcome.
         assert!(s.mark_submitted("u0", "up-u", 2_500).unwrap());
         let u0 = s.get("u0").unwrap().unwrap();
-        assert_eq!((u0.status.as_str(), u0.error), ("queued", None));
+        assert_eq!((u0.status, u0.error), (State::Queued, None));
         // So does an accepted one that later failed.
         s.insert(&new_task("a0", Some("a"))).unwrap();
         s.mark_submitted("a0", "up-a", 2_000).unwrap();
@@ -1039,7 +650,7 @@ mod tests {
     #[test]
     fn late_success_after_timeout_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("j.sqlite")).unwrap();
+        let s = Sqlite::open(&dir.path().join("j.sqlite")).unwrap();
         s.insert(&new_task("t1", None)).unwrap();
         s.mark_submitted("t1", "up", 1).unwrap();
         s.fail("t1", &Error::new(Category::Timeout, "gave up"), 2)
