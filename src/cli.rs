@@ -45,31 +45,8 @@ pub struct Cli {
 enum Command {
     /// Serve MCP over stdio (stdout carries only JSON-RPC; logs go to stderr), or over HTTP.
     Serve {
-        /// Serve HTTP on this address instead of stdio, e.g. 127.0.0.1:8765: streamable HTTP at
-        /// /mcp, legacy SSE at /sse, provider webhooks at /webhooks/{provider}, /healthz.
-        /// A non-loopback address needs a bearer token.
-        #[arg(long, value_name = "ADDR")]
-        http: Option<String>,
-        /// Bearer token clients must send (prefer env I2V_MCP_AUTH_TOKEN: flags show in `ps`).
-        #[arg(long, value_name = "TOKEN", requires = "http")]
-        auth_token: Option<String>,
-        /// URL clients and providers reach this server at (env I2V_MCP_PUBLIC_URL); turns
-        /// provider webhooks on.
-        #[arg(long, value_name = "URL", requires = "http")]
-        public_url: Option<String>,
-        /// Extra Host name to accept (name or name:port); repeat for more (env I2V_MCP_ALLOWED_HOSTS).
-        #[arg(long = "allowed-host", value_name = "HOST", requires = "http")]
-        allowed_hosts: Vec<String>,
-        /// Extra browser Origin to accept, e.g. https://app.example.com:443 or http://localhost:*
-        /// (env I2V_MCP_ALLOWED_ORIGINS).
-        #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "http")]
-        allowed_origins: Vec<String>,
-        /// Largest MCP request body in bytes (default 16 MiB; env I2V_MCP_MAX_BODY_BYTES).
-        #[arg(long, value_name = "BYTES", requires = "http")]
-        max_body_bytes: Option<usize>,
-        /// Streamable HTTP without sessions (every POST stands alone).
-        #[arg(long, requires = "http")]
-        stateless: bool,
+        #[command(flatten)]
+        flags: ServeFlags,
     },
     /// Create a task; with --wait, wait for the video.
     Create {
@@ -124,6 +101,36 @@ enum Command {
         #[arg(long, default_value = "tools")]
         dir: PathBuf,
     },
+}
+
+/// `serve`'s flags; all but `--http` only apply with it.
+#[derive(Args, Debug)]
+struct ServeFlags {
+    /// Serve HTTP on this address instead of stdio, e.g. 127.0.0.1:8765: streamable HTTP at
+    /// /mcp, legacy SSE at /sse, provider webhooks at /webhooks/{provider}, /healthz.
+    /// A non-loopback address needs a bearer token.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Bearer token clients must send (prefer env I2V_MCP_AUTH_TOKEN: flags show in `ps`).
+    #[arg(long, value_name = "TOKEN", requires = "http")]
+    auth_token: Option<String>,
+    /// URL clients and providers reach this server at (env I2V_MCP_PUBLIC_URL); turns
+    /// provider webhooks on.
+    #[arg(long, value_name = "URL", requires = "http")]
+    public_url: Option<String>,
+    /// Extra Host name to accept (name or name:port); repeat for more (env I2V_MCP_ALLOWED_HOSTS).
+    #[arg(long = "allowed-host", value_name = "HOST", requires = "http")]
+    allowed_hosts: Vec<String>,
+    /// Extra browser Origin to accept, e.g. https://app.example.com:443 or http://localhost:*
+    /// (env I2V_MCP_ALLOWED_ORIGINS).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", requires = "http")]
+    allowed_origins: Vec<String>,
+    /// Largest MCP request body in bytes (default 16 MiB; env I2V_MCP_MAX_BODY_BYTES).
+    #[arg(long, value_name = "BYTES", requires = "http")]
+    max_body_bytes: Option<usize>,
+    /// Streamable HTTP without sessions (every POST stands alone).
+    #[arg(long, requires = "http")]
+    stateless: bool,
 }
 
 #[derive(Args, Debug, Default)]
@@ -339,159 +346,188 @@ fn overrides(cli: &Cli) -> Overrides {
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let cfg = Config::load(&overrides(&cli))?;
+    let json = cli.json;
     match cli.command {
         Command::ExportTools { dir } => export_tools(&dir),
         Command::Doctor => {
-            doctor(&cfg, cli.json);
+            doctor(&cfg, json);
             Ok(())
         }
-        Command::Serve {
-            http,
-            auth_token,
-            public_url,
-            allowed_hosts,
-            allowed_origins,
-            max_body_bytes,
-            stateless,
-        } => {
-            // Held until this server ends; a second server on the data dir fails here, at once.
-            let _lock = crate::journal::ServeLock::acquire(&cfg.data_dir)?;
-            let Some(addr) = http else {
-                return serve_stdio(cfg).await;
-            };
-            // Flags win over environment and file.
-            let mut opts = crate::http::HttpOptions::from_config(&cfg, addr);
-            if let Some(t) = auth_token.filter(|t| !t.trim().is_empty()) {
-                opts.auth_token = Some(t.trim().to_string().into());
-            }
-            opts.public_url = public_url.or(opts.public_url);
-            if !allowed_hosts.is_empty() {
-                opts.allowed_hosts = allowed_hosts;
-            }
-            if !allowed_origins.is_empty() {
-                opts.allowed_origins = allowed_origins;
-            }
-            if let Some(n) = max_body_bytes {
-                opts.max_body_bytes = n;
-            }
-            opts.stateless = stateless;
-            serve_http(cfg, opts).await
-        }
-        Command::Create { args, wait } => {
-            let core = Core::open(cfg)?;
-            let req = args.to_request()?;
-            let roots = explicit_roots(&[Some(&req.image), req.end_image.as_ref()]);
-            let ctx = CallCtx {
-                roots,
-                ..CallCtx::default()
-            };
-            let task = core.create(req, ctx).await?;
-            let task = if wait {
-                wait_for(&core, task, cli.json).await?
-            } else {
-                task
-            };
-            print_task(&task, cli.json);
-            Ok(())
-        }
-        Command::Get { task_id, wait } => {
-            let core = Core::open(cfg)?;
-            let task = core.get(&task_id, None, CallCtx::default()).await?;
-            let task = if wait {
-                wait_for(&core, task, cli.json).await?
-            } else {
-                task
-            };
-            print_task(&task, cli.json);
-            Ok(())
-        }
+        Command::Serve { flags } => serve(cfg, flags).await,
+        Command::Create { args, wait } => create(cfg, &args, wait, json).await,
+        Command::Get { task_id, wait } => get(cfg, &task_id, wait, json).await,
         Command::Tasks {
             status,
             provider,
             limit,
-        } => {
-            let core = Core::open(cfg)?;
-            let list = core.list(status, provider, Some(limit)).await?;
-            if cli.json {
-                print_json(&list);
-            } else if list.tasks.is_empty() {
-                println!("no tasks");
-            } else {
-                for t in &list.tasks {
-                    println!("{}", t.summary());
-                }
-            }
-            if let (false, Some(note)) = (cli.json, &list.note) {
-                eprintln!("note: {note}");
-            }
-            Ok(())
-        }
+        } => tasks(cfg, status, provider, limit, json).await,
         Command::Cancel { task_id } => {
             let core = Core::open(cfg)?;
             let task = core.cancel(&task_id).await?;
-            print_task(&task, cli.json);
+            print_task(&task, json);
             Ok(())
         }
-        Command::Loras { provider, model } => {
-            let core = Core::open(cfg)?;
-            let list = core.list_loras(provider, model.as_deref())?;
-            if cli.json {
-                print_json(&list);
-            } else {
-                for l in &list.loras {
-                    println!("{}/{} {}: {}", l.provider, l.model, l.name, l.description);
-                }
-                println!("{}", list.note);
-            }
-            Ok(())
-        }
-        Command::Models { provider } => {
-            let core = Core::open(cfg)?;
-            let list = core.list_models(provider);
-            if cli.json {
-                print_json(&list);
-            } else {
-                for m in &list.models {
-                    let price = match (m.spec.price.usd_per_video, m.spec.price.usd_per_second) {
-                        (Some(v), _) => format!("${v}/video"),
-                        (None, Some(s)) => format!("${s}/s"),
-                        _ => "unpriced".into(),
-                    };
-                    println!(
-                        "{:<40} {:<9} {}{}",
-                        m.spec.key(),
-                        price,
-                        m.spec.description,
-                        if m.configured { "" } else { " [no key]" }
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Estimate { args, compare } => {
-            let core = Core::open(cfg)?;
-            let req = args.to_estimate(compare)?;
-            let ctx = CallCtx {
-                roots: explicit_roots(&[req.image.as_ref(), req.end_image.as_ref()]),
-                ..CallCtx::default()
-            };
-            let est = core.estimate(&req, &ctx).await?;
-            if cli.json {
-                print_json(&est);
-            } else {
-                for q in &est.quotes {
-                    match q.usd {
-                        Some(usd) => println!("{}/{}: ${usd} ({})", q.provider, q.model, q.basis),
-                        None => {
-                            println!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source)
-                        }
-                    }
-                }
-                println!("spent today: ${:.2}", est.budget.spent_today_usd);
-            }
-            Ok(())
+        Command::Loras { provider, model } => loras(cfg, provider, model.as_deref(), json),
+        Command::Models { provider } => models(cfg, provider, json),
+        Command::Estimate { args, compare } => estimate(cfg, &args, compare, json).await,
+    }
+}
+
+/// `serve`: stdio, or HTTP with `--http`.
+async fn serve(cfg: Config, flags: ServeFlags) -> Result<(), Error> {
+    // Held until this server ends; a second server on the data dir fails here, at once.
+    let _lock = crate::journal::ServeLock::acquire(&cfg.data_dir)?;
+    let Some(addr) = flags.http.clone() else {
+        return serve_stdio(cfg).await;
+    };
+    let opts = http_options(&cfg, addr, flags);
+    serve_http(cfg, opts).await
+}
+
+/// The HTTP options of the config, with `serve`'s flags over them (flags win over environment
+/// and file).
+fn http_options(cfg: &Config, addr: String, flags: ServeFlags) -> crate::http::HttpOptions {
+    let mut opts = crate::http::HttpOptions::from_config(cfg, addr);
+    if let Some(t) = flags.auth_token.filter(|t| !t.trim().is_empty()) {
+        opts.auth_token = Some(t.trim().to_string().into());
+    }
+    opts.public_url = flags.public_url.or(opts.public_url);
+    if !flags.allowed_hosts.is_empty() {
+        opts.allowed_hosts = flags.allowed_hosts;
+    }
+    if !flags.allowed_origins.is_empty() {
+        opts.allowed_origins = flags.allowed_origins;
+    }
+    if let Some(n) = flags.max_body_bytes {
+        opts.max_body_bytes = n;
+    }
+    opts.stateless = flags.stateless;
+    opts
+}
+
+/// `create [--wait]`.
+async fn create(cfg: Config, args: &CreateArgs, wait: bool, json: bool) -> Result<(), Error> {
+    let core = Core::open(cfg)?;
+    let req = args.to_request()?;
+    let roots = explicit_roots(&[Some(&req.image), req.end_image.as_ref()]);
+    let ctx = CallCtx {
+        roots,
+        ..CallCtx::default()
+    };
+    let task = core.create(req, ctx).await?;
+    finish_task(&core, task, wait, json).await
+}
+
+/// `get TASK_ID [--wait]`.
+async fn get(cfg: Config, task_id: &str, wait: bool, json: bool) -> Result<(), Error> {
+    let core = Core::open(cfg)?;
+    let task = core.get(task_id, None, CallCtx::default()).await?;
+    finish_task(&core, task, wait, json).await
+}
+
+/// Print `task`, after waiting for it to finish when asked to.
+async fn finish_task(core: &Arc<Core>, task: Task, wait: bool, json: bool) -> Result<(), Error> {
+    let task = if wait {
+        wait_for(core, task, json).await?
+    } else {
+        task
+    };
+    print_task(&task, json);
+    Ok(())
+}
+
+/// `tasks`: newest first, one summary line each.
+async fn tasks(
+    cfg: Config,
+    status: Option<Status>,
+    provider: Option<ProviderId>,
+    limit: u32,
+    json: bool,
+) -> Result<(), Error> {
+    let core = Core::open(cfg)?;
+    let list = core.list(status, provider, Some(limit)).await?;
+    if json {
+        print_json(&list);
+    } else if list.tasks.is_empty() {
+        println!("no tasks");
+    } else {
+        for t in &list.tasks {
+            println!("{}", t.summary());
         }
     }
+    if let (false, Some(note)) = (json, &list.note) {
+        eprintln!("note: {note}");
+    }
+    Ok(())
+}
+
+/// `loras`.
+fn loras(
+    cfg: Config,
+    provider: Option<ProviderId>,
+    model: Option<&str>,
+    json: bool,
+) -> Result<(), Error> {
+    let core = Core::open(cfg)?;
+    let list = core.list_loras(provider, model)?;
+    if json {
+        print_json(&list);
+    } else {
+        for l in &list.loras {
+            println!("{}/{} {}: {}", l.provider, l.model, l.name, l.description);
+        }
+        println!("{}", list.note);
+    }
+    Ok(())
+}
+
+/// `models`: one line per provider x model, with its price and whether a key is set.
+fn models(cfg: Config, provider: Option<ProviderId>, json: bool) -> Result<(), Error> {
+    let list = Core::open(cfg)?.list_models(provider);
+    if json {
+        print_json(&list);
+        return Ok(());
+    }
+    for m in &list.models {
+        let price = match (m.spec.price.usd_per_video, m.spec.price.usd_per_second) {
+            (Some(v), _) => format!("${v}/video"),
+            (None, Some(s)) => format!("${s}/s"),
+            _ => "unpriced".into(),
+        };
+        println!(
+            "{:<40} {:<9} {}{}",
+            m.spec.key(),
+            price,
+            m.spec.description,
+            if m.configured { "" } else { " [no key]" }
+        );
+    }
+    Ok(())
+}
+
+/// `estimate [--compare]`.
+async fn estimate(cfg: Config, args: &CreateArgs, compare: bool, json: bool) -> Result<(), Error> {
+    let core = Core::open(cfg)?;
+    let req = args.to_estimate(compare)?;
+    let ctx = CallCtx {
+        roots: explicit_roots(&[req.image.as_ref(), req.end_image.as_ref()]),
+        ..CallCtx::default()
+    };
+    let est = core.estimate(&req, &ctx).await?;
+    if json {
+        print_json(&est);
+        return Ok(());
+    }
+    for q in &est.quotes {
+        match q.usd {
+            Some(usd) => println!("{}/{}: ${usd} ({})", q.provider, q.model, q.basis),
+            None => {
+                println!("{}/{}: unpriced ({})", q.provider, q.model, q.price_source)
+            }
+        }
+    }
+    println!("spent today: ${:.2}", est.budget.spent_today_usd);
+    Ok(())
 }
 
 async fn serve_stdio(cfg: Config) -> Result<(), Error> {

@@ -45,6 +45,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
+use tower_http::services::ServeFile;
 
 use crate::config::Config;
 use crate::core::{Core, WebhookOutcome};
@@ -223,7 +224,6 @@ pub fn serve(
     if let Some(p) = &public {
         core.enable_webhooks(p.as_str().trim_end_matches('/'));
     }
-
     let hosts = allowed_hosts(addr, public.as_ref(), &opts.allowed_hosts);
     let origins = allowed_origins(public.as_ref(), &opts.allowed_origins);
     if addr.ip().is_unspecified() && public.is_none() && opts.allowed_hosts.is_empty() {
@@ -235,104 +235,16 @@ pub fn serve(
     let stop_accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let guard = Arc::new(Guard {
-        token_sha256: opts
-            .auth_token
-            .as_ref()
-            .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into()),
-        hosts: hosts.iter().map(|h| HostRule::parse(h)).collect(),
-        origins: origins
-            .iter()
-            .filter_map(|o| OriginRule::parse(o))
-            .collect(),
-        in_flight: in_flight.clone(),
-    });
-
-    let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = opts.session_keep_alive;
-    let sessions = Arc::new(sessions);
-    let gate = Arc::new(McpGate {
-        sessions: sessions.clone(),
-        max: opts.max_sessions,
-        stateless: opts.stateless,
-        keep_alive: opts.session_keep_alive,
-        max_body_bytes: opts.max_body_bytes,
-    });
-    let mcp_config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(!opts.stateless)
-        .with_json_response(opts.stateless)
-        .with_allowed_hosts(hosts.clone())
-        .with_allowed_origins(origins.clone())
-        .with_max_request_body_bytes(opts.max_body_bytes)
-        .with_sse_keep_alive(Some(SSE_KEEP_ALIVE))
-        .with_cancellation_token(streams.child_token());
-    let factory_core = core.clone();
-    // Results are linked where this server serves them: the public URL, else the address bound.
-    let video_base: Arc<str> = Arc::from(match &public {
-        Some(p) => p.as_str().trim_end_matches('/').to_string(),
-        None => format!("http://{addr}"),
-    });
-    let factory_base = video_base.clone();
-    let stateless = opts.stateless;
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(Server::new(factory_core.clone())
-                .trust_roots(false)
-                .subscriptions(!stateless)
-                .video_links(&factory_base))
-        },
-        sessions,
-        mcp_config,
-    );
-
+    let guard = Arc::new(Guard::new(&opts, &hosts, &origins, in_flight.clone()));
     let app = Arc::new(App {
         core,
-        video_base,
+        video_base: video_base(public.as_ref(), addr),
         legacy: Mutex::new(HashMap::new()),
-        message_path: format!(
-            "{}/message",
-            public
-                .as_ref()
-                .map(|p| p.path().trim_end_matches('/'))
-                .unwrap_or("")
-        ),
+        message_path: message_path(public.as_ref()),
         streams: streams.clone(),
         in_flight: in_flight.clone(),
     });
-
-    let message_route = post(message).layer(DefaultBodyLimit::max(opts.max_body_bytes));
-    let mut guarded = Router::new()
-        .route_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(gate, mcp_gate))
-        .route("/sse", get(sse))
-        .route("/message", message_route.clone())
-        .route("/videos/{file}", get(video));
-    let plain_path = app
-        .message_path
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-._~/%".contains(c));
-    if app.message_path != "/message" && plain_path && !app.message_path.contains("//") {
-        // The endpoint event names public_url's path; serve it too for clients that reach this
-        // server directly rather than through the proxy that strips the prefix.
-        guarded = guarded.route(&app.message_path, message_route);
-    }
-    let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
-    let open = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/webhooks/{provider}",
-            post(webhook).layer(DefaultBodyLimit::max(opts.webhook_max_body_bytes)),
-        )
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "not found: MCP is served at /mcp (streamable HTTP) and /sse (legacy HTTP+SSE)",
-            )
-        });
-    let router = guarded
-        .merge(open)
-        .with_state(app)
-        .layer(middleware::from_fn(one_host));
+    let router = router(app, guard, &opts, hosts, origins);
 
     let max_connections = opts
         .max_connections
@@ -365,6 +277,111 @@ pub fn serve(
             task: Some(task),
         },
     ))
+}
+
+/// Results are linked where this server serves them: the public URL, else the address bound.
+fn video_base(public: Option<&url::Url>, addr: SocketAddr) -> Arc<str> {
+    Arc::from(match public {
+        Some(p) => p.as_str().trim_end_matches('/').to_string(),
+        None => format!("http://{addr}"),
+    })
+}
+
+/// `<public_url path>/message`: where legacy SSE clients post.
+fn message_path(public: Option<&url::Url>) -> String {
+    format!(
+        "{}/message",
+        public.map(|p| p.path().trim_end_matches('/')).unwrap_or("")
+    )
+}
+
+/// Every route: `/mcp`, `/sse`, `/message` and `/videos` behind the guard (token, Host,
+/// Origin); `/healthz` and `/webhooks` open; more than one `Host` refused everywhere.
+fn router(
+    app: Arc<App>,
+    guard: Arc<Guard>,
+    opts: &HttpOptions,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+) -> Router {
+    let (mcp, gate) = mcp_service(&app, opts, hosts, origins);
+    let message_route = post(message).layer(DefaultBodyLimit::max(opts.max_body_bytes));
+    let mut guarded = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(gate, mcp_gate))
+        .route("/sse", get(sse))
+        .route("/message", message_route.clone())
+        .route("/videos/{file}", get(video));
+    let plain_path = app
+        .message_path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~/%".contains(c));
+    if app.message_path != "/message" && plain_path && !app.message_path.contains("//") {
+        // The endpoint event names public_url's path; serve it too for clients that reach this
+        // server directly rather than through the proxy that strips the prefix.
+        guarded = guarded.route(&app.message_path, message_route);
+    }
+    let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
+    let open = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/webhooks/{provider}",
+            post(webhook).layer(DefaultBodyLimit::max(opts.webhook_max_body_bytes)),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: MCP is served at /mcp (streamable HTTP) and /sse (legacy HTTP+SSE)",
+            )
+        });
+    guarded
+        .merge(open)
+        .with_state(app)
+        .layer(middleware::from_fn(one_host))
+}
+
+/// rmcp's streamable HTTP service on the shared core, and the session limits in front of it.
+fn mcp_service(
+    app: &App,
+    opts: &HttpOptions,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+) -> (
+    StreamableHttpService<Server, LocalSessionManager>,
+    Arc<McpGate>,
+) {
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = opts.session_keep_alive;
+    let sessions = Arc::new(sessions);
+    let gate = Arc::new(McpGate {
+        sessions: sessions.clone(),
+        max: opts.max_sessions,
+        stateless: opts.stateless,
+        keep_alive: opts.session_keep_alive,
+        max_body_bytes: opts.max_body_bytes,
+    });
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(!opts.stateless)
+        .with_json_response(opts.stateless)
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .with_max_request_body_bytes(opts.max_body_bytes)
+        .with_sse_keep_alive(Some(SSE_KEEP_ALIVE))
+        .with_cancellation_token(app.streams.child_token());
+    let core = app.core.clone();
+    let video_base = app.video_base.clone();
+    let stateless = opts.stateless;
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(Server::new(core.clone())
+                .trust_roots(false)
+                .subscriptions(!stateless)
+                .video_links(&video_base))
+        },
+        sessions,
+        mcp_config,
+    );
+    (mcp, gate)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,6 +869,26 @@ struct Guard {
 }
 
 impl Guard {
+    fn new(
+        opts: &HttpOptions,
+        hosts: &[String],
+        origins: &[String],
+        in_flight: TaskTracker,
+    ) -> Guard {
+        Guard {
+            token_sha256: opts
+                .auth_token
+                .as_ref()
+                .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into()),
+            hosts: hosts.iter().map(|h| HostRule::parse(h)).collect(),
+            origins: origins
+                .iter()
+                .filter_map(|o| OriginRule::parse(o))
+                .collect(),
+            in_flight,
+        }
+    }
+
     fn host_ok(&self, req: &Request) -> bool {
         let host = req
             .headers()
@@ -1033,61 +1070,84 @@ fn human_bytes(n: usize) -> String {
     }
 }
 
-/// `GET /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file, streamed;
+/// `GET`/`HEAD /videos/{task_id}.mp4` (behind the token): a succeeded task's downloaded file;
 /// `/videos/{task_id}.sheet.jpg` and `.poster.jpg`: its contact sheet and poster, kept beside it.
-/// Only files the journal recorded inside the output dir (and their sheets) are served.
-async fn video(State(app): State<Arc<App>>, Path(file): Path<String>) -> Response {
-    let (task_id, image) = if let Some(id) = file.strip_suffix(".sheet.jpg") {
-        (
-            id,
-            Some(crate::preview::sheet_path as fn(&std::path::Path, &str) -> _),
-        )
-    } else if let Some(id) = file.strip_suffix(".poster.jpg") {
-        (
-            id,
-            Some(crate::preview::poster_path as fn(&std::path::Path, &str) -> _),
-        )
-    } else {
-        (file.strip_suffix(".mp4").unwrap_or(&file), None)
+/// Only files the journal recorded inside the output dir (and their sheets) are served, through
+/// tower-http's `ServeFile` so players get `Range`, `HEAD` and `If-Modified-Since`.
+async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Request) -> Response {
+    let (task_id, image) = split_video_file(&file);
+    let path = match succeeded_video(&app, task_id).await {
+        Ok(path) => path,
+        Err(refused) => return refused.into_response(),
     };
-    let task_id = task_id.to_string();
-    let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string()).into_response();
-    let path = match app.core.video_path(&task_id).await {
+    let (path, mime, gone) = match image {
+        Some(beside) => (
+            beside(&path, task_id),
+            "image/jpeg",
+            "this task has no contact sheet: see get_task's note",
+        ),
+        None => (path, "video/mp4", "the video file is gone"),
+    };
+    match ServeFile::new(&path).try_call(req).await {
+        Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+            (StatusCode::NOT_FOUND, gone).into_response()
+        }
+        Ok(resp) => {
+            let mut resp = resp.map(Body::new);
+            if resp.status().is_success() {
+                // What the task is, not what its file name suggests.
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+            }
+            resp
+        }
+        // As before ServeFile: a file that cannot be opened is gone, whatever the reason.
+        Err(e) => {
+            tracing::warn!(task = %task_id, error = %e, "cannot open a result file");
+            (StatusCode::NOT_FOUND, gone).into_response()
+        }
+    }
+}
+
+/// Where a file beside the video lives, given the video's path and the task id.
+type Beside = fn(&std::path::Path, &str) -> std::path::PathBuf;
+
+/// `{id}.mp4` -> (id, None); `{id}.sheet.jpg` / `{id}.poster.jpg` -> (id, where it lies).
+fn split_video_file(file: &str) -> (&str, Option<Beside>) {
+    if let Some(id) = file.strip_suffix(".sheet.jpg") {
+        (id, Some(crate::preview::sheet_path as Beside))
+    } else if let Some(id) = file.strip_suffix(".poster.jpg") {
+        (id, Some(crate::preview::poster_path as Beside))
+    } else {
+        (file.strip_suffix(".mp4").unwrap_or(file), None)
+    }
+}
+
+/// The downloaded video of a succeeded task, if it still lies inside the output dir; else the
+/// 404 (or 500) to answer.
+async fn succeeded_video(
+    app: &App,
+    task_id: &str,
+) -> Result<std::path::PathBuf, (StatusCode, String)> {
+    let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string());
+    let path = match app.core.video_path(task_id).await {
         Ok(Some((_, path))) => path,
-        Ok(None) => return not_found("this task has no downloaded video (yet): see get_task"),
-        Err(e) if e.category == Category::NotFound => return not_found("unknown task"),
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.message).into_response(),
+        Ok(None) => {
+            return Err(not_found(
+                "this task has no downloaded video (yet): see get_task",
+            ));
+        }
+        Err(e) if e.category == Category::NotFound => return Err(not_found("unknown task")),
+        Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.message)),
     };
     let inside = match (path.canonicalize(), app.core.cfg.output_dir.canonicalize()) {
         (Ok(p), Ok(dir)) => p.starts_with(dir),
         _ => false,
     };
     if !inside {
-        return not_found("the video is no longer in the output dir");
+        return Err(not_found("the video is no longer in the output dir"));
     }
-    let (path, mime) = match image {
-        Some(beside) => (beside(&path, &task_id), "image/jpeg"),
-        None => (path, "video/mp4"),
-    };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) if image.is_some() => {
-            return not_found("this task has no contact sheet: see get_task's note");
-        }
-        Err(_) => return not_found("the video file is gone"),
-    };
-    let len = file.metadata().await.map(|m| m.len()).ok();
-    let mut resp = Response::new(axum::body::Body::from_stream(
-        tokio_util::io::ReaderStream::new(file),
-    ));
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    if let Some(len) = len
-        && let Ok(v) = HeaderValue::from_str(&len.to_string())
-    {
-        headers.insert(header::CONTENT_LENGTH, v);
-    }
-    resp
+    Ok(path)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -942,17 +942,8 @@ async fn legacy_endpoint_follows_public_url_path() {
 /// /videos/{task_id}.mp4, behind the token.
 #[tokio::test]
 async fn videos_are_linked_and_served_to_token_holders() {
-    let ws = Workspace::new();
-    let img = ws.png("scene.png", 640, 360);
-    let core = Core::start(ws.config(&[])).unwrap();
-    let (addr, handle) = start(core, |_, _| {}).await;
-    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
-    let args = json!({"image": img, "prompt": "zoom in", "provider": "local", "wait_seconds": 60});
-    let params = rmcp::model::CallToolRequestParams::new("create_i2v_task")
-        .with_arguments(args.as_object().cloned().unwrap());
-    let r = within(60, "create", s.call_tool(params)).await.unwrap();
+    let (_ws, addr, handle, s, r) = served_local_video().await;
     let t = r.structured_content.clone().unwrap();
-    assert_eq!(t["status"], "succeeded", "{t}");
     let link = r
         .content
         .iter()
@@ -1006,6 +997,103 @@ async fn videos_are_linked_and_served_to_token_holders() {
     .await
     .unwrap();
     assert_eq!(missing.status(), 404);
+    s.cancel().await.unwrap();
+    within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// A server with a token and a client session on it, and a local render made through it
+/// (waited for until it succeeded). Keep the workspace until the end of the test.
+async fn served_local_video() -> (
+    Workspace,
+    SocketAddr,
+    ServerHandle,
+    Session,
+    rmcp::model::CallToolResult,
+) {
+    let ws = Workspace::new();
+    let img = ws.png("scene.png", 640, 360);
+    let core = Core::start(ws.config(&[])).unwrap();
+    let (addr, handle) = start(core, |_, _| {}).await;
+    let (s, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+    let args = json!({"image": img, "prompt": "zoom in", "provider": "local", "wait_seconds": 60});
+    let params = rmcp::model::CallToolRequestParams::new("create_i2v_task")
+        .with_arguments(args.as_object().cloned().unwrap());
+    let r = within(60, "create", s.call_tool(params)).await.unwrap();
+    let t = r.structured_content.clone().unwrap();
+    assert_eq!(t["status"], "succeeded", "{t}");
+    (ws, addr, handle, s, r)
+}
+
+/// Players seek: /videos answers `Range` with 206 and exactly those bytes, `HEAD` with the
+/// length and no body, a range past the end with 416, and a repeat with `If-Modified-Since`
+/// with 304.
+#[tokio::test]
+async fn videos_answer_ranges_and_head() {
+    let (_ws, addr, handle, s, r) = served_local_video().await;
+    let t = r.structured_content.unwrap();
+    let on_disk = std::fs::read(t["video"]["local_path"].as_str().unwrap()).unwrap();
+    assert!(on_disk.len() > 100, "{} bytes", on_disk.len());
+    let url = format!(
+        "http://{addr}/videos/{}.mp4",
+        t["task_id"].as_str().unwrap()
+    );
+    let get = |range: Option<&str>| {
+        let mut r = http().get(&url).bearer_auth(TOKEN);
+        if let Some(range) = range {
+            r = r.header("range", range);
+        }
+        within(10, "GET video", r.send())
+    };
+
+    let part = get(Some("bytes=0-99")).await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 0-99/{}", on_disk.len()).as_str()
+    );
+    assert_eq!(part.headers()["content-type"], "video/mp4");
+    assert_eq!(
+        part.bytes().await.unwrap().to_vec(),
+        on_disk[..100].to_vec()
+    );
+
+    let past = format!("bytes={}-", on_disk.len() + 10);
+    let refused = get(Some(&past)).await.unwrap();
+    assert_eq!(refused.status(), 416);
+
+    let head = within(
+        10,
+        "HEAD video",
+        http().head(&url).bearer_auth(TOKEN).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        on_disk.len().to_string().as_str()
+    );
+    assert_eq!(head.headers()["content-type"], "video/mp4");
+    assert!(head.headers().contains_key("accept-ranges"));
+    let modified = head.headers()["last-modified"].clone();
+    assert!(head.bytes().await.unwrap().is_empty());
+    let anon_head = within(10, "HEAD without token", http().head(&url).send())
+        .await
+        .unwrap();
+    assert_eq!(anon_head.status(), 401);
+
+    let again = within(
+        10,
+        "GET If-Modified-Since",
+        http()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .header("if-modified-since", modified)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 304);
     s.cancel().await.unwrap();
     within(15, "shutdown", handle.shutdown()).await;
 }

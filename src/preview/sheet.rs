@@ -60,92 +60,24 @@ impl Picks {
 
 /// Decode `path` and compose its sheet and poster.
 pub fn make(path: &Path) -> Result<Made, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open the video: {e}"))?;
-    let size = file
-        .metadata()
-        .map_err(|e| format!("cannot read the video: {e}"))?
-        .len();
-    let mut mp4 = mp4::Mp4Reader::read_header(BufReader::new(file), size)
-        .map_err(|e| format!("not a readable MP4: {e}"))?;
-    let track = mp4
-        .tracks()
-        .values()
-        .find(|t| matches!(t.media_type(), Ok(mp4::MediaType::H264)))
-        .ok_or("the MP4 has no H.264 video track")?;
-    let track_id = track.track_id();
-    let samples = track.sample_count();
-    let seconds = track.duration().as_secs_f64();
-    let avcc = track
-        .trak
-        .mdia
-        .minf
-        .stbl
-        .stsd
-        .avc1
-        .as_ref()
-        .map(|a| a.avcc.clone())
-        .ok_or("the H.264 track has no avcC box")?;
-    let nal_len = usize::from(avcc.length_size_minus_one & 3) + 1;
-    let (w, h) = (u32::from(track.width()), u32::from(track.height()));
-    if samples == 0 || w == 0 || h == 0 {
-        return Err("the video track is empty".into());
-    }
+    let (mut mp4, track) = open_track(path)?;
     let mut picks = Picks {
-        wanted: wanted(samples as usize),
-        cell: cell_size(w, h),
+        wanted: wanted(track.samples as usize),
+        cell: cell_size(track.width, track.height),
         thumbs: Vec::new(),
         poster: None,
         decoded: 0,
     };
-
-    let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-    let mut decoder = Decoder::with_api_config(openh264::OpenH264API::from_source(), config)
-        .map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
-    let mut headers = Vec::new();
-    for nal in avcc
-        .sequence_parameter_sets
-        .iter()
-        .chain(&avcc.picture_parameter_sets)
-    {
-        headers.extend_from_slice(&[0, 0, 0, 1]);
-        headers.extend_from_slice(&nal.bytes);
-    }
-    // SPS/PPS alone yield no picture; an error here shows in the samples' decoding.
-    let _ = decoder.decode(&headers);
-    let mut errors = 0usize;
-    let mut stopped = String::new();
-    let mut annex_b = Vec::new();
-    for id in 1..=samples {
-        let sample = match mp4.read_sample(track_id, id) {
-            Ok(Some(s)) => s,
-            Ok(None) => break,
-            // A truncated file: sheet what was read.
-            Err(e) => {
-                stopped = format!("; reading stopped at sample {id}: {e}");
-                break;
-            }
-        };
-        if !avcc_to_annex_b(&sample.bytes, nal_len, &mut annex_b) {
-            errors += 1;
-            continue;
-        }
-        match decoder.decode(&annex_b) {
-            Ok(Some(yuv)) => picks.take(&yuv),
-            Ok(None) => {}
-            Err(_) => errors += 1,
-        }
-    }
-    match decoder.flush_remaining() {
-        Ok(rest) => rest.iter().for_each(|yuv| picks.take(yuv)),
-        Err(_) => errors += 1,
-    }
+    let mut decoder = start_decoder(&track.headers)?;
+    let (errors, stopped) = decode_samples(&mut mp4, &track, &mut decoder, &mut picks);
+    let samples = track.samples;
     if picks.thumbs.len() < 2 {
         return Err(format!(
             "only {} of {samples} frames decoded ({errors} decode errors{stopped})",
             picks.decoded
         ));
     }
-    let fps = samples as f64 / seconds.max(1e-3);
+    let fps = samples as f64 / track.seconds.max(1e-3);
     let poster = picks
         .poster
         .take()
@@ -159,6 +91,117 @@ pub fn make(path: &Path) -> Result<Made, String> {
         frames: picks.thumbs.len(),
         decoded: picks.decoded,
     })
+}
+
+type Mp4 = mp4::Mp4Reader<BufReader<File>>;
+
+/// The H.264 track of an MP4: what decoding and the sheet need.
+struct Track {
+    id: u32,
+    samples: u32,
+    seconds: f64,
+    /// The SPS and PPS, in Annex B form.
+    headers: Vec<u8>,
+    /// Bytes of each NAL unit's length prefix.
+    nal_len: usize,
+    width: u32,
+    height: u32,
+}
+
+/// Open `path` as an MP4 and find its (non-empty) H.264 track.
+fn open_track(path: &Path) -> Result<(Mp4, Track), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open the video: {e}"))?;
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot read the video: {e}"))?
+        .len();
+    let mp4 = mp4::Mp4Reader::read_header(BufReader::new(file), size)
+        .map_err(|e| format!("not a readable MP4: {e}"))?;
+    let track = mp4
+        .tracks()
+        .values()
+        .find(|t| matches!(t.media_type(), Ok(mp4::MediaType::H264)))
+        .ok_or("the MP4 has no H.264 video track")?;
+    let avcc = track
+        .trak
+        .mdia
+        .minf
+        .stbl
+        .stsd
+        .avc1
+        .as_ref()
+        .map(|a| a.avcc.clone())
+        .ok_or("the H.264 track has no avcC box")?;
+    let mut headers = Vec::new();
+    for nal in avcc
+        .sequence_parameter_sets
+        .iter()
+        .chain(&avcc.picture_parameter_sets)
+    {
+        headers.extend_from_slice(&[0, 0, 0, 1]);
+        headers.extend_from_slice(&nal.bytes);
+    }
+    let found = Track {
+        id: track.track_id(),
+        samples: track.sample_count(),
+        seconds: track.duration().as_secs_f64(),
+        nal_len: usize::from(avcc.length_size_minus_one & 3) + 1,
+        headers,
+        width: u32::from(track.width()),
+        height: u32::from(track.height()),
+    };
+    if found.samples == 0 || found.width == 0 || found.height == 0 {
+        return Err("the video track is empty".into());
+    }
+    Ok((mp4, found))
+}
+
+/// A decoder primed with the track's SPS and PPS.
+fn start_decoder(headers: &[u8]) -> Result<Decoder, String> {
+    let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+    let mut decoder = Decoder::with_api_config(openh264::OpenH264API::from_source(), config)
+        .map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
+    // SPS/PPS alone yield no picture; an error here shows in the samples' decoding.
+    let _ = decoder.decode(headers);
+    Ok(decoder)
+}
+
+/// Decode every sample into `picks`; returns the decode errors and why reading stopped early
+/// (empty when it did not).
+fn decode_samples(
+    mp4: &mut Mp4,
+    track: &Track,
+    decoder: &mut Decoder,
+    picks: &mut Picks,
+) -> (usize, String) {
+    let mut errors = 0usize;
+    let mut stopped = String::new();
+    let mut annex_b = Vec::new();
+    for id in 1..=track.samples {
+        let sample = match mp4.read_sample(track.id, id) {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            // A truncated file: sheet what was read.
+            Err(e) => {
+                stopped = format!("; reading stopped at sample {id}: {e}");
+                break;
+            }
+        };
+        if !avcc_to_annex_b(&sample.bytes, track.nal_len, &mut annex_b) {
+            errors += 1;
+            continue;
+        }
+        match decoder.decode(&annex_b) {
+            Ok(Some(yuv)) => picks.take(&yuv),
+            Ok(None) => {}
+            Err(_) => errors += 1,
+        }
+    }
+    match decoder.flush_remaining() {
+        Ok(rest) => rest.iter().for_each(|yuv| picks.take(yuv)),
+        Err(_) => errors += 1,
+    }
+    (errors, stopped)
 }
 
 /// Display indices to keep among `n` frames: first, evenly spaced middle points, last.

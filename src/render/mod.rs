@@ -148,46 +148,12 @@ const FILLER: [&str; 12] = [
     "camera", "its",
 ];
 
+/// The camera move named by the phrase that starts at `w[0]`, if any.
 fn phrase_at(w: &[&str]) -> Option<Motion> {
-    let first = *w.first()?;
-    let second = w.get(1).copied().unwrap_or("");
-    match (first, second) {
-        ("static", "camera" | "shot" | "view" | "frame") => return Some(Motion::Static),
-        ("locked", "off" | "down") => return Some(Motion::Static),
-        ("fixed" | "still" | "stationary", "camera" | "shot") => return Some(Motion::Static),
-        _ => {}
+    if names_static(w) {
+        return Some(Motion::Static);
     }
-    if first == "camera" {
-        // "camera static", "camera is static", "camera stays still".
-        let rest: Vec<&str> = w
-            .iter()
-            .skip(1)
-            .take(2)
-            .copied()
-            .filter(|x| !matches!(*x, "is" | "stays" | "remains" | "holds"))
-            .collect();
-        if matches!(
-            rest.first(),
-            Some(&("static" | "still" | "stationary" | "fixed"))
-        ) {
-            return Some(Motion::Static);
-        }
-    }
-
-    enum Verb {
-        Zoom,
-        Pan,
-        Tilt,
-        Roll,
-    }
-    let verb = match first {
-        "zoom" | "zooms" | "zooming" | "zoomed" | "dolly" | "dollies" | "dollying" => Verb::Zoom,
-        "pan" | "pans" | "panning" | "panned" => Verb::Pan,
-        "tilt" | "tilts" | "tilting" | "tilted" => Verb::Tilt,
-        "roll" | "rolls" | "rolling" | "rotate" | "rotates" | "rotating" | "rotation" | "spin"
-        | "spins" | "spinning" | "turn" | "turns" | "turning" => Verb::Roll,
-        _ => return None,
-    };
+    let verb = Verb::of(w.first()?)?;
     let rest: Vec<&str> = w
         .iter()
         .skip(1)
@@ -197,42 +163,101 @@ fn phrase_at(w: &[&str]) -> Option<Motion> {
         .collect();
     let dir = *rest.first()?;
     let next = rest.get(1).copied().unwrap_or("");
-    match verb {
-        Verb::Zoom => match dir {
-            "in" | "into" => Some(Motion::ZoomIn),
-            "out" => Some(Motion::ZoomOut),
-            _ => None,
-        },
-        Verb::Pan | Verb::Tilt => {
-            let pan = matches!(verb, Verb::Pan);
-            match dir {
-                "left" | "leftward" | "leftwards" => Some(if pan {
-                    Motion::PanLeft
-                } else {
-                    Motion::TiltLeft
-                }),
-                "right" | "rightward" | "rightwards" => Some(if pan {
-                    Motion::PanRight
-                } else {
-                    Motion::TiltRight
-                }),
-                "up" | "upward" | "upwards" => {
-                    Some(if pan { Motion::PanUp } else { Motion::TiltUp })
-                }
-                "down" | "downward" | "downwards" => Some(if pan {
-                    Motion::PanDown
-                } else {
-                    Motion::TiltDown
-                }),
-                _ => None,
+    verb.toward(dir, next)
+}
+
+/// "static camera", "locked off", "fixed shot", "camera is static", "camera stays still"...
+fn names_static(w: &[&str]) -> bool {
+    let Some(&first) = w.first() else {
+        return false;
+    };
+    let second = w.get(1).copied().unwrap_or("");
+    match (first, second) {
+        ("static", "camera" | "shot" | "view" | "frame") => return true,
+        ("locked", "off" | "down") => return true,
+        ("fixed" | "still" | "stationary", "camera" | "shot") => return true,
+        _ => {}
+    }
+    if first != "camera" {
+        return false;
+    }
+    // "camera static", "camera is static", "camera stays still".
+    let rest: Vec<&str> = w
+        .iter()
+        .skip(1)
+        .take(2)
+        .copied()
+        .filter(|x| !matches!(*x, "is" | "stays" | "remains" | "holds"))
+        .collect();
+    matches!(
+        rest.first(),
+        Some(&("static" | "still" | "stationary" | "fixed"))
+    )
+}
+
+/// A camera verb, before its direction is known.
+enum Verb {
+    Zoom,
+    Pan,
+    Tilt,
+    Roll,
+}
+
+impl Verb {
+    fn of(word: &str) -> Option<Verb> {
+        Some(match word {
+            "zoom" | "zooms" | "zooming" | "zoomed" | "dolly" | "dollies" | "dollying" => {
+                Verb::Zoom
             }
+            "pan" | "pans" | "panning" | "panned" => Verb::Pan,
+            "tilt" | "tilts" | "tilting" | "tilted" => Verb::Tilt,
+            "roll" | "rolls" | "rolling" | "rotate" | "rotates" | "rotating" | "rotation"
+            | "spin" | "spins" | "spinning" | "turn" | "turns" | "turning" => Verb::Roll,
+            _ => return None,
+        })
+    }
+
+    /// The move this verb makes toward `dir` (`next` completes "counter clockwise").
+    fn toward(self, dir: &str, next: &str) -> Option<Motion> {
+        match self {
+            Verb::Zoom => match dir {
+                "in" | "into" => Some(Motion::ZoomIn),
+                "out" => Some(Motion::ZoomOut),
+                _ => None,
+            },
+            Verb::Pan | Verb::Tilt => {
+                let pan = matches!(self, Verb::Pan);
+                match dir {
+                    "left" | "leftward" | "leftwards" => Some(if pan {
+                        Motion::PanLeft
+                    } else {
+                        Motion::TiltLeft
+                    }),
+                    "right" | "rightward" | "rightwards" => Some(if pan {
+                        Motion::PanRight
+                    } else {
+                        Motion::TiltRight
+                    }),
+                    "up" | "upward" | "upwards" => {
+                        Some(if pan { Motion::PanUp } else { Motion::TiltUp })
+                    }
+                    "down" | "downward" | "downwards" => Some(if pan {
+                        Motion::PanDown
+                    } else {
+                        Motion::TiltDown
+                    }),
+                    _ => None,
+                }
+            }
+            Verb::Roll => match (dir, next) {
+                ("counterclockwise" | "anticlockwise" | "ccw", _) => {
+                    Some(Motion::RollAnticlockwise)
+                }
+                ("counter" | "anti", "clockwise") => Some(Motion::RollAnticlockwise),
+                ("clockwise" | "cw", _) => Some(Motion::RollClockwise),
+                _ => None,
+            },
         }
-        Verb::Roll => match (dir, next) {
-            ("counterclockwise" | "anticlockwise" | "ccw", _) => Some(Motion::RollAnticlockwise),
-            ("counter" | "anti", "clockwise") => Some(Motion::RollAnticlockwise),
-            ("clockwise" | "cw", _) => Some(Motion::RollClockwise),
-            _ => None,
-        },
     }
 }
 
@@ -465,7 +490,51 @@ fn render_frames<W: Write + Seek>(
     let path = camera::CameraPath::new(spec.motion, f64::from(spec.speed), w as f64, h as f64);
     let source = raster::prepare_source(image_bytes, w, h, path.oversample_scale())?;
     let frames = plan.frames;
+    let mut encoder = encoder_for(&plan)?;
+    let mut muxer = mp4::AvcTrack::new(plan.width, plan.height, FPS);
 
+    // One worker renders frames ahead while this thread encodes; the bounded channel keeps at most
+    // a few frames in memory. Dropping the receiver (error or cancel) stops the worker.
+    std::thread::scope(|scope| -> Result<(), RenderError> {
+        let (tx, rx) = mpsc::sync_channel::<Frame>(3);
+        let shot = Shot {
+            source: &source,
+            path: &path,
+            w,
+            h,
+            frames,
+        };
+        scope.spawn(move || shot.render_into(&tx, cancel));
+        for i in 0..frames {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(RenderError::Cancelled);
+            }
+            let frame = rx.recv().map_err(|_| {
+                if cancel.load(Ordering::Relaxed) {
+                    RenderError::Cancelled
+                } else {
+                    RenderError::Encode("the frame renderer stopped early".to_string())
+                }
+            })?;
+            let ts = openh264::Timestamp::from_millis(u64::from(i) * 1000 / u64::from(FPS));
+            let bits = encoder
+                .encode_at(&frame, ts)
+                .map_err(|e| RenderError::Encode(format!("frame {i}: {e}")))?;
+            mux_frame(&bits, &mut muxer);
+            progress(i + 1, frames);
+        }
+        Ok(())
+    })?;
+
+    let file = muxer.finish()?;
+    out.write_all(&file)?;
+    out.flush()?;
+    Ok(plan)
+}
+
+/// The H.264 encoder for a plan: constant bitrate, baseline profile, an IDR every
+/// [`IDR_INTERVAL_FRAMES`].
+fn encoder_for(plan: &RenderPlan) -> Result<Encoder, RenderError> {
     let config = EncoderConfig::new()
         .usage_type(UsageType::CameraVideoRealTime)
         .rate_control_mode(RateControlMode::Bitrate)
@@ -483,68 +552,55 @@ fn render_frames<W: Write + Seek>(
         .sps_pps_strategy(SpsPpsStrategy::ConstantId)
         .num_threads(1)
         .vui(VuiConfig::bt709());
-    let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-        .map_err(|e| RenderError::Encode(format!("could not start the encoder: {e}")))?;
-    let mut muxer = mp4::AvcTrack::new(plan.width, plan.height, FPS);
+    Encoder::with_api_config(OpenH264API::from_source(), config)
+        .map_err(|e| RenderError::Encode(format!("could not start the encoder: {e}")))
+}
 
-    // One worker renders frames ahead while this thread encodes; the bounded channel keeps at most
-    // a few frames in memory. Dropping the receiver (error or cancel) stops the worker.
-    std::thread::scope(|scope| -> Result<(), RenderError> {
-        let (tx, rx) = mpsc::sync_channel::<Frame>(3);
-        let source = &source;
-        let path = &path;
-        scope.spawn(move || {
-            for i in 0..frames {
-                if cancel.load(Ordering::Relaxed) {
-                    break;
-                }
-                let t = if frames > 1 {
-                    f64::from(i) / f64::from(frames - 1)
-                } else {
-                    0.0
-                };
-                let mut frame = Frame::new(w, h);
-                source.render(&path.homography(t), &mut frame.data, w, h);
-                if tx.send(frame).is_err() {
-                    break;
+/// Every NAL unit of one encoded frame, as one MP4 sample.
+fn mux_frame(bits: &openh264::encoder::EncodedBitStream<'_>, muxer: &mut mp4::AvcTrack) {
+    muxer.begin_frame();
+    for l in 0..bits.num_layers() {
+        if let Some(layer) = bits.layer(l) {
+            for n in 0..layer.nal_count() {
+                if let Some(nal) = layer.nal_unit(n) {
+                    muxer.add_nal(nal);
                 }
             }
-        });
+        }
+    }
+    muxer.end_frame();
+}
+
+/// The frames of one clip: a source image moved along a camera path.
+struct Shot<'a> {
+    source: &'a raster::Source,
+    path: &'a camera::CameraPath,
+    w: usize,
+    h: usize,
+    frames: u32,
+}
+
+impl Shot<'_> {
+    /// Render every frame in order into `tx`; stops on cancel or when the receiver is gone.
+    fn render_into(&self, tx: &mpsc::SyncSender<Frame>, cancel: &AtomicBool) {
+        let frames = self.frames;
         for i in 0..frames {
             if cancel.load(Ordering::Relaxed) {
-                return Err(RenderError::Cancelled);
+                break;
             }
-            let frame = rx.recv().map_err(|_| {
-                if cancel.load(Ordering::Relaxed) {
-                    RenderError::Cancelled
-                } else {
-                    RenderError::Encode("the frame renderer stopped early".to_string())
-                }
-            })?;
-            let ts = openh264::Timestamp::from_millis(u64::from(i) * 1000 / u64::from(FPS));
-            let bits = encoder
-                .encode_at(&frame, ts)
-                .map_err(|e| RenderError::Encode(format!("frame {i}: {e}")))?;
-            muxer.begin_frame();
-            for l in 0..bits.num_layers() {
-                if let Some(layer) = bits.layer(l) {
-                    for n in 0..layer.nal_count() {
-                        if let Some(nal) = layer.nal_unit(n) {
-                            muxer.add_nal(nal);
-                        }
-                    }
-                }
+            let t = if frames > 1 {
+                f64::from(i) / f64::from(frames - 1)
+            } else {
+                0.0
+            };
+            let mut frame = Frame::new(self.w, self.h);
+            self.source
+                .render(&self.path.homography(t), &mut frame.data, self.w, self.h);
+            if tx.send(frame).is_err() {
+                break;
             }
-            muxer.end_frame();
-            progress(i + 1, frames);
         }
-        Ok(())
-    })?;
-
-    let file = muxer.finish()?;
-    out.write_all(&file)?;
-    out.flush()?;
-    Ok(plan)
+    }
 }
 
 /// One I420 frame with tightly packed planes (Y, then U, then V).

@@ -142,21 +142,19 @@ impl AvcTrack {
         let media_duration = self.media_duration();
         let movie_duration =
             (media_duration * u64::from(MOVIE_TIMESCALE) / u64::from(self.media_timescale)) as u32;
+        let trak = plain_box(
+            b"trak",
+            &[
+                self.tkhd(movie_duration),
+                edts(movie_duration),
+                self.mdia(media_duration, sps, pps, data_offset),
+            ],
+        );
+        plain_box(b"moov", &[mvhd(movie_duration), trak])
+    }
 
-        let mvhd = full_box(b"mvhd", 0, 0, |b| {
-            b.u32(0); // creation time
-            b.u32(0); // modification time
-            b.u32(MOVIE_TIMESCALE);
-            b.u32(movie_duration);
-            b.u32(0x0001_0000); // rate 1.0
-            b.u16(0x0100); // volume 1.0
-            b.zeros(10);
-            b.matrix();
-            b.zeros(24); // pre_defined
-            b.u32(2); // next track id
-        });
-
-        let tkhd = full_box(b"tkhd", 0, 0x3, |b| {
+    fn tkhd(&self, movie_duration: u32) -> Vec<u8> {
+        full_box(b"tkhd", 0, 0x3, |b| {
             b.u32(0);
             b.u32(0);
             b.u32(1); // track id
@@ -170,16 +168,10 @@ impl AvcTrack {
             b.matrix();
             b.u32(self.width << 16);
             b.u32(self.height << 16);
-        });
+        })
+    }
 
-        let elst = full_box(b"elst", 0, 0, |b| {
-            b.u32(1);
-            b.u32(movie_duration);
-            b.u32(0); // media time
-            b.u32(0x0001_0000); // rate 1.0
-        });
-        let edts = plain_box(b"edts", &[elst]);
-
+    fn mdia(&self, media_duration: u64, sps: &[u8], pps: &[u8], data_offset: u32) -> Vec<u8> {
         let mdhd = full_box(b"mdhd", 0, 0, |b| {
             b.u32(0);
             b.u32(0);
@@ -194,16 +186,13 @@ impl AvcTrack {
             b.zeros(12);
             b.bytes(b"VideoHandler\0");
         });
-
         let vmhd = full_box(b"vmhd", 0, 1, |b| b.zeros(8));
-        let url = full_box(b"url ", 0, 1, |_| {});
-        let dref = full_box(b"dref", 0, 0, |b| {
-            b.u32(1);
-            b.bytes(&url);
-        });
-        let dinf = plain_box(b"dinf", &[dref]);
+        let minf = plain_box(b"minf", &[vmhd, dinf(), self.stbl(sps, pps, data_offset)]);
+        plain_box(b"mdia", &[mdhd, hdlr, minf])
+    }
 
-        let stbl = plain_box(
+    fn stbl(&self, sps: &[u8], pps: &[u8], data_offset: u32) -> Vec<u8> {
+        plain_box(
             b"stbl",
             &[
                 self.stsd(sps, pps),
@@ -216,11 +205,7 @@ impl AvcTrack {
                     b.u32(data_offset);
                 }),
             ],
-        );
-        let minf = plain_box(b"minf", &[vmhd, dinf, stbl]);
-        let mdia = plain_box(b"mdia", &[mdhd, hdlr, minf]);
-        let trak = plain_box(b"trak", &[tkhd, edts, mdia]);
-        plain_box(b"moov", &[mvhd, trak])
+        )
     }
 
     fn stsd(&self, sps: &[u8], pps: &[u8]) -> Vec<u8> {
@@ -332,6 +317,42 @@ fn strip_start_code(nal: &[u8]) -> &[u8] {
     } else {
         nal
     }
+}
+
+fn mvhd(movie_duration: u32) -> Vec<u8> {
+    full_box(b"mvhd", 0, 0, |b| {
+        b.u32(0); // creation time
+        b.u32(0); // modification time
+        b.u32(MOVIE_TIMESCALE);
+        b.u32(movie_duration);
+        b.u32(0x0001_0000); // rate 1.0
+        b.u16(0x0100); // volume 1.0
+        b.zeros(10);
+        b.matrix();
+        b.zeros(24); // pre_defined
+        b.u32(2); // next track id
+    })
+}
+
+/// One edit covering the whole movie, from media time 0 at rate 1.
+fn edts(movie_duration: u32) -> Vec<u8> {
+    let elst = full_box(b"elst", 0, 0, |b| {
+        b.u32(1);
+        b.u32(movie_duration);
+        b.u32(0); // media time
+        b.u32(0x0001_0000); // rate 1.0
+    });
+    plain_box(b"edts", &[elst])
+}
+
+/// The data is in this file (one self-contained `url ` entry).
+fn dinf() -> Vec<u8> {
+    let url = full_box(b"url ", 0, 1, |_| {});
+    let dref = full_box(b"dref", 0, 0, |b| {
+        b.u32(1);
+        b.bytes(&url);
+    });
+    plain_box(b"dinf", &[dref])
 }
 
 fn ftyp() -> Vec<u8> {
