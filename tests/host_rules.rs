@@ -235,6 +235,43 @@ async fn malformed_params_of_known_methods_are_invalid_params() {
     p.close().await;
 }
 
+/// The server advertises what it serves and nothing more; since rmcp 3.11 a method of a
+/// capability it does not advertise is -32601 (before, prompts/list answered an empty list).
+#[tokio::test]
+async fn advertised_capabilities_are_the_served_ones() {
+    let ws = Workspace::new();
+    let mut p = Proc::spawn(&ws.env(&[]));
+    let init = p.init("2025-11-25").await;
+    let caps = &init["result"]["capabilities"];
+    assert_eq!(
+        caps,
+        &json!({"tools": {}, "resources": {"subscribe": true}}),
+        "{init}"
+    );
+    for (id, method, params) in [
+        (1, "tools/list", json!({})),
+        (2, "resources/list", json!({})),
+        (3, "resources/templates/list", json!({})),
+    ] {
+        let r = p.request(id, method, params).await;
+        assert!(r.get("result").is_some(), "{method}: {r}");
+    }
+    for (id, method, params) in [
+        (4, "prompts/list", json!({})),
+        (
+            5,
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": "i2v://tasks/{task_id}"},
+                   "argument": {"name": "task_id", "value": "a"}}),
+        ),
+        (6, "logging/setLevel", json!({"level": "info"})),
+    ] {
+        let r = p.request(id, method, params).await;
+        assert_eq!(r["error"]["code"], -32601, "{method}: {r}");
+    }
+    p.close().await;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Schema rules of the hosts. Each rule names its source; a tool list that breaks one is refused by
 // that host as a whole (or its model never sees the tool).

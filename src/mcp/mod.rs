@@ -4,6 +4,7 @@
 //! show the model only the text).
 
 pub mod apps;
+mod schema;
 pub mod stdio;
 pub mod tools;
 
@@ -13,24 +14,23 @@ use std::sync::{Arc, RwLock};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
     CustomResult, Implementation, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
     ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
-    ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool,
+    ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
     UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
-use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::core::{CallCtx, Core, EstimateRequest};
+use crate::core::{CallCtx, Core};
 use crate::error::Error;
-use crate::model::{CreateRequest, Status, Task};
-use tools::{CancelArgs, GetArgs, ListArgs, LoraArgs, ModelArgs};
+use crate::model::{Status, Task};
 
 pub const INSTRUCTIONS: &str = "Turns a still image into a video with Wan 2.x providers. Flow: create_i2v_task (image = https URL, data: URI or local path; returns a task at once), then get_task with wait_seconds (e.g. 50) until status is succeeded, failed or cancelled; the video is then on disk at video.local_path. When retrying a create, reuse the same idempotency_key so nothing is paid twice. estimate_cost before paying; provider \"local\" is a free offline camera-motion preview.";
 
@@ -82,7 +82,9 @@ impl Server {
                 tracing::error!(error = %e.message, "the core could not start");
             }
         });
-        tokio::task::spawn_blocking(tools::all);
+        tokio::task::spawn_blocking(|| {
+            tools::router();
+        });
         Server::with_core(start)
     }
 
@@ -173,64 +175,28 @@ impl Server {
         (ctx, Progress(forwarder))
     }
 
-    async fn dispatch(
+    /// Runs `call` with the call's context and forwards its progress: every notification goes
+    /// out before this returns (so before the result); a call dropped midway stops the forwarder.
+    async fn with_ctx<T, F, Fut>(
         &self,
-        name: &str,
-        args: Value,
         rc: &RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, Error> {
-        let core = &self.core().await?;
-        match name {
-            "create_i2v_task" => {
-                let req: CreateRequest = parse(name, args)?;
-                let (ctx, progress) = self.ctx(rc, true).await;
-                let r = core.create(req, ctx).await;
-                progress.finish().await;
-                Ok(self.task_result(core, r?).await)
-            }
-            "get_task" => {
-                let a: GetArgs = parse(name, args)?;
-                let (ctx, progress) = self.ctx(rc, false).await;
-                let r = core.get(&a.task_id, a.wait_seconds, ctx).await;
-                progress.finish().await;
-                Ok(self.task_result(core, r?).await)
-            }
-            "list_tasks" => {
-                let a: ListArgs = parse(name, args)?;
-                let list = core.list(a.status, a.provider, a.limit).await?;
-                Ok(structured(&list))
-            }
-            "cancel_task" => {
-                let a: CancelArgs = parse(name, args)?;
-                let t = core.cancel(&a.task_id).await?;
-                Ok(task_result(t, self.video_base.as_deref(), None, false))
-            }
-            "list_loras" => {
-                let a: LoraArgs = parse(name, args)?;
-                let list = core.list_loras(a.provider, a.model.as_deref())?;
-                Ok(structured(&list))
-            }
-            "list_models" => {
-                let a: ModelArgs = parse(name, args)?;
-                let list = core.list_models(a.provider);
-                Ok(structured(&list))
-            }
-            "estimate_cost" => {
-                let a: EstimateRequest = parse(name, args)?;
-                // The image is checked like create's, so the client's roots count here too.
-                let (ctx, _progress) = self.ctx(rc, true).await;
-                let est = core.estimate(&a, &ctx).await?;
-                Ok(structured(&est))
-            }
-            other => Err(Error::invalid_input(format!(
-                "unknown tool '{other}': call tools/list for the tools this server offers"
-            ))),
-        }
+        with_roots: bool,
+        call: F,
+    ) -> T
+    where
+        F: FnOnce(CallCtx) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let (ctx, progress) = self.ctx(rc, with_roots).await;
+        let out = call(ctx).await;
+        progress.finish().await;
+        out
     }
 }
 
-/// Progress forwarding for one call: [`Progress::finish`] lets every notification go out
-/// before the result; dropping it unfinished (an early return) stops the forwarder.
+/// Progress forwarding for one call, only through [`Server::with_ctx`]: [`Progress::finish`]
+/// lets every notification go out before the result; dropped unfinished (the call's future
+/// dropped), it stops the forwarder.
 struct Progress(Option<tokio::task::JoinHandle<()>>);
 
 impl Progress {
@@ -247,40 +213,6 @@ impl Drop for Progress {
         if let Some(f) = self.0.take() {
             f.abort();
         }
-    }
-}
-
-fn parse<T: DeserializeOwned>(tool: &str, mut args: Value) -> Result<T, Error> {
-    integral_floats(&mut args);
-    serde_json::from_value(args).map_err(|e| {
-        Error::invalid_input(format!(
-            "invalid arguments for {tool}: {e}; see the tool's inputSchema"
-        ))
-    })
-}
-
-/// `5.0` -> `5`: JSON Schema's `integer` accepts a number with a zero fraction, and some
-/// model/host pairs send integers that way; serde would refuse it for an integer field. Float
-/// fields take the integer back unchanged.
-fn integral_floats(v: &mut Value) {
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            // 2^53: beyond it an f64 no longer holds every integer exactly.
-            const EXACT: f64 = 9_007_199_254_740_992.0;
-            if let Some(f) = n.as_f64()
-                && f.fract() == 0.0
-                && f.abs() <= EXACT
-            {
-                *v = if f >= 0.0 {
-                    Value::from(f as u64)
-                } else {
-                    Value::from(f as i64)
-                };
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats),
-        Value::Object(fields) => fields.values_mut().for_each(integral_floats),
-        _ => {}
     }
 }
 
@@ -355,6 +287,14 @@ pub fn error_result(e: &Error) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text)])
 }
 
+/// A tool handler's `Err`: a tool error the model can read and act on, never a protocol error.
+impl IntoCallToolResult for Error {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, McpError> {
+        Ok(error_result(&self).into())
+    }
+}
+
+#[tool_handler(router = tools::router())]
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
         let capabilities = if self.subscribe {
@@ -386,18 +326,16 @@ impl ServerHandler for Server {
         Ok(ListToolsResult::with_all_items(list))
     }
 
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools::get(name).cloned()
-    }
-
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        // An unknown tool is a protocol error (-32602), as the spec lists it; everything about a
-        // known tool's arguments is a tool error the model can read and fix.
-        if tools::get(&request.name).is_none() {
+        // An unknown tool is a protocol error (-32602), as the spec lists it, told in our words
+        // (the router says only "tool not found"); everything about a known tool's arguments is
+        // a tool error the model can read and fix (see `tools::Args`).
+        let router = tools::router();
+        if !router.has_route(&request.name) {
             return Err(McpError::invalid_params(
                 format!(
                     "unknown tool '{}': call tools/list for the tools this server offers",
@@ -406,12 +344,9 @@ impl ServerHandler for Server {
                 None,
             ));
         }
-        let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        let result = match self.dispatch(&request.name, args, &context).await {
-            Ok(r) => r,
-            Err(e) => error_result(&e),
-        };
-        Ok(CallToolResponse::Complete(result))
+        router
+            .call(ToolCallContext::new(self, request, context))
+            .await
     }
 
     async fn list_resources(

@@ -1,18 +1,23 @@
-//! The seven tool definitions: names, titles, descriptions, inline input and output schemas, and
-//! annotations. Schemas come from the same Rust types the core uses (schemars), then are made
-//! client-friendly: every `$ref` inlined (several clients fail on them), no `$schema`, no
-//! non-standard `format`s, and optional fields as plain types. `export-tools` writes these to
-//! `tools/`, and a test fails when the files drift from the code.
+//! The seven tools: each one handler with its name, title, description, annotations and inline
+//! input and output schemas (see [`super::schema`]), gathered by rmcp's `#[tool_router]`.
+//! `export-tools` writes their definitions to `tools/`, and a test fails when the files drift
+//! from the code.
 
-use std::sync::Arc;
-
-use rmcp::handler::server::common::schema_for_type;
-use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use rmcp::handler::server::common::FromContextPart;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{CallToolResult, Tool};
 use rmcp::schemars::{self, JsonSchema};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::schema::{input, output, without_nested_descriptions};
+use super::{Server, structured, task_result};
 use crate::core::{Estimate, EstimateRequest, LoraList, ModelList, TaskList};
+use crate::error::Error;
 use crate::model::{CreateRequest, ProviderId, Status, Task};
 
 /// The longest wait one tool call asks for: under the 60 s request timeout of the TypeScript
@@ -69,295 +74,183 @@ pub struct ModelArgs {
     pub provider: Option<ProviderId>,
 }
 
-/// Inline every `$ref` from `$defs` and drop what clients do not need.
-pub fn compact(schema: &JsonObject) -> JsonObject {
-    let defs = schema
-        .get("$defs")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let mut root = schema.clone();
-    root.remove("$defs");
-    root.remove("$schema");
-    match inline(&Value::Object(root), &defs, 0) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-fn inline(v: &Value, defs: &Map<String, Value>, depth: usize) -> Value {
-    match v {
-        Value::Object(o) => {
-            if let Some(Value::String(r)) = o.get("$ref")
-                && let Some(name) = r.strip_prefix("#/$defs/")
-                && let Some(def) = defs.get(name)
-                && depth < 16
-            {
-                let mut merged = match inline(def, defs, depth + 1) {
-                    Value::Object(m) => m,
-                    other => return other,
-                };
-                // A field's own description wins; a type's description ("Provider id.") is
-                // dropped: repeated at every use, it costs tokens and says little.
-                merged.remove("description");
-                if let Some(d) = o.get("description") {
-                    merged.insert("description".into(), d.clone());
-                }
-                return Value::Object(merged);
-            }
-            let mut m = Map::new();
-            for (k, val) in o {
-                match k.as_str() {
-                    // Non-standard formats (uint32, double, ...) and null defaults cost tokens
-                    // and tell an agent nothing the type does not.
-                    "format" => continue,
-                    "default" if val.is_null() => continue,
-                    // schemars' type-name titles; a property *named* title is an object, kept.
-                    "title" if val.is_string() => continue,
-                    "minimum" if val == &Value::from(0) => continue,
-                    "type" => {
-                        m.insert(k.clone(), drop_null_type(val));
-                    }
-                    "anyOf" | "oneOf" => {
-                        let arms: Vec<Value> = val
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter(|x| {
-                                        x.get("type") != Some(&Value::String("null".into()))
-                                    })
-                                    .map(|x| inline(x, defs, depth + 1))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        if arms.len() == 1 {
-                            if let Value::Object(single) = &arms[0] {
-                                for (sk, sv) in single {
-                                    m.entry(sk.clone()).or_insert_with(|| sv.clone());
-                                }
-                            }
-                        } else {
-                            m.insert(k.clone(), Value::Array(arms));
-                        }
-                    }
-                    _ => {
-                        m.insert(k.clone(), inline(val, defs, depth + 1));
-                    }
-                }
-            }
-            Value::Object(m)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(|x| inline(x, defs, depth + 1)).collect()),
-        other => other.clone(),
-    }
-}
-
-/// `["string","null"]` -> `"string"`: optional fields are simply not required.
-fn drop_null_type(v: &Value) -> Value {
-    match v {
-        Value::Array(types) => {
-            let rest: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
-            match rest.as_slice() {
-                [single] => (*single).clone(),
-                _ => Value::Array(rest.into_iter().cloned().collect()),
-            }
-        }
-        other => other.clone(),
-    }
-}
-
-fn schema<T: JsonSchema + std::any::Any>() -> Arc<JsonObject> {
-    let mut c = compact(&schema_for_type::<T>());
-    c.remove("description");
-    Arc::new(c)
-}
-
-fn output<T: JsonSchema + std::any::Any>(keep: &[&str]) -> Arc<JsonObject> {
-    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
-    settings = settings.for_serialize();
-    let generated = settings.into_generator().into_root_schema_for::<T>();
-    let obj = serde_json::to_value(generated)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
-    Arc::new(shallow(&compact(&obj), keep))
-}
-
-/// Output schemas name the fields an agent branches on, with their types and enum values:
-/// enough for clients to validate (other fields are allowed) at a fraction of the tokens. Every
-/// field is described in the text summary and in README.md. `keep` empty = all top-level fields.
-fn shallow(schema: &JsonObject, keep: &[&str]) -> JsonObject {
-    let mut props = Map::new();
-    if let Some(Value::Object(p)) = schema.get("properties") {
-        for (name, field) in p {
-            if !keep.is_empty() && !keep.contains(&name.as_str()) {
-                continue;
-            }
-            let mut f = Map::new();
-            for key in ["type", "enum"] {
-                if let Some(v) = field.get(key) {
-                    f.insert(key.into(), v.clone());
-                }
-            }
-            if !f.contains_key("type") {
-                f.insert("type".into(), Value::String("object".into()));
-            }
-            // Hosts refuse an array without `items` (VS Code); the element's type is enough.
-            if f.get("type") == Some(&Value::String("array".into())) {
-                let item = field
-                    .get("items")
-                    .and_then(|i| i.get("type"))
-                    .cloned()
-                    .unwrap_or_else(|| Value::String("object".into()));
-                f.insert("items".into(), serde_json::json!({ "type": item }));
-            }
-            props.insert(name.clone(), Value::Object(f));
-        }
-    }
-    let mut out = Map::new();
-    out.insert("type".into(), Value::String("object".into()));
-    out.insert("properties".into(), Value::Object(props.clone()));
-    if let Some(Value::Array(r)) = schema.get("required") {
-        let required: Vec<Value> = r
-            .iter()
-            .filter(|n| n.as_str().is_some_and(|n| props.contains_key(n)))
-            .cloned()
-            .collect();
-        out.insert("required".into(), Value::Array(required));
-    }
-    out
-}
-
-/// Descriptions below the top level removed: estimate_cost's nested arguments (LoRAs, camera
-/// motion) are create_i2v_task's, documented there; repeating them costs every host tokens.
-fn without_nested_descriptions(mut schema: JsonObject) -> JsonObject {
-    fn strip(v: &mut Value) {
-        if let Value::Object(m) = v {
-            m.remove("description");
-            m.values_mut().for_each(strip);
-        }
-    }
-    if let Some(Value::Object(props)) = schema.get_mut("properties") {
-        for field in props.values_mut() {
-            if let Value::Object(f) = field {
-                for (k, v) in f.iter_mut() {
-                    if k != "description" {
-                        strip(v);
-                    }
-                }
-            }
-        }
-    }
-    schema
-}
-
 /// The fields of a task an agent acts on.
 const TASK_FIELDS: &[&str] = &["task_id", "status", "video", "error"];
 
-/// Only hints that differ from the spec's defaults (readOnly false, destructive true,
-/// idempotent false, openWorld true) are sent; destructive/idempotent only matter for tools that
-/// write.
-fn annotations(
-    read_only: bool,
-    idempotent: bool,
-    open_world: bool,
-    destructive: bool,
-) -> ToolAnnotations {
-    let mut a = ToolAnnotations::new();
-    if read_only {
-        a.read_only_hint = Some(true);
-    } else {
-        if !destructive {
-            a.destructive_hint = Some(false);
-        }
-        if idempotent {
-            a.idempotent_hint = Some(true);
-        }
+// Annotations carry only hints that differ from the spec's defaults (readOnly false,
+// destructive true, idempotent false, openWorld true); destructive/idempotent only matter for
+// tools that write. A handler's `Err` is a tool error (`isError`), see `super::error_result`.
+#[tool_router(vis = "pub(crate)")]
+impl Server {
+    #[tool(
+        title = "Create image-to-video task",
+        description = "Start turning a still image into a video. Returns a task at once; then call get_task with wait_seconds until status is succeeded/failed/cancelled. Paid unless provider is local (free camera-motion preview).",
+        input_schema = input::<CreateRequest>(),
+        output_schema = output::<Task>(TASK_FIELDS),
+        annotations(destructive_hint = false)
+    )]
+    async fn create_i2v_task(
+        &self,
+        Args(req): Args<CreateRequest>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
+        let core = self.core().await?;
+        let req = req?;
+        let task = self
+            .with_ctx(&rc, true, |ctx| core.create(req, ctx))
+            .await?;
+        Ok(self.task_result(&core, task).await)
     }
-    if !open_world {
-        a.open_world_hint = Some(false);
+
+    #[tool(
+        title = "Get task",
+        description = "Get a task, refreshed from its provider. With wait_seconds (max 50; call again to wait longer), waits with progress until it finishes. A succeeded task has video.local_path and sha256.",
+        input_schema = input::<GetArgs>(),
+        output_schema = output::<Task>(TASK_FIELDS),
+        annotations(read_only_hint = true)
+    )]
+    async fn get_task(
+        &self,
+        Args(a): Args<GetArgs>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
+        let core = self.core().await?;
+        let a = a?;
+        let get = |ctx| core.get(&a.task_id, a.wait_seconds, ctx);
+        let task = self.with_ctx(&rc, false, get).await?;
+        Ok(self.task_result(&core, task).await)
     }
-    a
+
+    #[tool(
+        title = "List tasks",
+        description = "List tasks from the journal, newest first.",
+        input_schema = input::<ListArgs>(),
+        output_schema = output::<TaskList>(&[]),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_tasks(&self, Args(a): Args<ListArgs>) -> Result<CallToolResult, Error> {
+        let core = self.core().await?;
+        let a = a?;
+        Ok(structured(&core.list(a.status, a.provider, a.limit).await?))
+    }
+
+    #[tool(
+        title = "Cancel task",
+        description = "Cancel a task: upstream where the provider allows it, else stop watching it (the note says which).",
+        input_schema = input::<CancelArgs>(),
+        output_schema = output::<Task>(TASK_FIELDS),
+        annotations(idempotent_hint = true)
+    )]
+    async fn cancel_task(&self, Args(a): Args<CancelArgs>) -> Result<CallToolResult, Error> {
+        let core = self.core().await?;
+        let task = core.cancel(&a?.task_id).await?;
+        Ok(task_result(task, self.video_base.as_deref(), None, false))
+    }
+
+    #[tool(
+        title = "List LoRAs",
+        description = "List known LoRAs per provider and model.",
+        input_schema = input::<LoraArgs>(),
+        output_schema = output::<LoraList>(&[]),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_loras(&self, Args(a): Args<LoraArgs>) -> Result<CallToolResult, Error> {
+        let core = self.core().await?;
+        let a = a?;
+        Ok(structured(
+            &core.list_loras(a.provider, a.model.as_deref())?,
+        ))
+    }
+
+    #[tool(
+        title = "List models",
+        description = "List providers x models: capabilities, limits, prices (null = unpublished) and whether each is configured.",
+        input_schema = input::<ModelArgs>(),
+        output_schema = output::<ModelList>(&[]),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_models(&self, Args(a): Args<ModelArgs>) -> Result<CallToolResult, Error> {
+        let core = self.core().await?;
+        Ok(structured(&core.list_models(a?.provider)))
+    }
+
+    #[tool(
+        title = "Estimate cost",
+        description = "Estimate the USD cost of a create before paying; compare=true quotes every model that can do it.",
+        input_schema = without_nested_descriptions(input::<EstimateRequest>()),
+        output_schema = output::<Estimate>(&[]),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn estimate_cost(
+        &self,
+        Args(a): Args<EstimateRequest>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
+        let core = self.core().await?;
+        let a = a?;
+        // The image is checked like create's, so the client's roots count here too.
+        let estimate = |ctx| async move { core.estimate(&a, &ctx).await };
+        Ok(structured(&self.with_ctx(&rc, true, estimate).await?))
+    }
 }
 
-/// The tool list, sorted by name; built once per process (sessions share it).
+/// The tools, built once per process (sessions share them).
+pub(crate) fn router() -> &'static ToolRouter<Server> {
+    static ROUTER: std::sync::OnceLock<ToolRouter<Server>> = std::sync::OnceLock::new();
+    ROUTER.get_or_init(Server::tool_router)
+}
+
+/// The tool list, sorted by name.
 pub fn all() -> Vec<Tool> {
-    list().to_vec()
+    router().list_all()
 }
 
 /// One tool by name, without copying the list (looked up on every call).
 pub fn get(name: &str) -> Option<&'static Tool> {
-    list().iter().find(|t| t.name == name)
+    router().get(name)
 }
 
-fn list() -> &'static [Tool] {
-    static TOOLS: std::sync::OnceLock<Vec<Tool>> = std::sync::OnceLock::new();
-    TOOLS.get_or_init(build)
+/// A tool's arguments as serde reads them (after [`integral_floats`]). A failure is kept for the
+/// handler, which answers it as an `invalid_input` tool error after any failure to start the
+/// core; `Parameters<T>` would answer it in rmcp's words instead.
+pub(crate) struct Args<T>(pub Result<T, Error>);
+
+impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Args<T> {
+    fn from_context_part(cx: &mut ToolCallContext<'_, S>) -> Result<Self, McpError> {
+        let mut args = Value::Object(cx.arguments.take().unwrap_or_default());
+        integral_floats(&mut args);
+        Ok(Args(serde_json::from_value(args).map_err(|e| {
+            Error::invalid_input(format!(
+                "invalid arguments for {}: {e}; see the tool's inputSchema",
+                cx.name
+            ))
+        })))
+    }
 }
 
-fn build() -> Vec<Tool> {
-    let mut tools = vec![
-        Tool::new(
-            "create_i2v_task",
-            "Start turning a still image into a video. Returns a task at once; then call get_task with wait_seconds until status is succeeded/failed/cancelled. Paid unless provider is local (free camera-motion preview).",
-            schema::<CreateRequest>(),
-        )
-        .with_title("Create image-to-video task")
-        .with_raw_output_schema(output::<Task>(TASK_FIELDS))
-        .with_annotations(annotations(false, false, true, false)),
-        Tool::new(
-            "get_task",
-            "Get a task, refreshed from its provider. With wait_seconds (max 50; call again to wait longer), waits with progress until it finishes. A succeeded task has video.local_path and sha256.",
-            schema::<GetArgs>(),
-        )
-        .with_title("Get task")
-        .with_raw_output_schema(output::<Task>(TASK_FIELDS))
-        .with_annotations(annotations(true, true, true, false)),
-        Tool::new(
-            "list_tasks",
-            "List tasks from the journal, newest first.",
-            schema::<ListArgs>(),
-        )
-        .with_title("List tasks")
-        .with_raw_output_schema(output::<TaskList>(&[]))
-        .with_annotations(annotations(true, true, false, false)),
-        Tool::new(
-            "cancel_task",
-            "Cancel a task: upstream where the provider allows it, else stop watching it (the note says which).",
-            schema::<CancelArgs>(),
-        )
-        .with_title("Cancel task")
-        .with_raw_output_schema(output::<Task>(TASK_FIELDS))
-        .with_annotations(annotations(false, true, true, true)),
-        Tool::new(
-            "list_loras",
-            "List known LoRAs per provider and model.",
-            schema::<LoraArgs>(),
-        )
-        .with_title("List LoRAs")
-        .with_raw_output_schema(output::<LoraList>(&[]))
-        .with_annotations(annotations(true, true, false, false)),
-        Tool::new(
-            "list_models",
-            "List providers x models: capabilities, limits, prices (null = unpublished) and whether each is configured.",
-            schema::<ModelArgs>(),
-        )
-        .with_title("List models")
-        .with_raw_output_schema(output::<ModelList>(&[]))
-        .with_annotations(annotations(true, true, false, false)),
-        Tool::new(
-            "estimate_cost",
-            "Estimate the USD cost of a create before paying; compare=true quotes every model that can do it.",
-            Arc::new(without_nested_descriptions(
-                schema::<EstimateRequest>().as_ref().clone(),
-            )),
-        )
-        .with_title("Estimate cost")
-        .with_raw_output_schema(output::<Estimate>(&[]))
-        .with_annotations(annotations(true, true, false, false)),
-    ];
-    tools.sort_by(|a, b| a.name.cmp(&b.name));
-    tools
+/// `5.0` -> `5`: JSON Schema's `integer` accepts a number with a zero fraction, and some
+/// model/host pairs send integers that way; serde would refuse it for an integer field. Float
+/// fields take the integer back unchanged.
+fn integral_floats(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            // 2^53: beyond it an f64 no longer holds every integer exactly.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                *v = if f >= 0.0 {
+                    Value::from(f as u64)
+                } else {
+                    Value::from(f as i64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
