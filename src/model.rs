@@ -149,7 +149,7 @@ impl FromStr for AspectRatio {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoraRef {
-    /// Name from list_loras (Novita: the LoRA path).
+    /// Name or path (see list_loras).
     pub name: String,
     /// Strength; model default if omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

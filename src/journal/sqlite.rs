@@ -527,7 +527,7 @@ mod tests {
     fn new_task(id: &str, key: Option<&str>) -> NewTask {
         NewTask {
             id: id.into(),
-            provider: ProviderId::Piapi,
+            provider: ProviderId::ALL[0],
             model: "wan2.1-i2v-14b".into(),
             request: "{}".into(),
             fingerprint: "fp".into(),
