@@ -38,19 +38,72 @@ pub(crate) const fn range(min: f64, max: f64) -> Option<Range> {
 }
 
 /// Price as published (or not).
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct Price {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usd_per_video: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usd_per_second: Option<f64>,
+    /// Per-second prices by output resolution (and audio), where they differ; these win over
+    /// `usd_per_second` for the resolution they name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_resolution: Vec<Tier>,
     /// Where the price comes from, or why there is none.
     pub source: String,
 }
 
+/// One per-second price for one output resolution.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Tier {
+    pub resolution: Resolution,
+    /// Only with (true) or without (false) audio; absent: either.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio: Option<bool>,
+    pub usd_per_second: f64,
+}
+
 impl Price {
     pub fn is_known(&self) -> bool {
-        self.usd_per_video.is_some() || self.usd_per_second.is_some()
+        self.usd_per_video.is_some()
+            || self.usd_per_second.is_some()
+            || !self.by_resolution.is_empty()
+    }
+
+    /// The tier for `resolution` and `audio`, if one is listed: a tier naming the audio wins over
+    /// one that takes either.
+    pub fn tier(&self, resolution: Resolution, audio: bool) -> Option<&Tier> {
+        let at = |r: Resolution| self.by_resolution.iter().filter(move |t| t.resolution == r);
+        at(resolution)
+            .find(|t| t.audio == Some(audio))
+            .or_else(|| at(resolution).find(|t| t.audio.is_none()))
+    }
+
+    /// A short human form: "$0.28/video", "$0.1/s", "720p $0.1/s, 1080p $0.15/s", "unpriced".
+    pub fn short(&self) -> String {
+        if let Some(v) = self.usd_per_video {
+            return format!("${v}/video");
+        }
+        let mut parts: Vec<String> = self
+            .by_resolution
+            .iter()
+            .map(|t| {
+                let audio = match t.audio {
+                    Some(true) => " audio",
+                    Some(false) => " silent",
+                    None => "",
+                };
+                format!("{}{audio} ${}/s", t.resolution.as_str(), t.usd_per_second)
+            })
+            .collect();
+        if let Some(s) = self.usd_per_second {
+            let label = if parts.is_empty() { "" } else { "other " };
+            parts.push(format!("{label}${s}/s"));
+        }
+        if parts.is_empty() {
+            "unpriced".into()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -137,9 +190,8 @@ impl Price {
     /// No published price: why, and how to set one.
     pub fn unpublished(source: &str) -> Price {
         Price {
-            usd_per_video: None,
-            usd_per_second: None,
             source: source.into(),
+            ..Price::default()
         }
     }
 }

@@ -489,11 +489,7 @@ fn models(cfg: Config, provider: Option<ProviderId>, json: bool) -> Result<(), E
         return Ok(());
     }
     for m in &list.models {
-        let price = match (m.spec.price.usd_per_video, m.spec.price.usd_per_second) {
-            (Some(v), _) => format!("${v}/video"),
-            (None, Some(s)) => format!("${s}/s"),
-            _ => "unpriced".into(),
-        };
+        let price = m.spec.price.short();
         println!(
             "{:<40} {:<9} {}{}",
             m.spec.key(),

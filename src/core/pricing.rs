@@ -100,16 +100,56 @@ pub struct Estimate {
     pub budget: BudgetStatus,
 }
 
-/// The cost of `duration` seconds at `price`, and how it is made up.
-fn cost(price: &catalog::Price, duration: u32) -> (Option<f64>, String) {
-    match (price.usd_per_video, price.usd_per_second) {
-        (Some(v), _) => (Some(v), format!("${v} per video")),
-        (None, Some(s)) => (
-            Some((s * duration as f64 * 1e6).round() / 1e6),
-            format!("${s} per second x {duration} s"),
-        ),
-        (None, None) => (None, "no published price".to_string()),
+/// What decides a price besides the model: output length, resolution and audio.
+#[derive(Debug, Clone, Copy)]
+struct Billed {
+    duration: u32,
+    resolution: Resolution,
+    audio: bool,
+}
+
+/// The cost of one video at `price`, and how it is made up: a per-video price, else the
+/// per-second tier for its resolution (and audio), else the flat per-second price.
+fn cost(price: &catalog::Price, b: Billed) -> (Option<f64>, String) {
+    let per_second = |s: f64, tier: String| {
+        let d = b.duration;
+        (
+            Some((s * d as f64 * 1e6).round() / 1e6),
+            format!("${s} per second{tier} x {d} s"),
+        )
+    };
+    if let Some(v) = price.usd_per_video {
+        return (Some(v), format!("${v} per video"));
     }
+    if let Some(t) = price.tier(b.resolution, b.audio) {
+        let audio = match t.audio {
+            Some(true) => " with audio",
+            Some(false) => " silent",
+            None => "",
+        };
+        return per_second(
+            t.usd_per_second,
+            format!(" at {}{audio}", t.resolution.as_str()),
+        );
+    }
+    match price.usd_per_second {
+        Some(s) => per_second(s, String::new()),
+        None if !price.by_resolution.is_empty() => (
+            None,
+            format!("no published price for {}", b.resolution.as_str()),
+        ),
+        None => (None, "no published price".to_string()),
+    }
+}
+
+/// Cheapest first, unpriced last; equal prices keep their order.
+fn rank(quotes: &mut [Quote]) {
+    quotes.sort_by(|a, b| match (a.usd, b.usd) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
 }
 
 /// Refuse when the quote breaks a per-task cap (`max_cost_usd`, `[budget].per_task_usd`), or
@@ -169,6 +209,7 @@ impl Core {
             Some(o) => catalog::Price {
                 usd_per_video: o.per_video_usd,
                 usd_per_second: o.per_second_usd,
+                by_resolution: Vec::new(),
                 source: format!("configured under [pricing.\"{key}\"]"),
             },
             None => spec.price.clone(),
@@ -177,9 +218,14 @@ impl Core {
 
     /// The price of one request on one model.
     pub fn quote(&self, spec: &ModelSpec, req: &CreateRequest) -> Quote {
-        let duration = req.duration_seconds.unwrap_or(spec.default_duration);
+        let billed = Billed {
+            duration: req.duration_seconds.unwrap_or(spec.default_duration),
+            resolution: req.resolution.unwrap_or(spec.default_resolution),
+            // A model with audio makes it unless told not to.
+            audio: spec.audio && req.audio.unwrap_or(true),
+        };
         let price = self.price(spec);
-        let (usd, basis) = cost(&price, duration);
+        let (usd, basis) = cost(&price, billed);
         Quote {
             provider: spec.provider,
             model: spec.model.clone(),
@@ -239,8 +285,10 @@ impl Core {
             ));
         }
         let spent = self.spent_today().await?;
+        let mut quotes: Vec<Quote> = specs.into_iter().map(|s| self.quote(s, &create)).collect();
+        rank(&mut quotes);
         Ok(Estimate {
-            quotes: specs.into_iter().map(|s| self.quote(s, &create)).collect(),
+            quotes,
             budget: BudgetStatus {
                 per_task_usd: self.cfg.budget.per_task_usd,
                 daily_usd: self.cfg.budget.daily_usd,
@@ -289,7 +337,81 @@ mod tests {
             usd_per_video: per_video,
             usd_per_second: per_second,
             source: "test".into(),
+            ..catalog::Price::default()
         }
+    }
+
+    fn billed(duration: u32, resolution: Resolution, audio: bool) -> Billed {
+        Billed {
+            duration,
+            resolution,
+            audio,
+        }
+    }
+
+    fn tier(resolution: Resolution, audio: Option<bool>, usd: f64) -> catalog::Tier {
+        catalog::Tier {
+            resolution,
+            audio,
+            usd_per_second: usd,
+        }
+    }
+
+    #[test]
+    fn tiers_price_by_resolution_and_audio_and_say_which() {
+        let p = catalog::Price {
+            by_resolution: vec![
+                tier(Resolution::P720, Some(true), 0.05),
+                tier(Resolution::P720, Some(false), 0.025),
+                tier(Resolution::P1080, None, 0.15),
+            ],
+            ..price(None, None)
+        };
+        let (usd, basis) = cost(&p, billed(10, Resolution::P720, true));
+        assert_eq!(usd, Some(0.5));
+        assert_eq!(basis, "$0.05 per second at 720p with audio x 10 s");
+        let (usd, basis) = cost(&p, billed(10, Resolution::P720, false));
+        assert_eq!(usd, Some(0.25));
+        assert_eq!(basis, "$0.025 per second at 720p silent x 10 s");
+        let (usd, basis) = cost(&p, billed(4, Resolution::P1080, false));
+        assert_eq!(usd, Some(0.6));
+        assert_eq!(basis, "$0.15 per second at 1080p x 4 s");
+        let (usd, basis) = cost(&p, billed(5, Resolution::P480, false));
+        assert_eq!(usd, None);
+        assert_eq!(basis, "no published price for 480p");
+        // A flat per-second price covers the resolutions no tier names.
+        let flat = catalog::Price {
+            usd_per_second: Some(0.2),
+            ..p.clone()
+        };
+        assert_eq!(cost(&flat, billed(5, Resolution::P480, false)).0, Some(1.0));
+        assert_eq!(
+            cost(&flat, billed(5, Resolution::P1080, false)).0,
+            Some(0.75)
+        );
+        assert!(p.is_known());
+        assert_eq!(
+            p.short(),
+            "720p audio $0.05/s, 720p silent $0.025/s, 1080p $0.15/s"
+        );
+    }
+
+    #[test]
+    fn compare_ranks_cheapest_first_and_unpriced_last_keeping_ties_in_order() {
+        let named = |model: &str, usd| Quote {
+            model: model.into(),
+            ..quote(usd)
+        };
+        let mut qs = vec![
+            named("a", None),
+            named("b", Some(0.5)),
+            named("c", Some(0.1)),
+            named("d", None),
+            named("e", Some(0.5)),
+        ];
+        rank(&mut qs);
+        let order: Vec<&str> = qs.iter().map(|q| q.model.as_str()).collect();
+        assert_eq!(order, ["c", "b", "e", "a", "d"]);
     }
 
     fn quote(usd: Option<f64>) -> Quote {
@@ -306,11 +428,12 @@ mod tests {
 
     #[test]
     fn a_per_video_price_wins_over_per_second_and_seconds_multiply() {
-        assert_eq!(cost(&price(Some(0.28), Some(1.0)), 5).0, Some(0.28));
-        let (usd, basis) = cost(&price(None, Some(0.1)), 7);
+        let b = |d| billed(d, Resolution::P480, false);
+        assert_eq!(cost(&price(Some(0.28), Some(1.0)), b(5)).0, Some(0.28));
+        let (usd, basis) = cost(&price(None, Some(0.1)), b(7));
         assert_eq!(usd, Some(0.7));
         assert_eq!(basis, "$0.1 per second x 7 s");
-        assert_eq!(cost(&price(None, None), 5).0, None);
+        assert_eq!(cost(&price(None, None), b(5)).0, None);
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn spec() -> ModelSpec {
         price: Price {
             usd_per_video: Some(0.0),
             usd_per_second: None,
+            by_resolution: Vec::new(),
             source: "free: rendered locally".into(),
         },
         note: Some("Without camera_motion, a motion named in the prompt (\"slow zoom in\") is used, else a gentle zoom in.".into()),

@@ -98,6 +98,7 @@ fn wanx(provider: ProviderId) -> ModelSpec {
         price: Price {
             usd_per_video: Some(0.28),
             usd_per_second: None,
+            by_resolution: Vec::new(),
             source: "PiAPI/Qubico WanX docs: $0.28 per 14B generation".into(),
         },
         note: Some("One of end_image, loras, camera_motion per request. Cancel works only while queued (WanX support unconfirmed).".into()),
