@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::mcp_flow::{assert_downloaded, core_for};
-use crate::support::fakes::{FakeProvider, Fault, Kind};
+use crate::support::fakes::{FakeProvider, Fault, Kind, Outcome, TaskPlan};
 use crate::support::{Workspace, call, connect, err, ok};
 
 /// Long strings (inline images) become a short stable marker; everything else is kept.
@@ -214,5 +214,149 @@ async fn provider_errors_map_to_categories_and_nothing_is_resubmitted() {
         "submit_unknown"
     );
     assert_eq!(fake.creates(), 2);
+    s.cancel().await.unwrap();
+}
+
+/// The create POST a DashScope fake received, with its async header checked (A.1).
+fn dashscope_create(fake: &FakeProvider) -> Value {
+    let create = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .expect("a create was sent");
+    assert_eq!(create.header("x-dashscope-async"), Some("enable"));
+    create.body
+}
+
+#[tokio::test]
+async fn dashscope_wan27_first_and_last_frame_with_driving_audio() {
+    let (fake, task) = run(
+        Kind::Dashscope,
+        "dashscope",
+        "wan2.7-i2v",
+        json!("LOCAL"),
+        json!({"end_image": "https://example.com/end.png", "resolution": "720p", "duration_seconds": 8, "audio_url": "https://example.com/rap.mp3", "negative_prompt": "blur"}),
+    )
+    .await;
+    assert!(
+        task["video"]["url_expires_at"].is_string(),
+        "24 h result URL kept as expiry: {task}"
+    );
+    let body = dashscope_create(&fake);
+    assert!(
+        body["input"]["media"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,")
+    );
+    insta::assert_json_snapshot!("dashscope_wan27_wire", wire(&fake));
+}
+
+#[tokio::test]
+async fn dashscope_first_frame_protocol_silent_flash() {
+    let (fake, _) = run(
+        Kind::Dashscope,
+        "dashscope",
+        "wan2.6-i2v-flash",
+        json!("https://example.com/cat.png"),
+        json!({"audio": false, "resolution": "720p", "duration_seconds": 3, "shot_type": "multi", "seed": 42}),
+    )
+    .await;
+    assert_eq!(
+        dashscope_create(&fake)["input"]["img_url"],
+        "https://example.com/cat.png"
+    );
+    insta::assert_json_snapshot!("dashscope_wan26_flash_wire", wire(&fake));
+}
+
+#[tokio::test]
+async fn dashscope_unknown_fails_a_task_only_when_confirmed() {
+    let fake = FakeProvider::start(Kind::Dashscope).await;
+    let unknown =
+        json!({"request_id": "a4de", "output": {"task_id": "x", "task_status": "UNKNOWN"}})
+            .to_string();
+    // Two UNKNOWN answers right after create, then the task shows up and finishes.
+    for _ in 0..2 {
+        fake.push_poll_fault(Fault::status(200, unknown.clone()));
+    }
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "dashscope")).await;
+    let args = json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "dashscope", "model": "wan2.2-i2v-flash", "wait_seconds": 30});
+    assert_downloaded(&ok(&call(&s, "create_i2v_task", args.clone()).await));
+    // UNKNOWN every time: failed as not found after a few in a row.
+    for _ in 0..10 {
+        fake.push_poll_fault(Fault::status(200, unknown.clone()));
+    }
+    let t = ok(&call(&s, "create_i2v_task", args).await);
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["category"], "not_found", "{t}");
+    assert_eq!(fake.accepted_creates(), 2, "nothing resubmitted");
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn dashscope_cancels_only_pending_tasks() {
+    let fake = FakeProvider::start(Kind::Dashscope).await;
+    fake.set_plan(TaskPlan::Polls {
+        pending: 1000,
+        processing: 1,
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "dashscope")).await;
+    let args =
+        json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "dashscope"});
+    let t = ok(&call(&s, "create_i2v_task", args.clone()).await);
+    let c = ok(&call(&s, "cancel_task", json!({"task_id": t["task_id"]})).await);
+    assert_eq!(c["status"], "cancelled", "{c}");
+    let cancels = |f: &FakeProvider| {
+        f.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/cancel"))
+            .count()
+    };
+    assert_eq!(cancels(&fake), 1);
+
+    // A running task is not cancelled upstream: the reason is said, no cancel call is made.
+    fake.set_plan(TaskPlan::Polls {
+        pending: 0,
+        processing: 1000,
+        outcome: Outcome::Succeed,
+    });
+    let t = ok(&call(&s, "create_i2v_task", args).await);
+    let c = ok(&call(&s, "cancel_task", json!({"task_id": t["task_id"]})).await);
+    assert!(
+        c["note"].as_str().unwrap_or_default().contains("PENDING"),
+        "{c}"
+    );
+    assert_eq!(cancels(&fake), 1);
+    s.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn dashscope_errors_map_to_categories_and_nothing_is_resubmitted() {
+    let fake = FakeProvider::start(Kind::Dashscope).await;
+    let ds = |http: u16, code: &str| {
+        Fault::status(
+            http,
+            json!({"code": code, "message": "m", "request_id": "r"}).to_string(),
+        )
+    };
+    fake.push_create_fault(ds(429, "Throttling.RateQuota").with_retry_after(0));
+    fake.push_create_fault(ds(429, "PrepaidBillOverdue"));
+    fake.push_create_fault(Fault::ServerError);
+    fake.push_create_fault(Fault::Malformed);
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "dashscope")).await;
+    let args =
+        json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "dashscope"});
+    // The throttled create is retried once and then taken.
+    let first = ok(&call(&s, "create_i2v_task", args.clone()).await);
+    assert!(first["task_id"].is_string(), "{first}");
+    for want in ["credits", "submit_unknown", "submit_unknown"] {
+        let e = err(&call(&s, "create_i2v_task", args.clone()).await);
+        assert_eq!(e["category"], want, "{e}");
+    }
+    assert_eq!(fake.creates(), 5);
     s.cancel().await.unwrap();
 }

@@ -180,11 +180,28 @@ impl Api {
         body: Option<Vec<u8>>,
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
+        self.execute_with(method, path, query, &[], body, stage)
+            .await
+    }
+
+    /// [`Api::execute`] with extra headers (a provider's own, e.g. DashScope's async switch).
+    pub async fn execute_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, &'static str)],
+        body: Option<Vec<u8>>,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base_url));
         if !query.is_empty() {
             req = req.query(query);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         req = self.authorize(req)?;
         if let Some(body) = body {
@@ -209,6 +226,17 @@ impl Api {
         body: &I,
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
+        self.post_with(path, &[], body, stage).await
+    }
+
+    /// POST a typed JSON body with extra headers.
+    pub async fn post_with<I: Serialize>(
+        &self,
+        path: &str,
+        headers: &[(&'static str, &'static str)],
+        body: &I,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
         let bytes = serde_json::to_vec(body).map_err(|e| {
             ProviderError::rejected(Error::internal(format!(
                 "{}: cannot encode the {} request: {e}",
@@ -216,7 +244,7 @@ impl Api {
                 self.id
             )))
         })?;
-        self.execute(Method::POST, path, &[], Some(bytes), stage)
+        self.execute_with(Method::POST, path, &[], headers, Some(bytes), stage)
             .await
     }
 

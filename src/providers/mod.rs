@@ -9,6 +9,7 @@
 //! Adding a provider: see CONTRIBUTING.md ("Adding a provider").
 
 pub mod apikley;
+pub mod dashscope;
 pub mod http;
 pub mod local;
 pub mod novita;
@@ -55,6 +56,7 @@ pub enum ProviderId {
     Novita,
     Apikley,
     Local,
+    Dashscope,
 }
 
 /// Every provider's declaration, one line each, in `ProviderId` order (tested).
@@ -64,6 +66,7 @@ static REGISTRY: &[&Declaration] = &[
     &novita::DECL,
     &apikley::DECL,
     &local::DECL,
+    &dashscope::DECL,
 ];
 
 impl ProviderId {
@@ -371,6 +374,20 @@ pub(crate) fn submission<'a>(
     }
 }
 
+/// A 400x400 local PNG of four bytes (base64 `iVBORw==`), for body tests.
+#[cfg(test)]
+pub(crate) fn tiny_png() -> ImageInput {
+    ImageInput::Local(Arc::new(crate::media::LocalImage {
+        bytes: vec![0x89, b'P', b'N', b'G'],
+        format: crate::media::Format::Png,
+        width: 400,
+        height: 400,
+        has_alpha: false,
+        sha256: "a".repeat(64),
+        origin: "x".into(),
+    }))
+}
+
 pub enum CancelOutcome {
     /// Cancelled upstream.
     Cancelled,
@@ -384,6 +401,7 @@ pub enum Provider {
     Novita(novita::Client),
     Apikley(apikley::Client),
     Local(local::Client),
+    Dashscope(dashscope::Client),
 }
 
 impl Provider {
@@ -393,6 +411,7 @@ impl Provider {
             Provider::Novita(c) => c.submit(s).await,
             Provider::Apikley(c) => c.submit(s).await,
             Provider::Local(c) => c.submit(s).await,
+            Provider::Dashscope(c) => c.submit(s).await,
         }
     }
 
@@ -403,6 +422,7 @@ impl Provider {
             Provider::Novita(c) => c.poll(ptid).await,
             Provider::Apikley(c) => c.poll(ptid).await,
             Provider::Local(c) => c.poll(row).await,
+            Provider::Dashscope(c) => c.poll(ptid).await,
         }
     }
 
@@ -411,6 +431,7 @@ impl Provider {
         match self {
             Provider::Wanx(c) => c.cancel(ptid).await,
             Provider::Local(c) => Ok(c.cancel(&row.id)),
+            Provider::Dashscope(c) => c.cancel(ptid).await,
             Provider::Novita(_) | Provider::Apikley(_) => Ok(CancelOutcome::NotCancelled(format!(
                 "{} has no cancel API",
                 row.provider.decl().name

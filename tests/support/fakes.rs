@@ -18,6 +18,7 @@
 
 mod apikley;
 mod check;
+mod dashscope;
 mod flow;
 mod net;
 mod novita;
@@ -45,6 +46,8 @@ pub enum Kind {
     Novita,
     /// Apikley (kie.ai-style market API), bearer auth, HTTP 200 with a body `code` on errors.
     Apikley,
+    /// DashScope (Alibaba Model Studio), bearer auth, base URL `<root>/api/v1`, async header on create.
+    Dashscope,
 }
 
 impl Kind {
@@ -55,13 +58,14 @@ impl Kind {
             Kind::Qubico => "qubico",
             Kind::Novita => "novita",
             Kind::Apikley => "apikley",
+            Kind::Dashscope => "dashscope",
         }
     }
 
     /// Path prefix that production base URLs carry (`https://api.piapi.ai/api/v1`, ...).
     fn api_prefix(self) -> &'static str {
         match self {
-            Kind::Piapi => "/api/v1",
+            Kind::Piapi | Kind::Dashscope => "/api/v1",
             Kind::Qubico => "/v1",
             Kind::Novita | Kind::Apikley => "",
         }
@@ -599,6 +603,7 @@ enum Route {
     NovitaWan21,
     NovitaWan26,
     Apikley,
+    Dashscope,
 }
 
 /// Where the final state is posted (from the create body).
@@ -733,6 +738,15 @@ fn router(shared: Arc<Shared>) -> Router {
                     post(flow::apikley_upload),
                 )
                 .route("/uploads/{seq}/{name}", get(flow::serve_upload));
+        }
+        Kind::Dashscope => {
+            r = r
+                .route(
+                    "/api/v1/services/aigc/video-generation/video-synthesis",
+                    post(flow::dashscope_create),
+                )
+                .route("/api/v1/tasks/{id}", get(flow::wanx_get))
+                .route("/api/v1/tasks/{id}/cancel", post(flow::wanx_cancel));
         }
     }
     r.route("/files/{file}", get(flow::download))

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::net::{self, ConnKill};
 use super::{
     FakeProvider, Fault, Hook, Kind, Phase, Route, Shared, State as FakeState, StoredFile,
-    TaskPlan, TaskRec, WebhookDelivery, apikley, lock, novita, piapi,
+    TaskPlan, TaskRec, WebhookDelivery, apikley, dashscope, lock, novita, piapi,
 };
 
 /// What a create body asks for beyond the task itself.
@@ -84,6 +84,7 @@ fn error(sh: &Shared, code: u16, reason: &str, message: &str) -> Response {
             };
             net::json(http, &json!({"code": code, "msg": message, "data": null}))
         }
+        Kind::Dashscope => net::json(code, &dashscope::error_body(reason, message)),
     }
 }
 
@@ -122,6 +123,13 @@ fn auth_failure(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
             None => Some(error(sh, 400, "MISSING_API_KEY", "missing api-key")),
             Some(key) if forced || key != sh.api_key => {
                 Some(error(sh, 403, "INVALID_API_KEY", "invalid api-key"))
+            }
+            Some(_) => None,
+        },
+        Kind::Dashscope => match bearer {
+            None => Some(error(sh, 401, "InvalidApiKey", "No API-key provided.")),
+            Some(key) if forced || key != sh.api_key => {
+                Some(error(sh, 401, "InvalidApiKey", "Invalid API-key provided."))
             }
             Some(_) => None,
         },
@@ -210,6 +218,7 @@ fn server_error(sh: &Shared, ep: Endpoint) -> Response {
             error(sh, 500, "CREATE_TASK_FAILED", "create task failed")
         }
         (Kind::Novita, _) => error(sh, 500, "GET_RESULT_FAILED", "get result failed"),
+        (Kind::Dashscope, _) => error(sh, 500, "InternalError", "An internal error has occured."),
         // Apikley's OpenAPI documents a real HTTP 500 response, so it is not folded into HTTP 200.
         (Kind::Apikley, _) => net::json(
             500,
@@ -236,6 +245,8 @@ fn malformed(kind: Kind, ep: Endpoint) -> Response {
         (Kind::Apikley, Endpoint::Create) => r#"{"code":200,"msg":"success","data":{"taskId":"#,
         (Kind::Apikley, Endpoint::Upload) => r#"{"success":true,"code":200,"data":{"downloadUrl":"#,
         (Kind::Apikley, _) => r#"{"code":200,"msg":"success","data":{"state":"#,
+        (Kind::Dashscope, Endpoint::Create) => r#"{"output":{"task_status":"PENDING","task_id":"#,
+        (Kind::Dashscope, _) => r#"{"output":{"task_status":"#,
     };
     net::text(200, "application/json", body, None)
 }
@@ -246,6 +257,8 @@ fn body_code(kind: Kind, code: i64, msg: &str) -> Response {
         Kind::Piapi | Kind::Qubico => json!({"code": code, "data": null, "message": msg}),
         Kind::Novita => json!({"code": code, "reason": msg, "message": msg}),
         Kind::Apikley => json!({"code": code, "msg": msg, "data": null}),
+        // The error envelope (no `output`) behind a 2xx; `msg` is the DashScope code.
+        Kind::Dashscope => dashscope::error_body(msg, &format!("code {code}")),
     };
     net::json(200, &body)
 }
@@ -260,6 +273,7 @@ fn task_id(kind: Kind, seq: u64) -> String {
         Kind::Qubico => format!("9b1c0000-0000-4000-8000-{seq:012}"),
         Kind::Novita => format!("5e7a0000-0000-4000-8000-{seq:012}"),
         Kind::Apikley => format!("task_wan_{}", 1_765_172_522_238 + seq),
+        Kind::Dashscope => format!("0385dc79-5ff8-4d82-bcb6-{seq:012}"),
     }
 }
 
@@ -268,6 +282,7 @@ pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
         Route::Wanx => piapi::status(phase),
         Route::NovitaWan21 | Route::NovitaWan26 => novita::status(phase),
         Route::Apikley => apikley::status(phase),
+        Route::Dashscope => dashscope::status(phase, false),
     }
 }
 
@@ -277,6 +292,7 @@ fn render(sh: &Shared, task: &TaskRec, phase: &Phase) -> Value {
         Route::Wanx => piapi::envelope(piapi::task_data(task, phase, &sh.root)),
         Route::NovitaWan21 | Route::NovitaWan26 => novita::task_result(task, phase, &sh.root),
         Route::Apikley => apikley::record_info(task, phase, &sh.root),
+        Route::Dashscope => dashscope::task(task, phase, &sh.root),
     }
 }
 
@@ -325,7 +341,8 @@ fn pending_hook(task: &TaskRec, hook: &Hook, poll_body: &Value) -> PendingHook {
         Route::NovitaWan21 | Route::NovitaWan26 => {
             (novita::hook_body(poll_body.clone()), Vec::new())
         }
-        Route::Apikley => (poll_body.clone(), Vec::new()),
+        // DashScope never gets a hook (the fake accepts none), so this arm is never taken.
+        Route::Apikley | Route::Dashscope => (poll_body.clone(), Vec::new()),
     };
     PendingHook {
         task_id: task.id.clone(),
@@ -426,6 +443,7 @@ async fn create(
         Route::NovitaWan21 => novita::validate_wan21(&body),
         Route::NovitaWan26 => novita::validate_wan26(&body),
         Route::Apikley => apikley::validate(&body),
+        Route::Dashscope => dashscope::validate(&body),
     };
     let Accepted { hook, test_mode } = match validated {
         Ok(accepted) => accepted,
@@ -455,6 +473,7 @@ async fn create(
             Route::Wanx => piapi::create_body(sh.kind, st.piapi_flat_create, &task, &sh.root),
             Route::NovitaWan21 | Route::NovitaWan26 => json!({ "task_id": task.id }),
             Route::Apikley => apikley::create_body(&task.id),
+            Route::Dashscope => dashscope::create_answer(&task.id),
         };
         let timer = match (&task.plan, &task.hook) {
             (TaskPlan::Duration { total, .. }, Some(_)) => Some(*total),
@@ -503,7 +522,11 @@ async fn poll(
         })
     };
     let Some((body, hook)) = found else {
-        return not_found(&sh);
+        return match sh.kind {
+            // A.7: an unknown (or expired) id is HTTP 200 with status UNKNOWN.
+            Kind::Dashscope => net::json(200, &dashscope::unknown(&id)),
+            _ => not_found(&sh),
+        };
     };
     if let Some(hook) = hook {
         spawn_hook(&sh, hook);
@@ -536,13 +559,17 @@ async fn cancel(sh: Arc<Shared>, headers: &HeaderMap, id: &str) -> Response {
             }
         })
     };
-    match verdict {
-        None => not_found(&sh),
-        Some(Ok(())) => net::json(
+    match (sh.kind, verdict) {
+        // A.8: success is `{request_id}`; the answer for a non-PENDING task is UNKNOWN, the fake
+        // sends HTTP 400 with the error envelope.
+        (Kind::Dashscope, Some(Ok(()))) => net::json(200, &json!({"request_id": "c0a1"})),
+        (Kind::Dashscope, Some(Err(message))) => error(&sh, 400, "UnsupportedOperation", &message),
+        (_, None) => not_found(&sh),
+        (_, Some(Ok(()))) => net::json(
             200,
             &json!({"code": 200, "data": {"task_id": id}, "message": "success"}),
         ),
-        Some(Err(message)) => error(&sh, 400, "", &message),
+        (_, Some(Err(message))) => error(&sh, 400, "", &message),
     }
 }
 
@@ -651,6 +678,30 @@ pub(super) async fn wanx_cancel(
     Path(id): Path<String>,
 ) -> Response {
     cancel(sh, &headers, &id).await
+}
+
+/// A.1: without `X-DashScope-Async: enable` the create is refused (403 `AccessDenied`).
+pub(super) async fn dashscope_create(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/api/v1/services/aigc/video-generation/video-synthesis";
+    let is_async = headers
+        .get("x-dashscope-async")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("enable"));
+    if !is_async {
+        lock(&sh.state).creates += 1;
+        return error(
+            &sh,
+            403,
+            "AccessDenied",
+            "current user api does not support synchronous calls",
+        );
+    }
+    create(sh, conn, &headers, &body, Route::Dashscope, path).await
 }
 
 pub(super) async fn novita21_create(
