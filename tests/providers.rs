@@ -343,9 +343,6 @@ async fn dashscope_errors_map_to_categories_and_nothing_is_resubmitted() {
         )
     };
     fake.push_create_fault(ds(429, "Throttling.RateQuota").with_retry_after(0));
-    fake.push_create_fault(ds(429, "PrepaidBillOverdue"));
-    fake.push_create_fault(Fault::ServerError);
-    fake.push_create_fault(Fault::Malformed);
     let ws = Workspace::new();
     let (s, _) = connect(core_for(&ws, &fake, "dashscope")).await;
     let args =
@@ -353,6 +350,10 @@ async fn dashscope_errors_map_to_categories_and_nothing_is_resubmitted() {
     // The throttled create is retried once and then taken.
     let first = ok(&call(&s, "create_i2v_task", args.clone()).await);
     assert!(first["task_id"].is_string(), "{first}");
+    // A billing 429 is not a rate limit; a 5xx or an unreadable 2xx may have created a task.
+    fake.push_create_fault(ds(429, "PrepaidBillOverdue"));
+    fake.push_create_fault(Fault::ServerError);
+    fake.push_create_fault(Fault::Malformed);
     for want in ["credits", "submit_unknown", "submit_unknown"] {
         let e = err(&call(&s, "create_i2v_task", args.clone()).await);
         assert_eq!(e["category"], want, "{e}");
