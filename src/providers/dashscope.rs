@@ -353,7 +353,8 @@ fn category_for(code: &str, status: u16) -> Category {
         c if c.starts_with("AccessDenied") || c.ends_with(".AccessDenied") => Category::Auth,
         "ModelNotFound" | "model_not_found" => Category::NotFound,
         "InternalError" => Category::ProviderUnavailable,
-        _ if status == 429 => Category::Credits,
+        // A.11: what happens over the concurrency cap is UNKNOWN; an unlisted 429 is taken as a
+        // rate limit (back off), since the request surely created nothing.
         _ if status >= 500 => Category::ProviderUnavailable,
         _ => http::category_for_status(status),
     }
@@ -698,6 +699,7 @@ mod tests {
             (404, "ModelNotFound", Category::NotFound),
             (429, "Throttling.RateQuota", Category::RateLimited),
             (429, "PrepaidBillOverdue", Category::Credits),
+            (429, "SomethingNew", Category::RateLimited),
             (500, "InternalError", Category::ProviderUnavailable),
             (502, "", Category::ProviderUnavailable),
         ];
