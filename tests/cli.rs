@@ -31,7 +31,7 @@ fn models_and_estimates() {
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     let models = v["models"].as_array().unwrap();
-    assert_eq!(models.len(), 6);
+    assert_eq!(models.len(), 7);
     let piapi = models.iter().find(|m| m["provider"] == "piapi").unwrap();
     assert_eq!(piapi["configured"], true);
     assert_eq!(piapi["price"]["usd_per_video"], 0.28);
