@@ -37,6 +37,13 @@ fn models_and_estimates() {
     assert_eq!(piapi["price"]["usd_per_video"], 0.28);
     let local = models.iter().find(|m| m["provider"] == "local").unwrap();
     assert_eq!(local["ai"], false);
+    let (code, out, _) = cli(&env, &["models"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("novita/wan2.1-i2v")
+            && out.contains("[retired 2026-08-19; replacement: novita/wan2.7-i2v]"),
+        "{out}"
+    );
 
     let (code, out, _) = cli(&env, &["estimate", "--provider", "piapi", "--json"]);
     assert_eq!(code, 0);
