@@ -266,7 +266,7 @@ fn task_id(kind: Kind, seq: u64) -> String {
 pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
     match route {
         Route::Wanx => piapi::status(phase),
-        Route::NovitaWan21 | Route::NovitaWan26 => novita::status(phase),
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => novita::status(phase),
         Route::Apikley => apikley::status(phase),
     }
 }
@@ -275,7 +275,9 @@ pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
 fn render(sh: &Shared, task: &TaskRec, phase: &Phase) -> Value {
     match task.route {
         Route::Wanx => piapi::envelope(piapi::task_data(task, phase, &sh.root)),
-        Route::NovitaWan21 | Route::NovitaWan26 => novita::task_result(task, phase, &sh.root),
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
+            novita::task_result(task, phase, &sh.root)
+        }
         Route::Apikley => apikley::record_info(task, phase, &sh.root),
     }
 }
@@ -322,7 +324,7 @@ fn pending_hook(task: &TaskRec, hook: &Hook, poll_body: &Value) -> PendingHook {
                 .map(|s| ("x-webhook-secret".to_string(), s.clone()))
                 .collect(),
         ),
-        Route::NovitaWan21 | Route::NovitaWan26 => {
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
             (novita::hook_body(poll_body.clone()), Vec::new())
         }
         Route::Apikley => (poll_body.clone(), Vec::new()),
@@ -425,6 +427,7 @@ async fn create(
         Route::Wanx => piapi::validate(sh.kind, &body),
         Route::NovitaWan21 => novita::validate_wan21(&body),
         Route::NovitaWan26 => novita::validate_wan26(&body),
+        Route::NovitaWan27 => novita::validate_wan27(&body),
         Route::Apikley => apikley::validate(&body),
     };
     let Accepted { hook, test_mode } = match validated {
@@ -453,7 +456,9 @@ async fn create(
         };
         let answer = match route {
             Route::Wanx => piapi::create_body(sh.kind, st.piapi_flat_create, &task, &sh.root),
-            Route::NovitaWan21 | Route::NovitaWan26 => json!({ "task_id": task.id }),
+            Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
+                json!({ "task_id": task.id })
+            }
             Route::Apikley => apikley::create_body(&task.id),
         };
         let timer = match (&task.plan, &task.hook) {
@@ -683,6 +688,23 @@ pub(super) async fn novita26_create(
         &body,
         Route::NovitaWan26,
         "/v3/async/wan2.6-i2v",
+    )
+    .await
+}
+
+pub(super) async fn novita27_create(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    create(
+        sh,
+        conn,
+        &headers,
+        &body,
+        Route::NovitaWan27,
+        "/v3/async/wan2.7-i2v",
     )
     .await
 }
