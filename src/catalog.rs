@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use rmcp::schemars::{self, JsonSchema};
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::model::{AspectRatio, ProviderId, Resolution};
 
 /// How a model can receive the source image.
@@ -167,6 +168,13 @@ pub struct ModelSpec {
     /// Anything else an agent should know.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The day (YYYY-MM-DD) the provider retired this model: creates are refused unless the
+    /// provider's `allow_retired` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_on: Option<String>,
+    /// What the provider named in its place, for a retired model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
 }
 
 /// A LoRA a model is known to take.
@@ -238,6 +246,8 @@ impl ModelSpec {
             cancel: false,
             price: Price::unpublished(""),
             note: None,
+            retired_on: None,
+            replacement: None,
         }
     }
 }
@@ -287,11 +297,46 @@ impl ModelSpec {
     pub fn key(&self) -> String {
         format!("{}/{}", self.provider, self.model)
     }
+
+    /// The refusal of a create on a retired model (`None` when it is not retired): the date, the
+    /// replacement, and the setting that allows it anyway.
+    pub fn retirement(&self) -> Option<Error> {
+        let on = self.retired_on.as_deref()?;
+        let instead = self
+            .replacement
+            .as_deref()
+            .map(|r| format!("; its replacement: {r}"))
+            .unwrap_or_default();
+        Some(
+            Error::unsupported(format!(
+                "{} was retired by {} on {on}{instead}",
+                self.key(),
+                self.provider.decl().name
+            ))
+            .with_next_step(format!(
+                "use the replacement or another model from list_models; if a proxy still serves it, set [providers.{p}] allow_retired = true (or {}=true)",
+                self.provider.allow_retired_env(),
+                p = self.provider,
+            )),
+        )
+    }
+
+    /// `key()`, marked when retired (for "who supports it" lists).
+    fn listed_key(&self) -> String {
+        match &self.retired_on {
+            Some(on) => format!("{} (retired {on})", self.key()),
+            None => self.key(),
+        }
+    }
 }
 
 /// `provider/model` keys of the models for which `has` holds, for "who supports it" messages.
 pub fn who_supports(has: impl Fn(&ModelSpec) -> bool) -> String {
-    let keys: Vec<String> = MODELS.iter().filter(|m| has(m)).map(|m| m.key()).collect();
+    let keys: Vec<String> = MODELS
+        .iter()
+        .filter(|m| has(m))
+        .map(|m| m.listed_key())
+        .collect();
     if keys.is_empty() {
         "no model".into()
     } else {

@@ -490,8 +490,13 @@ fn models(cfg: Config, provider: Option<ProviderId>, json: bool) -> Result<(), E
     }
     for m in &list.models {
         let price = m.spec.price.short();
+        let retired = match (&m.spec.retired_on, &m.spec.replacement) {
+            (Some(on), Some(r)) => format!(" [retired {on}; replacement: {r}]"),
+            (Some(on), None) => format!(" [retired {on}]"),
+            _ => String::new(),
+        };
         println!(
-            "{:<40} {:<9} {}{}",
+            "{:<40} {:<9} {}{}{retired}",
             m.spec.key(),
             price,
             m.spec.description,

@@ -133,6 +133,8 @@ pub struct FileProvider {
     /// Per-request timeout in seconds.
     pub timeout: Option<u64>,
     pub rate_limit: Option<RateLimits>,
+    /// Create on models the provider retired (a proxy may still serve them).
+    pub allow_retired: Option<bool>,
 }
 
 /// Client-side create limits; `None` fields are unlimited.
@@ -194,6 +196,8 @@ pub struct ProviderConfig {
     pub base_url: String,
     pub timeout: Duration,
     pub rate_limit: RateLimits,
+    /// Creates on retired models are sent anyway (`allow_retired`, I2V_MCP_<ID>_ALLOW_RETIRED).
+    pub allow_retired: bool,
 }
 
 /// The resolved configuration.
@@ -343,6 +347,17 @@ impl Config {
                 .is_some_and(|k| !k.expose_secret().is_empty())
     }
 
+    /// Refuses a retired model unless its provider's `allow_retired` is set.
+    pub fn check_retired(&self, spec: &crate::catalog::ModelSpec) -> Result<(), Error> {
+        let allowed = self
+            .provider(spec.provider)
+            .is_some_and(|p| p.allow_retired);
+        match spec.retirement() {
+            Some(e) if !allowed => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// A shorter polling schedule, for tests and benchmarks against fake providers.
     pub fn with_fast_polling(mut self, first: Duration, max: Duration) -> Self {
         self.poll.first = first;
@@ -437,6 +452,9 @@ fn providers(
                 base_url,
                 timeout: Duration::from_secs(fp.timeout.unwrap_or(60).max(1)),
                 rate_limit: fp.rate_limit.unwrap_or(decl.rate_limits),
+                allow_retired: env_bool(env, &id.allow_retired_env())?
+                    .or(fp.allow_retired)
+                    .unwrap_or(false),
             },
         );
     }
@@ -516,21 +534,24 @@ fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> 
     Ok(p)
 }
 
+/// A boolean environment variable (true/false, 1/0, on/off, yes/no), if set.
+fn env_bool(env: &dyn Env, name: &str) -> Result<Option<bool>, Error> {
+    let Some(v) = env.var(name) else {
+        return Ok(None);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" | "yes" => Ok(Some(true)),
+        "false" | "0" | "off" | "no" => Ok(Some(false)),
+        _ => Err(Error::invalid_input(format!(
+            "{name}='{v}' is not true or false"
+        ))),
+    }
+}
+
 /// `[preview]` under I2V_MCP_CONTACT_SHEET (true/false, 1/0, on/off).
 fn preview_config(file: &FilePreview, env: &dyn Env) -> Result<PreviewConfig, Error> {
     let mut p = PreviewConfig::default();
-    let on = match env.var("I2V_MCP_CONTACT_SHEET") {
-        Some(v) => Some(match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "on" | "yes" => true,
-            "false" | "0" | "off" | "no" => false,
-            _ => {
-                return Err(Error::invalid_input(format!(
-                    "I2V_MCP_CONTACT_SHEET='{v}' is not true or false"
-                )));
-            }
-        }),
-        None => file.contact_sheet,
-    };
+    let on = env_bool(env, "I2V_MCP_CONTACT_SHEET")?.or(file.contact_sheet);
     p.contact_sheet = on.unwrap_or(true);
     if let Some(s) = file.timeout_seconds {
         p.timeout = Duration::from_secs(s.max(1));

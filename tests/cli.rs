@@ -31,12 +31,19 @@ fn models_and_estimates() {
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     let models = v["models"].as_array().unwrap();
-    assert_eq!(models.len(), 12, "6 before dashscope + its 6");
+    assert_eq!(models.len(), 13, "7 before dashscope + its 6");
     let piapi = models.iter().find(|m| m["provider"] == "piapi").unwrap();
     assert_eq!(piapi["configured"], true);
     assert_eq!(piapi["price"]["usd_per_video"], 0.28);
     let local = models.iter().find(|m| m["provider"] == "local").unwrap();
     assert_eq!(local["ai"], false);
+    let (code, out, _) = cli(&env, &["models"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("novita/wan2.1-i2v")
+            && out.contains("[retired 2026-08-19; replacement: novita/wan2.7-i2v]"),
+        "{out}"
+    );
 
     let (code, out, _) = cli(&env, &["estimate", "--provider", "piapi", "--json"]);
     assert_eq!(code, 0);

@@ -217,6 +217,142 @@ async fn provider_errors_map_to_categories_and_nothing_is_resubmitted() {
     s.cancel().await.unwrap();
 }
 
+#[tokio::test]
+async fn novita_wan27_by_url_with_last_frame_and_driving_audio() {
+    let (fake, task) = run(
+        Kind::Novita,
+        "novita",
+        "wan2.7-i2v",
+        json!("https://example.com/cat.png"),
+        json!({"end_image": "https://example.com/last.png", "audio_url": "https://example.com/beat.mp3", "duration_seconds": 8, "resolution": "720p", "seed": 42}),
+    )
+    .await;
+    assert!(
+        task["video"]["url_expires_at"].is_string(),
+        "ttl kept as expiry: {task}"
+    );
+    insta::assert_json_snapshot!("novita_wan27_wire", wire(&fake));
+}
+
+/// Novita 2.7 needs public URLs: local files and data URIs are refused before anything is sent,
+/// naming the models that take them; an upstream refusal and a failed task read as such.
+#[tokio::test]
+async fn novita_wan27_refusals_and_failures() {
+    let fake = FakeProvider::start(Kind::Novita).await;
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "novita")).await;
+    let png = ws.png("a.png", 400, 400);
+    let data = format!(
+        "data:image/png;base64,{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            std::fs::read(&png).unwrap()
+        )
+    );
+    for (image, end) in [
+        (json!(png), json!(null)),
+        (json!(data), json!(null)),
+        (json!("https://example.com/a.png"), json!(png)),
+    ] {
+        let mut args = json!({"image": image, "prompt": "p", "provider": "novita"});
+        if !end.is_null() {
+            args["end_image"] = end;
+        }
+        let e = err(&call(&s, "create_i2v_task", args).await);
+        assert_eq!(e["category"], "unsupported", "{e}");
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains("novita/wan2.7-i2v takes image URLs only"), "{m}");
+        assert!(m.contains("piapi/") && m.contains("apikley/"), "{m}");
+    }
+    assert_eq!(fake.creates(), 0, "nothing sent");
+    fake.push_create_fault(Fault::novita_reason(
+        400,
+        "INVALID_REQUEST_BODY",
+        "duration out of range",
+    ));
+    let url = json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "novita"});
+    let e = err(&call(&s, "create_i2v_task", url.clone()).await);
+    assert_eq!(e["category"], "invalid_input", "{e}");
+    assert_eq!(fake.creates(), 1, "a refusal is not resent");
+    s.cancel().await.unwrap();
+}
+
+/// A retired model is refused before anything is sent or written, naming the date and the
+/// replacement; `estimate_cost` with `compare` leaves it out; `list_models` shows the dates.
+#[tokio::test]
+async fn retired_novita_models_refused_unless_allowed() {
+    let fake = FakeProvider::start(Kind::Novita).await;
+    let ws = Workspace::new();
+    let mut env = crate::mcp_flow::env_for(&fake, "novita");
+    env.push(("I2V_MCP_NOVITA_ALLOW_RETIRED".into(), "false".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let core = i2v_mcp::core::Core::start(ws.config(&pairs)).unwrap();
+    let (s, _) = connect(core).await;
+    for (model, date, replacement) in [
+        ("wan2.1-i2v", "2026-08-19", "novita/wan2.7-i2v"),
+        ("wan2.6-i2v", "2026-09-30", "Kling 3.0"),
+    ] {
+        let args = json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "novita", "model": model});
+        let e = err(&call(&s, "create_i2v_task", args.clone()).await);
+        assert_eq!(e["category"], "unsupported", "{e}");
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains(date) && m.contains(replacement), "{m}");
+        assert!(
+            e["next_step"].as_str().unwrap().contains("allow_retired"),
+            "{e}"
+        );
+        let e = err(&call(
+            &s,
+            "estimate_cost",
+            json!({"provider": "novita", "model": model}),
+        )
+        .await);
+        assert_eq!(e["category"], "unsupported", "{e}");
+    }
+    assert!(fake.requests().is_empty(), "zero upstream requests");
+    let list = ok(&call(&s, "list_tasks", json!({})).await);
+    assert_eq!(list["tasks"], json!([]), "nothing journaled: {list}");
+
+    let est = ok(&call(&s, "estimate_cost", json!({"compare": true})).await);
+    let ranked: Vec<String> = est["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            format!(
+                "{}/{}",
+                q["provider"].as_str().unwrap(),
+                q["model"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        ranked.contains(&"novita/wan2.7-i2v".to_string()),
+        "{ranked:?}"
+    );
+    assert!(
+        !ranked
+            .iter()
+            .any(|k| k == "novita/wan2.1-i2v" || k == "novita/wan2.6-i2v"),
+        "{ranked:?}"
+    );
+
+    let models = ok(&call(&s, "list_models", json!({"provider": "novita"})).await);
+    let models = models["models"].as_array().unwrap();
+    assert_eq!(models[0]["model"], "wan2.7-i2v", "the default first");
+    assert!(models[0].get("retired_on").is_none());
+    let m26 = models.iter().find(|m| m["model"] == "wan2.6-i2v").unwrap();
+    assert_eq!(m26["retired_on"], "2026-09-30");
+    assert!(m26["replacement"].as_str().unwrap().contains("Kling 3.0"));
+    s.cancel().await.unwrap();
+
+    // Allowed (the default test setting): compare ranks them again.
+    let (s, _) = connect(core_for(&ws, &fake, "novita")).await;
+    let est = ok(&call(&s, "estimate_cost", json!({"compare": true})).await);
+    assert!(est.to_string().contains("wan2.6-i2v"), "{est}");
+    s.cancel().await.unwrap();
+}
+
 /// The create POST a DashScope fake received, with its async header checked (A.1).
 fn dashscope_create(fake: &FakeProvider) -> Value {
     let create = fake

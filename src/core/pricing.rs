@@ -263,6 +263,8 @@ impl Core {
         let specs = if req.compare {
             catalog::models()
                 .iter()
+                // Retired models are not ranked unless their provider allows them (as create).
+                .filter(|m| self.cfg.check_retired(m).is_ok())
                 .filter(|m| {
                     let mut c = create.clone();
                     c.provider = Some(m.provider);
@@ -275,6 +277,7 @@ impl Core {
                 None => self.pick_provider(None).unwrap_or(ProviderId::ALL[0]),
             };
             let spec = self.pick_model(provider, req.model.as_deref())?;
+            self.cfg.check_retired(spec)?;
             validate::check(&create, spec)?;
             vec![spec]
         };

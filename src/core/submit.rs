@@ -73,6 +73,7 @@ impl Core {
     fn choose(&self, req: &CreateRequest) -> Result<(ProviderId, &'static ModelSpec)> {
         let provider = self.pick_provider(req.provider)?;
         let spec = self.pick_model(provider, req.model.as_deref())?;
+        self.cfg.check_retired(spec)?;
         if !self.cfg.is_configured(provider) {
             let var = provider.key_env().unwrap_or_default();
             return Err(Error::new(

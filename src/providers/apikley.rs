@@ -843,6 +843,7 @@ mod tests {
             base_url: format!("http://{addr}"),
             timeout: Duration::from_secs(5),
             rate_limit: Default::default(),
+            allow_retired: false,
         };
         (
             Client::new(&cfg, http::client().unwrap(), journal.clone()),

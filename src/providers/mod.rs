@@ -92,6 +92,14 @@ impl ProviderId {
         format!("I2V_MCP_{}_BASE_URL", self.as_str().to_ascii_uppercase())
     }
 
+    /// The environment variable that allows creates on this provider's retired models.
+    pub fn allow_retired_env(self) -> String {
+        format!(
+            "I2V_MCP_{}_ALLOW_RETIRED",
+            self.as_str().to_ascii_uppercase()
+        )
+    }
+
     pub fn default_base_url(self) -> Option<&'static str> {
         self.decl().default_base_url
     }

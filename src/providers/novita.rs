@@ -1,12 +1,18 @@
-//! Novita AI: Wan 2.1 image-to-video (`POST /v3/async/wan-i2v`, model `wan2.1-i2v`) and Wan 2.6
-//! image-to-video (`POST /v3/async/wan2.6-i2v`, model `wan2.6-i2v`). One client serves both; both
-//! are read back through `GET /v3/async/task-result?task_id=`.
+//! Novita AI: Wan 2.7 image-to-video (`POST /v3/async/wan2.7-i2v`, model `wan2.7-i2v`, the
+//! default), and the retired Wan 2.1 (`POST /v3/async/wan-i2v`, model `wan2.1-i2v`, retired
+//! 2026-08-19) and Wan 2.6 (`POST /v3/async/wan2.6-i2v`, model `wan2.6-i2v`, retired 2026-09-30)
+//! image-to-video. The retired ones are kept, refused unless `allow_retired` (a proxy may still
+//! serve them, or Novita may bring them back). One client serves all; all are read back through
+//! `GET /v3/async/task-result?task_id=`.
 //!
-//! Docs: https://novita.ai/docs/api-reference/model-apis-wan-i2v (Wan 2.1), the Novita page
+//! Docs: https://novita.ai/docs/api-reference/model-apis-wan2.7-i2v (Wan 2.7),
+//! https://novita.ai/docs/api-reference/model-apis-wan-i2v (Wan 2.1), the Novita page
 //! "Wan 2.6 Image to Video" (copy in `shared/providers/novita-wan26-i2v.txt`), task result
 //! https://novita.ai/docs/api-reference/model-apis-task-result, errors
-//! https://novita.ai/docs/guides/error. Pricing: none published for either endpoint (CONTRACTS.md
-//! 2.7), so the catalog leaves it unset. Contract: `shared/providers/CONTRACTS.md` sections 0 and 2.
+//! https://novita.ai/docs/guides/error, retirements https://novita.ai/docs/changelog/03-08-26 and
+//! https://novita.ai/docs/changelog/01-09-26. Pricing: none published for any of them
+//! (CONTRACTS.md 2.7, CONTRACTS-2026-12.md B.5), so the catalog leaves it unset. Contracts:
+//! `shared/providers/CONTRACTS.md` sections 0 and 2, `CONTRACTS-2026-12.md` section B.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,7 +33,7 @@ pub static DECL: Declaration = Declaration {
     auth: Auth::Bearer,
     // Novita publishes no numbers (UNKNOWN): no client-side limit; its 429s are honoured.
     rate_limits: RateLimits::UNLIMITED,
-    models: || vec![wan21_spec(), wan26_spec()],
+    models: || vec![wan27_spec(), wan21_spec(), wan26_spec()],
     loras: Vec::new,
     lora_note: Some("Novita wan2.1-i2v takes a LoRA path as the name (up to 3)"),
     check: super::no_check,
@@ -43,6 +49,37 @@ pub static DECL: Declaration = Declaration {
     keyless_offer: None,
     build: |b: &Build<'_>| Provider::Novita(Client::new(b.provider, b.http.clone())),
 };
+
+/// CONTRACTS-2026-12.md B.2, B.5: the default (first) model.
+fn wan27_spec() -> ModelSpec {
+    ModelSpec {
+        description: "Wan 2.7 on Novita: 2-15 s, 720p/1080p, optional last frame (end_image) and driving audio (audio_url), always with sound; images by URL only.".into(),
+        // B.2: documented as a URL; data URI / Base64 support is UNKNOWN, so assume not.
+        image_delivery: ImageDelivery::UrlOnly,
+        image_formats: strings(&["jpeg", "png", "bmp", "webp"]),
+        image_max_bytes: 20 * 1024 * 1024,
+        image_px: range(240.0, 8000.0),
+        no_alpha: true,
+        resolutions: vec![Resolution::P720, Resolution::P1080],
+        default_resolution: Resolution::P1080,
+        durations: (2..=15).collect(),
+        prompt_max: Some(5000),
+        prompt_optional: true,
+        negative_prompt: true,
+        negative_prompt_max: Some(500),
+        seed: range(0.0, 2_147_483_647.0),
+        end_image: true,
+        // B.2: no switch for the sound track (always on); `audio_url` is the driving audio.
+        audio_url: true,
+        prompt_extend: true,
+        watermark: true,
+        price: Price::unpublished(
+            "unpublished on novita.ai (billed per second by resolution); Novita's China brand PPIO lists 720P CNY 0.60/s, 1080P CNY 1.00/s; set [pricing.\"novita/wan2.7-i2v\"]",
+        ),
+        note: Some("Aspect follows the image (sides 240-8000 px, aspect 1:8 to 8:1, at most 20 MB). Output always has sound: generated, or driven by audio_url (wav/mp3, 2-30 s).".into()),
+        ..ModelSpec::base(ProviderId::Novita, WAN27)
+    }
+}
 
 /// CONTRACTS.md 2.2, 2.7
 fn wan21_spec() -> ModelSpec {
@@ -64,6 +101,9 @@ fn wan21_spec() -> ModelSpec {
         safety_checker: true,
         price: Price::unpublished("unpublished: not found on any Novita page; set [pricing.\"novita/wan2.1-i2v\"]"),
         note: Some("Output keeps the image's aspect; aspect_ratio only picks the width x height pair. LoRA name = LoRA path.".into()),
+        // CONTRACTS-2026-12.md B.6 (changelog 03-08-26).
+        retired_on: Some("2026-08-19".into()),
+        replacement: Some(format!("novita/{WAN27}")),
         ..ModelSpec::base(ProviderId::Novita, WAN21)
     }
 }
@@ -94,12 +134,20 @@ fn wan26_spec() -> ModelSpec {
             "unpublished on Novita (other vendors list $0.10/s 720p, $0.15/s 1080p); set [pricing.\"novita/wan2.6-i2v\"]",
         ),
         note: Some("Aspect follows the image.".into()),
+        // CONTRACTS-2026-12.md B.6 (changelog 01-09-26): Novita names Kling 3.0, which this
+        // server does not serve.
+        retired_on: Some("2026-09-30".into()),
+        replacement: Some(format!(
+            "Kling 3.0 (Novita's choice; not served here, nearest here: novita/{WAN27})"
+        )),
         ..ModelSpec::base(ProviderId::Novita, WAN26)
     }
 }
 
+const WAN27: &str = "wan2.7-i2v";
 const WAN21: &str = "wan2.1-i2v";
 const WAN26: &str = "wan2.6-i2v";
+const WAN27_PATH: &str = "/v3/async/wan2.7-i2v";
 const WAN21_PATH: &str = "/v3/async/wan-i2v";
 const WAN26_PATH: &str = "/v3/async/wan2.6-i2v";
 const RESULT_PATH: &str = "/v3/async/task-result";
@@ -161,10 +209,11 @@ struct WebhookOut {
     url: String,
 }
 
-/// The body of either endpoint, serialised as itself.
+/// The body of any endpoint, serialised as itself.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub(crate) enum CreateBody {
+    Wan27(Wan27Body),
     Wan21(Wan21Body),
     Wan26(Wan26Body),
 }
@@ -204,6 +253,33 @@ struct Wan26Parameters {
     resolution: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_extend: Option<bool>,
+}
+
+/// CONTRACTS-2026-12.md B.2 (Wan 2.7): flat, no `input`/`parameters`, no `media[]`.
+/// `first_clip_url` (continuing a video) has no field in our request and is never sent.
+#[derive(Debug, Serialize)]
+pub(crate) struct Wan27Body {
+    image_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_frame_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driving_audio_url: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    negative_prompt: Option<String>,
+    /// Default 5 on the page: always sent, so the price we quote is the one asked for.
+    duration: u32,
+    /// Default "1080P" on the page: always sent.
+    resolution: &'static str,
+    /// The Novita default is not shown (PPIO says true, UNVERIFIED): always sent.
+    prompt_extend: bool,
+    /// Default false on the page: always sent, as the conflicting 2.6 defaults teach.
+    watermark: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra: Option<Extra>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,12 +354,29 @@ fn wan21_size(res: Option<Resolution>, ar: Option<AspectRatio>) -> Result<(u32, 
 }
 
 fn wan26_resolution(res: Option<Resolution>) -> Result<&'static str, Error> {
-    match res.unwrap_or(Resolution::P720) {
+    upper_resolution(res.unwrap_or(Resolution::P720), WAN26)
+}
+
+/// 2.6 and 2.7 name their two tiers "720P" and "1080P".
+fn upper_resolution(res: Resolution, model: &str) -> Result<&'static str, Error> {
+    match res {
         Resolution::P720 => Ok("720P"),
         Resolution::P1080 => Ok("1080P"),
         other => Err(Error::unsupported(format!(
-            "resolution {} is not available on novita/{WAN26}: use 720p or 1080p",
+            "resolution {} is not available on novita/{model}: use 720p or 1080p",
             other.as_str()
+        ))),
+    }
+}
+
+/// An image for a URL-only field: a local file or data URI never leaves this machine.
+/// `media` refuses them first (`ImageDelivery::UrlOnly`, naming who takes them); this is the
+/// adapter's own guard.
+fn url_only(image: &ImageInput, field: &str, model: &str) -> Result<String, Error> {
+    match image {
+        ImageInput::Url(u) => Ok(u.clone()),
+        ImageInput::Local(_) => Err(Error::unsupported(format!(
+            "{field}: novita/{model} takes image URLs only: pass an https URL, or use a model that takes local files (see list_models, image_delivery)"
         ))),
     }
 }
@@ -368,13 +461,38 @@ fn wan26_body(s: &Submission<'_>) -> Result<Wan26Body, Error> {
     Ok(body)
 }
 
+/// CONTRACTS-2026-12.md B.2. The image combinations our request can express (first frame,
+/// first + last frame, either with driving audio) are all permitted ones.
+fn wan27_body(s: &Submission<'_>) -> Result<Wan27Body, Error> {
+    let req = s.req;
+    Ok(Wan27Body {
+        image_url: url_only(s.image, "image", WAN27)?,
+        last_frame_url: s
+            .end_image
+            .map(|e| url_only(e, "end_image", WAN27))
+            .transpose()?,
+        driving_audio_url: req.audio_url.clone(),
+        prompt: req.prompt.clone(),
+        negative_prompt: req.negative_prompt.clone(),
+        duration: req.duration_seconds.unwrap_or(s.spec.default_duration),
+        resolution: upper_resolution(req.resolution.unwrap_or(s.spec.default_resolution), WAN27)?,
+        prompt_extend: req.prompt_extend.unwrap_or(true),
+        watermark: req.watermark.unwrap_or(false),
+        seed: req.seed,
+        // B.4: whether 2.7 accepts `extra.webhook` is UNKNOWN; sent as for 2.6 (the webhook is
+        // only a hint, polling confirms every result).
+        extra: extra(s),
+    })
+}
+
 /// The endpoint path and body for a submission, chosen by model.
 pub(crate) fn create_request(s: &Submission<'_>) -> Result<(&'static str, CreateBody), Error> {
     match s.spec.model.as_str() {
+        WAN27 => Ok((WAN27_PATH, CreateBody::Wan27(wan27_body(s)?))),
         WAN21 => Ok((WAN21_PATH, CreateBody::Wan21(wan21_body(s)?))),
         WAN26 => Ok((WAN26_PATH, CreateBody::Wan26(wan26_body(s)?))),
         other => Err(Error::unsupported(format!(
-            "novita has no model '{other}': use {WAN21} or {WAN26}"
+            "novita has no model '{other}': use {WAN27}"
         ))),
     }
 }
@@ -836,6 +954,86 @@ mod tests {
         );
     }
 
+    /// CONTRACTS-2026-12.md B.2's example, as our request expresses it.
+    #[test]
+    fn wan27_body_matches_the_contract_example() {
+        let url = ImageInput::Url("https://example.com/first.png".into());
+        let last = ImageInput::Url("https://example.com/last.png".into());
+        let req = CreateRequest {
+            prompt: "The camera slowly pushes in while the dancer spins.".into(),
+            duration_seconds: Some(8),
+            resolution: Some(Resolution::P720),
+            prompt_extend: Some(false),
+            watermark: Some(false),
+            seed: Some(42),
+            ..CreateRequest::default()
+        };
+        let s = crate::providers::submission("novita/wan2.7-i2v", &req, &url, Some(&last), None);
+        let (path, body) = create_request(&s).unwrap();
+        assert_eq!(path, "/v3/async/wan2.7-i2v");
+        assert_eq!(
+            body,
+            json!({ "image_url": "https://example.com/first.png", "last_frame_url": "https://example.com/last.png",
+              "prompt": "The camera slowly pushes in while the dancer spins.", "duration": 8, "resolution": "720P",
+              "prompt_extend": false, "watermark": false, "seed": 42 })
+        );
+    }
+
+    #[test]
+    fn wan27_defaults_audio_and_webhook() {
+        let url = ImageInput::Url("https://x.test/in.jpg".into());
+        let req = CreateRequest {
+            audio_url: Some("https://x.test/rap.mp3".into()),
+            negative_prompt: Some("blur".into()),
+            ..CreateRequest::default()
+        };
+        let hook = Webhook {
+            url: "https://me.test/wh".into(),
+            secret: "s".into(),
+        };
+        let (_, body) = create_request(&sub(WAN27, &req, &url, Some(&hook))).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "image_url": "https://x.test/in.jpg",
+                "driving_audio_url": "https://x.test/rap.mp3",
+                "negative_prompt": "blur",
+                "duration": 5,
+                "resolution": "1080P",
+                "prompt_extend": true,
+                "watermark": false,
+                "extra": {"webhook": {"url": "https://me.test/wh"}}
+            })
+        );
+    }
+
+    #[test]
+    fn wan27_never_sends_local_images() {
+        let req = CreateRequest::default();
+        let img = png_image();
+        let e = create_request(&sub(WAN27, &req, &img, None)).unwrap_err();
+        assert_eq!(e.category, Category::Unsupported);
+        let url = ImageInput::Url("https://x.test/in.jpg".into());
+        let s = crate::providers::submission("novita/wan2.7-i2v", &req, &url, Some(&img), None);
+        let e = create_request(&s).unwrap_err();
+        assert!(e.message.starts_with("end_image"), "{}", e.message);
+        let req = CreateRequest {
+            resolution: Some(Resolution::P480),
+            ..CreateRequest::default()
+        };
+        let e = create_request(&sub(WAN27, &req, &url, None)).unwrap_err();
+        assert_eq!(e.category, Category::Unsupported);
+    }
+
+    /// B.4: the 2.7 result is read like the others, whatever its `task_type`.
+    #[test]
+    fn wan27_result_with_an_unknown_task_type() {
+        let body = r#"{"task":{"task_id":"x","task_type":"SOMETHING_2_7","status":"TASK_STATUS_SUCCEED","progress_percent":100},"videos":[{"video_url":"https://cdn.test/v.mp4","video_url_ttl":"600"}]}"#;
+        let s = parse_task(body.as_bytes(), 0).unwrap();
+        assert_eq!(s.status, Status::Succeeded);
+        assert_eq!(s.url_expires_at, Some(600_000));
+    }
+
     #[test]
     fn create_answers() {
         assert_eq!(
@@ -1068,6 +1266,7 @@ mod tests {
             base_url: format!("http://{addr}/"),
             timeout: Duration::from_secs(5),
             rate_limit: Default::default(),
+            allow_retired: false,
         };
         let client = Client::new(&cfg, http::client().unwrap());
         let url = ImageInput::Url("https://x.test/in.jpg".into());

@@ -44,6 +44,68 @@ mod catalog {
     }
 }
 
+mod retired {
+    use crate::catalog::*;
+    use crate::config::tests::{defaults, env};
+    use crate::config::*;
+    use crate::error::Category;
+    use crate::model::ProviderId;
+
+    #[test]
+    fn novita_defaults_to_wan27_and_dates_its_retired_models() {
+        assert_eq!(default_model(ProviderId::Novita).model, "wan2.7-i2v");
+        assert!(default_model(ProviderId::Novita).retired_on.is_none());
+        let m21 = find_key("novita/wan2.1-i2v").unwrap();
+        assert_eq!(m21.retired_on.as_deref(), Some("2026-08-19"));
+        assert_eq!(m21.replacement.as_deref(), Some("novita/wan2.7-i2v"));
+        let m26 = find_key("novita/wan2.6-i2v").unwrap();
+        assert_eq!(m26.retired_on.as_deref(), Some("2026-09-30"));
+        assert!(m26.replacement.as_deref().unwrap().contains("Kling 3.0"));
+        let v = serde_json::to_value(m26).unwrap();
+        assert_eq!(v["retired_on"], "2026-09-30");
+        let v = serde_json::to_value(find_key("novita/wan2.7-i2v").unwrap()).unwrap();
+        assert!(v.get("retired_on").is_none() && v.get("replacement").is_none());
+        assert!(who_supports(|m| m.key() == "novita/wan2.6-i2v").contains("(retired 2026-09-30)"));
+    }
+
+    #[test]
+    fn refused_unless_allowed_by_file_or_env() {
+        let m21 = find_key("novita/wan2.1-i2v").unwrap();
+        let e = defaults().check_retired(m21).unwrap_err();
+        assert_eq!(e.category, Category::Unsupported);
+        assert!(e.message.contains("2026-08-19"), "{}", e.message);
+        assert!(e.message.contains("novita/wan2.7-i2v"), "{}", e.message);
+        assert!(
+            e.next_step
+                .unwrap()
+                .contains("I2V_MCP_NOVITA_ALLOW_RETIRED"),
+        );
+        assert!(
+            defaults()
+                .check_retired(find_key("novita/wan2.7-i2v").unwrap())
+                .is_ok()
+        );
+
+        let file: FileConfig =
+            toml::from_str("[providers.novita]\nallow_retired = true\n").unwrap();
+        let c = Config::from_layers(file, None, &Overrides::default(), &env(&[])).unwrap();
+        assert!(c.check_retired(m21).is_ok());
+        let file: FileConfig =
+            toml::from_str("[providers.novita]\nallow_retired = true\n").unwrap();
+        let e = env(&[("I2V_MCP_NOVITA_ALLOW_RETIRED", "false")]);
+        let c = Config::from_layers(file, None, &Overrides::default(), &e).unwrap();
+        assert!(c.check_retired(m21).is_err(), "env wins over the file");
+        let e = env(&[("I2V_MCP_NOVITA_ALLOW_RETIRED", "maybe")]);
+        let err = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e)
+            .unwrap_err();
+        assert!(
+            err.message.contains("I2V_MCP_NOVITA_ALLOW_RETIRED"),
+            "{}",
+            err.message
+        );
+    }
+}
+
 mod config {
     use std::path::PathBuf;
 

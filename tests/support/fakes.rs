@@ -42,7 +42,8 @@ pub enum Kind {
     Piapi,
     /// Qubico WanX: same API as PiAPI on `<root>/v1`, header `X-API-Key`, 413 for images over 10 MB.
     Qubico,
-    /// Novita Wan 2.1 (`/v3/async/wan-i2v`) and Wan 2.6 (`/v3/async/wan2.6-i2v`), bearer auth.
+    /// Novita Wan 2.1 (`/v3/async/wan-i2v`), Wan 2.6 (`/v3/async/wan2.6-i2v`) and Wan 2.7
+    /// (`/v3/async/wan2.7-i2v`, CONTRACTS-2026-12.md B), bearer auth.
     Novita,
     /// Apikley (kie.ai-style market API), bearer auth, HTTP 200 with a body `code` on errors.
     Apikley,
@@ -602,6 +603,7 @@ enum Route {
     Wanx,
     NovitaWan21,
     NovitaWan26,
+    NovitaWan27,
     Apikley,
     Dashscope,
 }
@@ -727,6 +729,7 @@ fn router(shared: Arc<Shared>) -> Router {
             r = r
                 .route("/v3/async/wan-i2v", post(flow::novita21_create))
                 .route("/v3/async/wan2.6-i2v", post(flow::novita26_create))
+                .route("/v3/async/wan2.7-i2v", post(flow::novita27_create))
                 .route("/v3/async/task-result", get(flow::novita_result));
         }
         Kind::Apikley => {

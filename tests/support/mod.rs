@@ -69,6 +69,8 @@ impl Workspace {
                 "I2V_MCP_CONFIG",
                 self.path("no-config.toml").display().to_string(),
             ),
+            // Existing tests create on Novita's retired models; a test of the refusal sets "false".
+            ("I2V_MCP_NOVITA_ALLOW_RETIRED", "true".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -280,7 +280,7 @@ fn task_id(kind: Kind, seq: u64) -> String {
 pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
     match route {
         Route::Wanx => piapi::status(phase),
-        Route::NovitaWan21 | Route::NovitaWan26 => novita::status(phase),
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => novita::status(phase),
         Route::Apikley => apikley::status(phase),
         Route::Dashscope => dashscope::status(phase, false),
     }
@@ -290,7 +290,9 @@ pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
 fn render(sh: &Shared, task: &TaskRec, phase: &Phase) -> Value {
     match task.route {
         Route::Wanx => piapi::envelope(piapi::task_data(task, phase, &sh.root)),
-        Route::NovitaWan21 | Route::NovitaWan26 => novita::task_result(task, phase, &sh.root),
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
+            novita::task_result(task, phase, &sh.root)
+        }
         Route::Apikley => apikley::record_info(task, phase, &sh.root),
         Route::Dashscope => dashscope::task(task, phase, &sh.root),
     }
@@ -338,7 +340,7 @@ fn pending_hook(task: &TaskRec, hook: &Hook, poll_body: &Value) -> PendingHook {
                 .map(|s| ("x-webhook-secret".to_string(), s.clone()))
                 .collect(),
         ),
-        Route::NovitaWan21 | Route::NovitaWan26 => {
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
             (novita::hook_body(poll_body.clone()), Vec::new())
         }
         // DashScope never gets a hook (the fake accepts none), so this arm is never taken.
@@ -442,6 +444,7 @@ async fn create(
         Route::Wanx => piapi::validate(sh.kind, &body),
         Route::NovitaWan21 => novita::validate_wan21(&body),
         Route::NovitaWan26 => novita::validate_wan26(&body),
+        Route::NovitaWan27 => novita::validate_wan27(&body),
         Route::Apikley => apikley::validate(&body),
         Route::Dashscope => dashscope::validate(&body),
     };
@@ -471,7 +474,9 @@ async fn create(
         };
         let answer = match route {
             Route::Wanx => piapi::create_body(sh.kind, st.piapi_flat_create, &task, &sh.root),
-            Route::NovitaWan21 | Route::NovitaWan26 => json!({ "task_id": task.id }),
+            Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
+                json!({ "task_id": task.id })
+            }
             Route::Apikley => apikley::create_body(&task.id),
             Route::Dashscope => dashscope::create_answer(&task.id),
         };
@@ -734,6 +739,23 @@ pub(super) async fn novita26_create(
         &body,
         Route::NovitaWan26,
         "/v3/async/wan2.6-i2v",
+    )
+    .await
+}
+
+pub(super) async fn novita27_create(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    create(
+        sh,
+        conn,
+        &headers,
+        &body,
+        Route::NovitaWan27,
+        "/v3/async/wan2.7-i2v",
     )
     .await
 }

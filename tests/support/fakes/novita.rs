@@ -1,4 +1,5 @@
-//! Novita wire shapes (CONTRACTS.md section 2): Wan 2.1 (2.2) and Wan 2.6 (2.3) create validation,
+//! Novita wire shapes (CONTRACTS.md section 2): Wan 2.1 (2.2), Wan 2.6 (2.3) and Wan 2.7
+//! (CONTRACTS-2026-12.md B.2) create validation,
 //! the task result (2.4) and the webhook event (2.6). Error bodies (2.5) are built in `flow`. Pure functions.
 
 use serde_json::{Value, json};
@@ -126,6 +127,61 @@ pub(super) fn validate_wan26(body: &Value) -> Result<Accepted, Rejection> {
     webhook(root)
 }
 
+/// `POST /v3/async/wan2.7-i2v` (CONTRACTS-2026-12.md B.2): flat; exactly one of `image_url` and
+/// `first_clip_url`; every media field an http(s) URL (data URIs UNKNOWN, so refused here);
+/// `driving_audio_url` not with `first_clip_url` (the DashScope combination rules).
+pub(super) fn validate_wan27(body: &Value) -> Result<Accepted, Rejection> {
+    let root = check::object(Some(body), "request body").map_err(bad)?;
+    for nested in ["input", "parameters", "media"] {
+        if root.contains_key(nested) {
+            return Err(bad(format!(
+                "{nested} is not a field of wan2.7-i2v: the body is flat"
+            )));
+        }
+    }
+    let mut urls = Vec::new();
+    for key in [
+        "image_url",
+        "first_clip_url",
+        "last_frame_url",
+        "driving_audio_url",
+    ] {
+        if let Some(u) = check::opt_str(root, key, key).map_err(bad)? {
+            if !check::is_http_url(u) {
+                return Err(bad(format!("{key} must be an http(s) URL")));
+            }
+            urls.push(key);
+        }
+    }
+    let has = |k: &str| urls.contains(&k);
+    if has("image_url") == has("first_clip_url") {
+        return Err(bad(
+            "exactly one of image_url and first_clip_url is required".into(),
+        ));
+    }
+    if has("first_clip_url") && has("driving_audio_url") {
+        return Err(bad(
+            "driving_audio_url cannot be combined with first_clip_url".into(),
+        ));
+    }
+    if let Some(p) = check::opt_str(root, "prompt", "prompt").map_err(bad)?
+        && check::chars(p) > 5000
+    {
+        return Err(bad("prompt must be 0-5000 characters".into()));
+    }
+    if let Some(n) = check::opt_str(root, "negative_prompt", "negative_prompt").map_err(bad)?
+        && check::chars(n) > 500
+    {
+        return Err(bad("negative_prompt must be 0-500 characters".into()));
+    }
+    check::opt_int(root, "duration", "duration", 2, 15).map_err(bad)?;
+    check::opt_enum(root, "resolution", "resolution", &["720P", "1080P"]).map_err(bad)?;
+    check::opt_bool(root, "prompt_extend", "prompt_extend").map_err(bad)?;
+    check::opt_bool(root, "watermark", "watermark").map_err(bad)?;
+    check::opt_int(root, "seed", "seed", 0, 2_147_483_647).map_err(bad)?;
+    webhook(root)
+}
+
 /// URL, or a data URI of JPEG/PNG/BMP/WEBP up to 10 MB. For PNG the IHDR is read: alpha is refused,
 /// and sides must lie in 360-2000 px (other formats' dimensions are not parsed).
 fn check_image_26(image: &str) -> Result<(), Rejection> {
@@ -232,6 +288,8 @@ pub(super) fn status(phase: &Phase) -> &'static str {
 fn task_type(route: Route) -> &'static str {
     match route {
         Route::NovitaWan26 => "WAN_2_6_IMG_TO_VIDEO",
+        // CONTRACTS-2026-12.md B.4: UNKNOWN too; the adapter must not match on it.
+        Route::NovitaWan27 => "WAN_2_7_IMG_TO_VIDEO",
         _ => "WAN_IMG_TO_VIDEO",
     }
 }
