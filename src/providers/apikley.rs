@@ -402,13 +402,7 @@ pub(crate) fn parse_task(reply: &Reply) -> Result<Snapshot, ProviderError> {
         "generating" => Status::Running,
         "success" => Status::Succeeded,
         "fail" => Status::Failed,
-        other => {
-            tracing::warn!(
-                state = other,
-                "unknown Apikley task state; treating as running"
-            );
-            Status::Running
-        }
+        other => super::unknown_status(ProviderId::Apikley, other),
     };
     let mut snap = Snapshot::new(status, raw);
     match status {

@@ -442,13 +442,7 @@ fn parse_task(reply: &Reply, now: i64) -> Result<Snapshot, ProviderError> {
                 .with_next_step("create a new task"),
             ));
         }
-        other => {
-            tracing::warn!(
-                status = other,
-                "unknown DashScope task status; treating as running"
-            );
-            Status::Running
-        }
+        other => super::unknown_status(ProviderId::Dashscope, other),
     };
     let mut snap = Snapshot::new(status, raw);
     match status {

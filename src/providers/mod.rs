@@ -319,6 +319,13 @@ pub struct Snapshot {
     pub raw_status: String,
 }
 
+/// A task status string this adapter does not know (a provider may add one): logged, and read as
+/// `Running`, so polling goes on until a status it knows arrives.
+pub fn unknown_status(provider: ProviderId, raw: &str) -> Status {
+    tracing::warn!(%provider, status = raw, "unknown task status; treating as running");
+    Status::Running
+}
+
 impl Snapshot {
     pub fn new(status: Status, raw_status: impl Into<String>) -> Self {
         Snapshot {

@@ -603,13 +603,7 @@ fn status_of(raw: &str) -> Status {
         "TASK_STATUS_PROCESSING" => Status::Running,
         "TASK_STATUS_SUCCEED" => Status::Succeeded,
         "TASK_STATUS_FAILED" => Status::Failed,
-        other => {
-            tracing::warn!(
-                status = other,
-                "unknown Novita task status; treating as running"
-            );
-            Status::Running
-        }
+        other => super::unknown_status(ProviderId::Novita, other),
     }
 }
 

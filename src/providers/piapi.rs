@@ -362,10 +362,7 @@ pub(crate) fn parse_task(t: &WireTask) -> Snapshot {
         "processing" => Status::Running,
         "completed" => Status::Succeeded,
         "failed" => Status::Failed,
-        other => {
-            tracing::warn!(status = other, "unknown PiAPI status; treating as running");
-            Status::Running
-        }
+        other => super::unknown_status(ProviderId::Piapi, other),
     };
     let mut snap = Snapshot::new(status, raw);
     if status == Status::Succeeded {
