@@ -28,8 +28,8 @@ impl Core {
     }
 
     /// Where `provider` should call back for task `id`, with a fresh per-task secret; `None`
-    /// unless webhooks are on. The secret travels in the URL (`token`) for providers that document
-    /// no authentication of their own, and as a header for those that send one back.
+    /// unless webhooks are on. The secret always travels in the URL (`token`); providers whose
+    /// declaration names a `secret_header` also get it to send back in that header.
     pub(super) fn webhook_for(&self, provider: ProviderId, id: &str) -> Option<Webhook> {
         self.webhook_base.get().map(|base| {
             let secret = new_secret();
