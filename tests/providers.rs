@@ -33,7 +33,7 @@ fn redact(v: &Value) -> Value {
 }
 
 /// Method, path, auth header and redacted body of every non-GET request the fake received.
-fn wire(fake: &FakeProvider) -> Vec<Value> {
+pub(crate) fn wire(fake: &FakeProvider) -> Vec<Value> {
     fake.requests()
         .into_iter()
         .filter(|r| r.method != "GET")
@@ -48,7 +48,7 @@ fn wire(fake: &FakeProvider) -> Vec<Value> {
         .collect()
 }
 
-async fn run(
+pub(crate) async fn run(
     kind: Kind,
     provider: &str,
     model: &str,
