@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::mcp_flow::{assert_downloaded, core_for};
-use crate::providers::{run, wire};
+use crate::providers::{png_and_data_uri, quote_keys, run, wire};
 use crate::support::fakes::{FakeProvider, Kind, Outcome, TaskPlan};
 use crate::support::{Workspace, call, connect, err, ok};
 
@@ -84,15 +84,8 @@ async fn wan26_refuses_local_images_before_sending() {
     let fake = FakeProvider::start(Kind::Piapi).await;
     let ws = Workspace::new();
     let (s, _) = connect(core_for(&ws, &fake, "piapi")).await;
-    let png = ws.png("a.png", 400, 400);
-    let data = format!(
-        "data:image/png;base64,{}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            std::fs::read(&png).unwrap()
-        )
-    );
-    for image in [json!(png), json!(data)] {
+    let (png, data) = png_and_data_uri(&ws);
+    for image in [png, data] {
         let args =
             json!({"image": image, "prompt": "p", "provider": "piapi", "model": "wan2.6-i2v"});
         let e = err(&call(&s, "create_i2v_task", args).await);
@@ -205,18 +198,7 @@ async fn listed_and_quoted() {
         json!({"compare": true, "duration_seconds": 5}),
     )
     .await);
-    let keys: Vec<String> = est["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| {
-            format!(
-                "{}/{}",
-                q["provider"].as_str().unwrap(),
-                q["model"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let keys: Vec<String> = quote_keys(&est);
     for k in [
         "piapi/wan2.1-t2v-1.3b",
         "qubico/wan2.1-t2v-14b",
