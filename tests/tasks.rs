@@ -362,3 +362,54 @@ async fn the_handle_survives_a_server_crash_with_rmcps_client() {
     assert_eq!(fake.creates(), 1, "no create repeated after the crash");
     within(20, "close", s.cancel()).await.unwrap();
 }
+
+/// The official Python SDK (mcp 2.x, tests/interop/.venv from setup.sh) declaring the extension
+/// through its generic client extension API: handle, restart, tasks/get, tasks/cancel, and a
+/// client that does not declare it (tests/interop/python_tasks.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_tasks_extension() {
+    let done = FakeProvider::start(Kind::Piapi).await;
+    done.set_plan(TaskPlan::Polls {
+        pending: 20,
+        processing: 2,
+        outcome: Outcome::Succeed,
+    });
+    let never = FakeProvider::start(Kind::Qubico).await;
+    never.set_plan(TaskPlan::Polls {
+        pending: 1_000_000,
+        processing: 1,
+        outcome: Outcome::Succeed,
+    });
+    let mut env = env_for(&done, "piapi");
+    env.extend(env_for(&never, "qubico"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let python = dir.join(".venv/bin/python");
+    let ran = python.exists();
+    let ready = if ran {
+        Ok(python)
+    } else {
+        Err("tests/interop/.venv/bin/python is missing".to_string())
+    };
+    let run = move || {
+        crate::support::run_script_env(
+            ready,
+            &dir,
+            "python_tasks.py",
+            "tests/interop/setup.sh",
+            Duration::from_secs(300),
+            &env,
+        )
+    };
+    tokio::task::spawn_blocking(run).await.unwrap();
+    if ran {
+        // One create per tools/call: the restart did not send the first one again.
+        assert_eq!(done.creates(), 2);
+        assert_eq!(never.creates(), 2);
+        let deletes = never
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .count();
+        assert_eq!(deletes, 1, "tasks/cancel cancelled upstream");
+    }
+}
