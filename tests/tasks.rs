@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use rmcp::model::ProtocolVersion;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
     ClientConfig, CreateTaskResult, GetTaskParams, GetTaskResult, Implementation, TaskPayload,
     TaskStatus, UpdateTaskParams,
 };
-use rmcp::service::RunningService;
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
@@ -36,6 +37,28 @@ impl ClientHandler for TasksClient {
 
 type TaskSession = RunningService<RoleClient, TasksClient>;
 
+/// The 2026-07-28 lifecycle (`server/discover`, capabilities in every request's `_meta`): the
+/// revision the extension is defined on.
+fn modern() -> ClientLifecycleMode {
+    ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    }
+}
+
+async fn serve_tasks<T, E, A>(transport: T) -> TaskSession
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    within(
+        20,
+        "server/discover",
+        TasksClient.serve_with_lifecycle(transport, modern()),
+    )
+    .await
+    .unwrap()
+}
+
 async fn connect_tasks(core: std::sync::Arc<i2v_mcp::core::Core>) -> TaskSession {
     let (a, b) = tokio::io::duplex(1 << 20);
     let server = i2v_mcp::mcp::Server::new(core);
@@ -44,9 +67,7 @@ async fn connect_tasks(core: std::sync::Arc<i2v_mcp::core::Core>) -> TaskSession
             let _ = running.waiting().await;
         }
     });
-    within(10, "initialize", TasksClient.serve(b))
-        .await
-        .unwrap()
+    serve_tasks(b).await
 }
 
 fn create_params(args: Value) -> CallToolRequestParams {
@@ -135,12 +156,14 @@ async fn a_declaring_client_gets_a_journaled_handle_and_polls_it_to_get_tasks_re
     assert_eq!(done.task.status(), TaskStatus::Completed);
     let mut result = completed(&done);
     assert_downloaded(&result["structuredContent"]);
-    // The same result get_task gives, block for block (plus the 2026-07-28 `resultType`, which
-    // the client's parsed CallToolResult does not keep).
-    assert_eq!(result["resultType"], "complete");
-    result.as_object_mut().unwrap().remove("resultType");
+    // The same result get_task gives, block for block (`resultType` aside: rmcp sets it on one
+    // side of the wire only).
     let tool = tool(&s, "get_task", json!({"task_id": id})).await;
-    assert_eq!(result, serde_json::to_value(&tool).unwrap());
+    let mut tool = serde_json::to_value(&tool).unwrap();
+    for v in [&mut result, &mut tool] {
+        v.as_object_mut().unwrap().remove("resultType");
+    }
+    assert_eq!(result, tool);
     assert!(
         done.task
             .task
@@ -236,7 +259,7 @@ async fn a_client_not_declaring_tasks_sees_no_change() {
     let img = ws.png("a.png", 64, 64);
     let core = core_for(&ws, &fake, "piapi");
     let (plain, _) = crate::support::connect(core.clone()).await;
-    let tasks = connect_tasks(core).await;
+    let tasks = connect_tasks(core.clone()).await;
 
     // tools/list: the same list for both, the one the drift test pins.
     let a = plain.list_all_tools().await.unwrap();
@@ -262,6 +285,21 @@ async fn a_client_not_declaring_tasks_sees_no_change() {
     assert_eq!(code(plain.get_task(GetTaskParams::new(&id)).await), -32021);
     // The declaring client can poll the same task: handles and task_ids are one id space.
     assert_eq!(get(&tasks, &id).await.task.task.task_id, id);
+    // A 2025 session that declared it at `initialize` (as the MCP Inspector does) gets the task.
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let server = i2v_mcp::mcp::Server::new(core.clone());
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(a).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let legacy = within(10, "initialize", TasksClient.serve(b))
+        .await
+        .unwrap();
+    let args = json!({"image": img, "prompt": "p", "provider": "piapi"});
+    let t = ok(&tool(&legacy, "create_i2v_task", args).await);
+    assert_eq!(t["status"], "queued", "{t}");
+    legacy.cancel().await.unwrap();
     plain.cancel().await.unwrap();
     tasks.cancel().await.unwrap();
 }
@@ -302,10 +340,12 @@ async fn initialize_and_discover_announce_the_extension_only_to_declaring_client
     )
     .await;
     assert_eq!(other_ext["initialize"], today, "{other_ext}");
+    // Declared: announced on discover (2026-07-28); a 2025 `initialize` never gets it (no handles
+    // on 2025 sessions; the Inspector declares it there while expecting nothing).
     let declaring = announced(&env, json!({"extensions": {EXT: {}}})).await;
     let mut with_ext = today.clone();
     with_ext["extensions"] = json!({EXT: {}});
-    assert_eq!(declaring["initialize"], with_ext, "{declaring}");
+    assert_eq!(declaring["initialize"], today, "{declaring}");
     assert_eq!(declaring["discover"], with_ext, "{declaring}");
 }
 
@@ -335,9 +375,7 @@ async fn the_handle_survives_a_server_crash_with_rmcps_client() {
 
     let transport = spawn();
     let pid = transport.id().unwrap();
-    let s = within(20, "initialize", TasksClient.serve(transport))
-        .await
-        .unwrap();
+    let s = serve_tasks(transport).await;
     let h = create_handle(
         &s,
         json!({"image": img, "prompt": "p", "provider": "piapi"}),
@@ -353,9 +391,7 @@ async fn the_handle_survives_a_server_crash_with_rmcps_client() {
     let _ = within(20, "the killed session to end", s.cancel()).await;
     assert_eq!(fake.downloads(), 0, "killed before the result");
 
-    let s = within(20, "initialize again", TasksClient.serve(spawn()))
-        .await
-        .unwrap();
+    let s = serve_tasks(spawn()).await;
     let done = poll_until_terminal(&s, &id).await;
     assert_eq!(done.task.status(), TaskStatus::Completed, "{done:?}");
     assert_downloaded(&completed(&done)["structuredContent"]);
@@ -411,5 +447,53 @@ async fn python_sdk_tasks_extension() {
             .filter(|r| r.method == "DELETE")
             .count();
         assert_eq!(deletes, 1, "tasks/cancel cancelled upstream");
+    }
+}
+
+/// Over HTTP with rmcp's streamable HTTP client, stateful and `--stateless`: a 2026-07-28 client
+/// gets handles; a 2025 one that declared the extension at `initialize` gets plain results.
+#[tokio::test]
+async fn over_http_a_handle_polls_to_the_result() {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let cases = [
+        (false, modern(), true),
+        (true, modern(), true),
+        (false, ClientLifecycleMode::Initialize, false),
+        (true, ClientLifecycleMode::Initialize, false),
+    ];
+    for (stateless, lifecycle, handle_expected) in cases {
+        let what = format!("stateless {stateless}, {lifecycle:?}");
+        let fake = FakeProvider::start(Kind::Piapi).await;
+        let ws = Workspace::new();
+        let img = ws.png("a.png", 64, 64);
+        let core = i2v_mcp::core::Core::start(crate::http::config(&ws, &fake, "piapi")).unwrap();
+        let (addr, server) = crate::http::start(core, |o, _| o.stateless = stateless).await;
+        let cfg = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"))
+            .auth_header(crate::http::TOKEN);
+        let transport = StreamableHttpClientTransport::from_config(cfg);
+        let s = within(
+            10,
+            "connect over HTTP",
+            TasksClient.serve_with_lifecycle(transport, lifecycle),
+        )
+        .await
+        .unwrap();
+        let args = json!({"image": img, "prompt": "p", "provider": "piapi"});
+        let r = within(60, "create", s.call_tool_once(create_params(args)))
+            .await
+            .unwrap();
+        match (r, handle_expected) {
+            (CallToolResponse::Task(h), true) => {
+                let done = poll_until_terminal(&s, &h.task.task_id).await;
+                assert_downloaded(&completed(&done)["structuredContent"]);
+            }
+            (CallToolResponse::Complete(r), false) => {
+                assert_eq!(r.structured_content.unwrap()["status"], "queued", "{what}");
+            }
+            (other, _) => panic!("{what}: unexpected {other:?}"),
+        }
+        s.cancel().await.unwrap();
+        within(15, "shutdown", server.shutdown()).await;
     }
 }

@@ -336,9 +336,8 @@ impl ServerHandler for Server {
     ) -> Result<InitializeResult, McpError> {
         context.peer.set_peer_info(request.clone());
         let mut result = self.negotiate_initialize(&request)?;
-        if !request.capabilities.supports_tasks() {
-            tasks::hide(&mut result.capabilities);
-        }
+        // Tasks are for 2026-07-28 requests only (see `tasks::declared`).
+        tasks::hide(&mut result.capabilities);
         Ok(result)
     }
 

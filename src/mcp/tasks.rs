@@ -1,7 +1,6 @@
 //! The MCP Tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663, revision 2026-07-28) over
 //! the journal. A client that declares the extension on a `create_i2v_task` call (in the request's
-//! `_meta` client capabilities, or at `initialize` for a 2025 session) gets a task handle instead of
-//! the task: the handle is our journal `task_id`, returned only once the create is journaled and
+//! `_meta` client capabilities, 2026-07-28) gets a task handle instead of the task: the handle is our journal `task_id`, returned only once the create is journaled and
 //! submitted, so a `tasks/get` after a server restart finds it. `tasks/get` reads the journal;
 //! `tasks/cancel` is `cancel_task`; `tasks/update` acknowledges (we never ask for input).
 //!
@@ -15,8 +14,9 @@
 //! - An unknown `taskId` is `-32602` for `tasks/get` (MUST) and `tasks/cancel` / `tasks/update`
 //!   (SHOULD). `ttlMs: null`: the journal keeps tasks.
 //! - rmcp answers `tasks/*` with `-32601` unless `get_info` advertises the extension, so it is
-//!   advertised there and taken out again of the `initialize` and `server/discover` answers to
-//!   clients that do not declare it: they see today's bytes.
+//!   advertised there and taken out again of every `initialize` answer (2025 sessions get no
+//!   handles) and of the `server/discover` answers to clients that do not declare it: they see
+//!   today's bytes.
 
 use rmcp::ErrorData as McpError;
 use rmcp::RoleServer;
@@ -39,10 +39,14 @@ pub const TOOL: &str = "create_i2v_task";
 /// Suggested `tasks/get` interval: video jobs take minutes, the watcher polls providers anyway.
 pub const POLL_INTERVAL_MS: u64 = 3_000;
 
-/// Whether this request declared the extension: in its `_meta` (2026-07-28) or, for a 2025
-/// session, at `initialize` (rmcp's own rule, `RequestContext::client_capabilities`).
+/// Whether this request declared the extension in its own `_meta` client capabilities (the
+/// 2026-07-28 per-request capabilities the extension is defined on). A declaration at a 2025
+/// `initialize` does not count: the MCP Inspector 2.12 makes one on every legacy connection
+/// ("harmless on legacy") and cannot take a handle there.
 pub fn declared(rc: &RequestContext<RoleServer>) -> bool {
-    rc.client_capabilities().is_some_and(|c| c.supports_tasks())
+    rc.meta
+        .client_capabilities()
+        .is_some_and(|c| c.supports_tasks())
 }
 
 /// Whether this call should answer with a handle.
