@@ -22,6 +22,17 @@ use crate::support::{Workspace, call, ok, within};
 
 const EXT: &str = "io.modelcontextprotocol/tasks";
 
+/// A fake whose tasks stay queued for `pending` polls, then run two and succeed.
+async fn fake_queued_for(kind: Kind, pending: u32) -> FakeProvider {
+    let fake = FakeProvider::start(kind).await;
+    fake.set_plan(TaskPlan::Polls {
+        pending,
+        processing: 2,
+        outcome: Outcome::Succeed,
+    });
+    fake
+}
+
 /// A client that declares the tasks extension.
 #[derive(Clone, Default)]
 struct TasksClient;
@@ -189,12 +200,7 @@ async fn a_declaring_client_gets_a_journaled_handle_and_polls_it_to_get_tasks_re
 
 #[tokio::test]
 async fn tasks_cancel_cancels_upstream_and_tasks_get_says_cancelled() {
-    let fake = FakeProvider::start(Kind::Piapi).await;
-    fake.set_plan(TaskPlan::Polls {
-        pending: 1000,
-        processing: 1,
-        outcome: Outcome::Succeed,
-    });
+    let fake = fake_queued_for(Kind::Piapi, 1000).await;
     let ws = Workspace::new();
     let img = ws.png("a.png", 64, 64);
     let s = connect_tasks(core_for(&ws, &fake, "piapi")).await;
@@ -351,12 +357,7 @@ async fn initialize_and_discover_announce_the_extension_only_to_declaring_client
 
 #[tokio::test]
 async fn the_handle_survives_a_server_crash_with_rmcps_client() {
-    let fake = FakeProvider::start(Kind::Piapi).await;
-    fake.set_plan(TaskPlan::Polls {
-        pending: 20,
-        processing: 2,
-        outcome: Outcome::Succeed,
-    });
+    let fake = fake_queued_for(Kind::Piapi, 20).await;
     let ws = Workspace::new();
     let img = ws.png("a.png", 64, 64);
     let mut env = ws.env(&[
@@ -404,18 +405,8 @@ async fn the_handle_survives_a_server_crash_with_rmcps_client() {
 /// client that does not declare it (tests/interop/python_tasks.py).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_tasks_extension() {
-    let done = FakeProvider::start(Kind::Piapi).await;
-    done.set_plan(TaskPlan::Polls {
-        pending: 20,
-        processing: 2,
-        outcome: Outcome::Succeed,
-    });
-    let never = FakeProvider::start(Kind::Qubico).await;
-    never.set_plan(TaskPlan::Polls {
-        pending: 1_000_000,
-        processing: 1,
-        outcome: Outcome::Succeed,
-    });
+    let done = fake_queued_for(Kind::Piapi, 20).await;
+    let never = fake_queued_for(Kind::Qubico, 1_000_000).await;
     let mut env = env_for(&done, "piapi");
     env.extend(env_for(&never, "qubico"));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");

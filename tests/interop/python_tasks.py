@@ -25,8 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-import traceback
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,41 +34,19 @@ from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
+from python_sdk import check, log, results  # the same check runner and report
 
 EXT = "io.modelcontextprotocol/tasks"
 HERE = Path(__file__).resolve().parent
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("I2V_MCP_BIN", "")
-results: list[tuple[str, bool]] = []
-
-
-def log(s: str) -> None:
-    print(s, flush=True)
-
-
-async def check(name: str, fn, timeout: float = 60):
-    t0 = time.monotonic()
-    try:
-        with anyio.fail_after(timeout):
-            v = await fn()
-        results.append((name, True))
-        log(f"ok   {name} ({(time.monotonic() - t0) * 1000:.0f} ms)")
-        return v
-    except BaseException as e:  # noqa: BLE001 - a failed check is reported, not raised
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        results.append((name, False))
-        msg = str(e) if isinstance(e, AssertionError) else "".join(traceback.format_exception(e))[-3000:]
-        log(f"FAIL {name} ({(time.monotonic() - t0) * 1000:.0f} ms)\n     " + msg.replace("\n", "\n     "))
-        return None
 
 
 # -- the extension, on the SDK's extension API ---------------------------------------------------
 
 
-class TaskHandle(types.Result):
-    """`CreateTaskResult` (SEP-2663): `resultType: "task"` and the Task fields, flattened."""
+class TaskFields(types.Result):
+    """The Task fields (SEP-2663), flattened into both results below."""
 
-    result_type: Literal["task"] = "task"
     task_id: str
     status: str
     status_message: str | None = None
@@ -80,17 +56,16 @@ class TaskHandle(types.Result):
     poll_interval_ms: int | None = None
 
 
-class DetailedTask(types.Result):
+class TaskHandle(TaskFields):
+    """`CreateTaskResult`: `resultType: "task"` and the Task fields."""
+
+    result_type: Literal["task"] = "task"
+
+
+class DetailedTask(TaskFields):
     """`tasks/get` result: the Task fields plus `result` (completed) or `error` (failed)."""
 
     result_type: str | None = None
-    task_id: str
-    status: str
-    status_message: str | None = None
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None = None
-    poll_interval_ms: int | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
