@@ -27,10 +27,10 @@ use crate::mcp_flow::{assert_downloaded, env_for};
 use crate::support::fakes::{FakeProvider, Kind};
 use crate::support::{Client, Session, Workspace, call, err, ok, within};
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A config pointed at `fake` with fast polling.
-fn config(ws: &Workspace, fake: &FakeProvider, provider: &str) -> i2v_mcp::config::Config {
+pub fn config(ws: &Workspace, fake: &FakeProvider, provider: &str) -> i2v_mcp::config::Config {
     let env = env_for(fake, provider);
     let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     pairs.extend([
@@ -41,7 +41,7 @@ fn config(ws: &Workspace, fake: &FakeProvider, provider: &str) -> i2v_mcp::confi
 }
 
 /// Serve `core` on 127.0.0.1:0; `edit` sees the options and the address before serving.
-async fn start(
+pub async fn start(
     core: Arc<Core>,
     edit: impl FnOnce(&mut HttpOptions, SocketAddr),
 ) -> (SocketAddr, ServerHandle) {

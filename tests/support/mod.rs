@@ -354,6 +354,18 @@ pub fn run_script(
     setup: &str,
     limit: Duration,
 ) {
+    run_script_env(program, dir, script, setup, limit, &[]);
+}
+
+/// [`run_script`] with extra environment for the script (say, the base URLs of fakes).
+pub fn run_script_env(
+    program: Result<PathBuf, String>,
+    dir: &Path,
+    script: &str,
+    setup: &str,
+    limit: Duration,
+    env: &[(String, String)],
+) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let program = match program {
@@ -374,6 +386,7 @@ pub fn run_script(
         .arg(dir.join(script))
         .arg(env!("CARGO_BIN_EXE_i2v-mcp"))
         .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.reopen().unwrap())
         .stderr(log.reopen().unwrap())
