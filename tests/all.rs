@@ -9,6 +9,7 @@ mod support;
 mod apps;
 mod browser;
 mod cli;
+mod consent;
 mod host_rules;
 mod hostile;
 mod http;
