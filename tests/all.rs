@@ -13,6 +13,7 @@ mod consent;
 mod host_rules;
 mod hostile;
 mod http;
+mod http_2026;
 mod interop;
 mod journal;
 mod lifecycle;
