@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::http::{TOKEN, config, connect_http, start};
 use crate::mcp_flow::env_for;
 use crate::support::fakes::{FakeProvider, Kind, Outcome, TaskPlan};
-use crate::support::{Workspace, call, err, ok, within};
+use crate::support::{Workspace, call, err, ok, raw_err, within};
 
 /// One 2026-07-28 request: self-contained `_meta`, the revision's headers, an SSE-capable accept.
 async fn post(addr: SocketAddr, id: i64, method: &str, mut params: Value, caps: Value) -> Reader {
@@ -226,14 +226,7 @@ async fn spend_consent_rounds_on_the_wire() {
     assert_eq!(fake.creates(), 0);
     // Declined: a budget error, nothing sent.
     let declined = retry(3, args.clone(), "decline", &state).await;
-    assert_eq!(declined["isError"], true, "{declined}");
-    assert!(
-        declined["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("\"budget\""),
-        "{declined}"
-    );
+    assert_eq!(raw_err(&declined)["category"], "budget", "{declined}");
     assert_eq!(fake.creates(), 0);
     // Accepted: one create.
     let done = retry(4, args.clone(), "accept", &state).await;
@@ -241,14 +234,8 @@ async fn spend_consent_rounds_on_the_wire() {
     assert_eq!(fake.creates(), 1);
     // A client declaring no elicitation: a budget error that says how to proceed.
     let refused = call26(addr, 5, "create_i2v_task", args, json!({})).await;
-    assert_eq!(refused["isError"], true, "{refused}");
-    assert!(
-        refused["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("max_cost_usd 0.28"),
-        "{refused}"
-    );
+    let next = raw_err(&refused)["next_step"].to_string();
+    assert!(next.contains("max_cost_usd 0.28"), "{refused}");
     assert_eq!(fake.creates(), 1);
     within(15, "shutdown", handle.shutdown()).await;
 }

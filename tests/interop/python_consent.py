@@ -148,11 +148,4 @@ if __name__ == "__main__":
         print("usage: python python_consent.py <path to i2v-mcp>", file=sys.stderr)
         sys.exit(2)
 
-    async def bounded() -> int:
-        with anyio.move_on_after(150) as scope:
-            return await main()
-        if scope.cancelled_caught:
-            base.log(f"FAIL {LABEL}: watchdog fired after 150 s")
-        return 1
-
-    sys.exit(anyio.run(bounded))
+    base.run(main, LABEL, 150)
