@@ -257,3 +257,37 @@ async fn below_the_threshold_nobody_is_asked() {
     assert!(p.asked.lock().unwrap().is_empty());
     s.cancel().await.unwrap();
 }
+
+/// `serve --http --stateless` with a 2025 client that offers elicitation: the question has no way
+/// back, so the call ends at once with a budget error (it must not hang) and nothing is sent.
+#[tokio::test]
+async fn stateless_http_cannot_ask_a_2025_client() {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let t = setup().await;
+    let (addr, handle) = crate::http::start(t.core.clone(), |o, _| o.stateless = true).await;
+    let cfg = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"))
+        .auth_header(crate::http::TOKEN);
+    let p = person(Some(ElicitationAction::Accept), Era::Legacy);
+    let s = within(
+        10,
+        "connect",
+        p.clone()
+            .serve(StreamableHttpClientTransport::from_config(cfg)),
+    )
+    .await
+    .unwrap();
+    let args = json!({"image": t.img, "prompt": "the cat turns", "provider": "piapi"});
+    let e = err(&create(&s, args).await);
+    assert_eq!(e["category"], "budget", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("stateless"), "{e}");
+
+    assert!(
+        e["next_step"].as_str().unwrap().contains("max_cost_usd"),
+        "{e}"
+    );
+    assert!(p.asked.lock().unwrap().is_empty());
+    assert_eq!(t.fake.creates(), 0);
+    let _ = s.cancel().await;
+    within(15, "shutdown", handle.shutdown()).await;
+}

@@ -64,15 +64,17 @@ impl CallConsent {
         let rounds = rc
             .protocol_version()
             .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
-        let way = if !form_declared(rc.client_capabilities().as_ref()) {
+        let form = form_declared(rc.client_capabilities().as_ref());
+        let way = if stateless && !rounds {
+            // Checked first: a stateless server does not keep what a 2025 client declared.
+            Way::Cannot("a stateless HTTP server (serve --http --stateless) cannot ask during a 2025 session: the answer has no way back".into())
+        } else if !form {
             Way::Cannot(
                 "this client does not support elicitation (form mode), so it cannot be asked"
                     .into(),
             )
         } else if rounds {
             Way::Rounds { responses, state }
-        } else if stateless {
-            Way::Cannot("a stateless HTTP server cannot ask over a 2025 session".into())
         } else {
             Way::Request {
                 peer: rc.peer.clone(),
