@@ -1,7 +1,8 @@
 """Spend consent (issue 15 item 2) with the official Python SDK (`mcp` 2.x): `[budget]
 confirm_above_usd` below the price of a create, asked through elicitation. On 2026-07-28 (stdio,
 `mode="auto"`: server/discover) the SDK drives the InputRequiredResult rounds; on 2025-11-25
-(streamable HTTP, `mode="legacy"`) the server sends `elicitation/create` while the call waits.
+(stdio and streamable HTTP, `mode="legacy"`) the server sends `elicitation/create` while the call
+waits.
 
 The paid create is the free local preview priced at $0.50 under [pricing] (no provider needed):
 "one create" is one task in the journal, "zero creates" none.
@@ -117,6 +118,12 @@ async def main() -> int:
     base.log(f"     (stdio negotiated {version})")
     await base.check(f"{LABEL}/stdio: negotiated 2026-07-28", _expect(version, "2026-07-28"))
     await era(f"{LABEL}/stdio@{version}", ws, stdio)
+
+    def stdio_legacy(callback):
+        params = StdioServerParameters(command=base.BIN, args=["serve"], env=ws["env"])
+        return Client(params, mode="legacy", read_timeout_seconds=60, elicitation_callback=callback, cache=None)
+
+    await era(f"{LABEL}/stdio@legacy", ws, stdio_legacy)
 
     ws2 = workspace()
     p, url = await base.start_http(ws2)
