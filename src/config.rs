@@ -183,6 +183,8 @@ pub struct TierOverride {
 pub struct Budget {
     pub per_task_usd: Option<f64>,
     pub daily_usd: Option<f64>,
+    /// Ask the person (elicitation) before a create above this price, or unpriced.
+    pub confirm_above_usd: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -334,7 +336,7 @@ impl Config {
             public_url,
             providers,
             pricing: file.pricing,
-            budget: file.budget,
+            budget: budget(file.budget, env)?,
             download_max_bytes: file
                 .download
                 .max_bytes
@@ -560,6 +562,30 @@ fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> 
     Ok(p)
 }
 
+/// `[budget]`, with `confirm_above_usd` under I2V_MCP_CONFIRM_ABOVE_USD (a price in USD).
+fn budget(mut b: Budget, env: &dyn Env) -> Result<Budget, Error> {
+    if let Some(v) = env.var("I2V_MCP_CONFIRM_ABOVE_USD") {
+        let usd = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|u| u.is_finite() && *u >= 0.0);
+        b.confirm_above_usd = Some(usd.ok_or_else(|| {
+            Error::invalid_input(format!(
+                "I2V_MCP_CONFIRM_ABOVE_USD='{v}' is not a price in USD (e.g. 0.5)"
+            ))
+        })?);
+    }
+    if b.confirm_above_usd
+        .is_some_and(|u| !u.is_finite() || u < 0.0)
+    {
+        return Err(Error::invalid_input(
+            "[budget].confirm_above_usd must be a price in USD, 0 or more",
+        ));
+    }
+    Ok(b)
+}
+
 /// A boolean environment variable (true/false, 1/0, on/off, yes/no), if set.
 fn env_bool(env: &dyn Env, name: &str) -> Result<Option<bool>, Error> {
     let Some(v) = env.var(name) else {
@@ -761,5 +787,32 @@ pub(crate) mod tests {
         assert!(!format!("{c:?}").contains("file-token-value"));
         let err = toml::from_str::<FileConfig>("[http]\ntoken = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn confirm_above_usd_from_file_and_env() {
+        assert_eq!(defaults().budget.confirm_above_usd, None, "off by default");
+        let file = || toml::from_str::<FileConfig>("[budget]\nconfirm_above_usd = 0.5\n").unwrap();
+        let c = Config::from_layers(file(), None, &Overrides::default(), &env(&[])).unwrap();
+        assert_eq!(c.budget.confirm_above_usd, Some(0.5));
+        let e = env(&[("I2V_MCP_CONFIRM_ABOVE_USD", "2")]);
+        let c = Config::from_layers(file(), None, &Overrides::default(), &e).unwrap();
+        assert_eq!(
+            c.budget.confirm_above_usd,
+            Some(2.0),
+            "env wins over the file"
+        );
+        for bad in ["cheap", "-1", "NaN"] {
+            let e = env(&[("I2V_MCP_CONFIRM_ABOVE_USD", bad)]);
+            let err = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e)
+                .unwrap_err();
+            assert!(
+                err.message.contains("I2V_MCP_CONFIRM_ABOVE_USD"),
+                "{}",
+                err.message
+            );
+        }
+        let file = toml::from_str::<FileConfig>("[budget]\nconfirm_above_usd = -3\n").unwrap();
+        assert!(Config::from_layers(file, None, &Overrides::default(), &env(&[])).is_err());
     }
 }

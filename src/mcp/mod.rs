@@ -4,6 +4,7 @@
 //! show the model only the text).
 
 pub mod apps;
+mod consent;
 mod schema;
 pub mod stdio;
 pub mod tasks;
@@ -157,6 +158,7 @@ impl Server {
             progress: None,
             cancel: rc.ct.clone(),
             roots,
+            consent: None,
         };
         // Only a client that sent a token gets progress: never invent one.
         let forwarder = rc.meta.get_progress_token().map(|token| {
