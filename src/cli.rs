@@ -28,6 +28,9 @@ pub struct Cli {
     /// Journal directory (env I2V_MCP_DATA_DIR).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL journal shared by replicas, postgres://.. (env I2V_MCP_DATABASE_URL).
+    #[arg(long = "database", global = true)]
+    database_url: Option<String>,
     /// Where videos are written (env I2V_MCP_OUTPUT_DIR).
     #[arg(long, global = true)]
     output_dir: Option<PathBuf>,
@@ -339,6 +342,7 @@ fn overrides(cli: &Cli) -> Overrides {
         config_file: cli.config.clone(),
         data_dir: cli.data_dir.clone(),
         output_dir: cli.output_dir.clone(),
+        database_url: cli.database_url.clone().map(Into::into),
         allowed_dirs: cli.allowed_dirs.clone(),
         default_provider: None,
     }

@@ -20,4 +20,5 @@ mod mcp_flow;
 mod mcp_stdio;
 mod preview;
 mod providers;
+mod replicas;
 mod tools_drift;
