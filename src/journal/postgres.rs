@@ -13,7 +13,9 @@ use tokio_postgres::{GenericClient, Row};
 use super::row::{
     Cols, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update, checked, decode_cols,
 };
-use super::sqlite::{OPEN, REFUSED, ROW, SUBMITTABLE, SUBMITTED};
+use super::sqlite::{
+    INSERT, OPEN, REFUSED, ROW, SUBMITTABLE, SUBMITTED, key_taken_over, release_key, takeover_note,
+};
 use crate::error::{Error, Result};
 use crate::model::ProviderId;
 
@@ -172,32 +174,15 @@ impl Postgres {
                 if !row.is_refused() {
                     return Ok(Inserted::Existing(Box::new(row)));
                 }
-                let note = format!(
-                    "refused, nothing was charged; idempotency key retried as task {}",
-                    t.id
-                );
+                let note = takeover_note(&t.id);
                 let n = tx
-                    .execute(
-                        &pg(&format!(
-                            "UPDATE tasks SET idempotency_key = NULL, note = ?2, updated_at = ?3
-                             WHERE id = ?1 AND {REFUSED}"
-                        )),
-                        &[&row.id, &note, &t.created_at],
-                    )
+                    .execute(&pg(&release_key()), &[&row.id, &note, &t.created_at])
                     .await?;
-                if n != 1 {
-                    return Err(Error::internal(format!(
-                        "task {} changed while its idempotency key was being retried: try again",
-                        row.id
-                    )));
-                }
-                tracing::info!(previous = %row.id, task = %t.id, "idempotency key of a refused create retried");
+                key_taken_over(&row.id, &t.id, n)?;
             }
         }
         tx.execute(
-            "INSERT INTO tasks (id, provider, model, status, request, fingerprint, idempotency_key,
-                estimated_cost, webhook_secret, created_at, updated_at)
-             VALUES ($1, $2, $3, 'submitting', $4, $5, $6, $7, $8, $9, $9)",
+            &pg(INSERT),
             &[
                 &t.id,
                 &t.provider.as_str(),

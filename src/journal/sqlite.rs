@@ -34,6 +34,36 @@ pub(super) const SUBMITTABLE: &str = "(status = 'submitting'
 pub(super) const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
     AND error_category IS NOT NULL AND error_category <> 'submit_unknown')";
 
+/// A new task's row (`?1`..`?9`: id, provider, model, request, fingerprint, key, cost, webhook
+/// secret, now).
+pub(super) const INSERT: &str = "INSERT INTO tasks (id, provider, model, status, request,
+    fingerprint, idempotency_key, estimated_cost, webhook_secret, created_at, updated_at)
+    VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8, ?9, ?9)";
+
+/// A refused task gives up its idempotency key (`?1` id, `?2` note, `?3` now).
+pub(super) fn release_key() -> String {
+    format!(
+        "UPDATE tasks SET idempotency_key = NULL, note = ?2, updated_at = ?3
+         WHERE id = ?1 AND {REFUSED}"
+    )
+}
+
+/// The note a refused task keeps when task `successor` takes its key over.
+pub(super) fn takeover_note(successor: &str) -> String {
+    format!("refused, nothing was charged; idempotency key retried as task {successor}")
+}
+
+/// After `release_key` changed `n` rows: the takeover went through, or an error to retry.
+pub(super) fn key_taken_over(previous: &str, successor: &str, n: u64) -> Result<()> {
+    if n != 1 {
+        return Err(Error::internal(format!(
+            "task {previous} changed while its idempotency key was being retried: try again"
+        )));
+    }
+    tracing::info!(previous = %previous, task = %successor, "idempotency key of a refused create retried");
+    Ok(())
+}
+
 pub struct Sqlite {
     conn: Mutex<Connection>,
 }
@@ -98,30 +128,13 @@ impl Sqlite {
                 if !row.is_refused() {
                     return Ok(Inserted::Existing(Box::new(row)));
                 }
-                let note = format!(
-                    "refused, nothing was charged; idempotency key retried as task {}",
-                    t.id
-                );
-                let n = tx.execute(
-                    &format!(
-                        "UPDATE tasks SET idempotency_key = NULL, note = ?2, updated_at = ?3
-                         WHERE id = ?1 AND {REFUSED}"
-                    ),
-                    params![row.id, note, t.created_at],
-                )?;
-                if n != 1 {
-                    return Err(Error::internal(format!(
-                        "task {} changed while its idempotency key was being retried: try again",
-                        row.id
-                    )));
-                }
-                tracing::info!(previous = %row.id, task = %t.id, "idempotency key of a refused create retried");
+                let note = takeover_note(&t.id);
+                let n = tx.execute(&release_key(), params![row.id, note, t.created_at])?;
+                key_taken_over(&row.id, &t.id, n as u64)?;
             }
         }
         tx.execute(
-            "INSERT INTO tasks (id, provider, model, status, request, fingerprint, idempotency_key,
-                estimated_cost, webhook_secret, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            INSERT,
             params![
                 t.id,
                 t.provider.as_str(),
