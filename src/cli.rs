@@ -379,8 +379,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 /// `serve`: stdio, or HTTP with `--http`.
 async fn serve(cfg: Config, flags: ServeFlags) -> Result<(), Error> {
-    // Held until this server ends; a second server on the data dir fails here, at once.
-    let _lock = crate::journal::ServeLock::acquire(&cfg.data_dir)?;
+    // Held until this server ends; a second server on the data dir fails here, at once. With a
+    // database, replicas share the work through leases in it and may share the dirs: no lock.
+    let _lock = match cfg.database_url {
+        None => crate::journal::ServeLock::acquire(&cfg.data_dir)?,
+        Some(_) => None,
+    };
     let Some(addr) = flags.http.clone() else {
         return serve_stdio(cfg).await;
     };

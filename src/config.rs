@@ -238,6 +238,9 @@ pub struct PollSchedule {
     pub max: Duration,
     pub factor: f64,
     pub give_up_after: Duration,
+    /// Replicas (PostgreSQL journal): how long a task's lease lasts unrenewed; a replica that
+    /// dies loses its tasks to the others after at most this (plus a sweep, a fifth of it).
+    pub lease: Duration,
 }
 
 impl Default for PollSchedule {
@@ -249,6 +252,7 @@ impl Default for PollSchedule {
             max: Duration::from_secs(20),
             factor: 1.5,
             give_up_after: Duration::from_secs(30 * 60),
+            lease: Duration::from_secs(20),
         }
     }
 }
@@ -559,6 +563,9 @@ fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> 
         p.max = Duration::from_millis(max.max(10));
     }
     p.max = p.max.max(p.first);
+    if let Some(lease) = ms("I2V_MCP_LEASE_MS", None)? {
+        p.lease = Duration::from_millis(lease.max(500));
+    }
     if let Some(m) = file.give_up_minutes {
         p.give_up_after = Duration::from_secs(m.max(1) * 60);
     }

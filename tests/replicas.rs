@@ -10,7 +10,7 @@ use crate::mcp_flow::{assert_downloaded, core_for, env_for};
 use crate::mcp_stdio::Proc;
 use crate::support::fakes::{FakeProvider, Kind, Outcome, TaskPlan};
 use crate::support::postgres;
-use crate::support::{Workspace, call, connect, ok};
+use crate::support::{Workspace, call, connect, ok, within};
 
 fn new_task(id: &str, key: Option<&str>) -> NewTask {
     NewTask {
@@ -278,4 +278,159 @@ async fn a_server_on_postgres_creates_polls_downloads_and_resumes_after_sigkill(
         stdout.contains(&id) && stdout.contains(first["task_id"].as_str().unwrap()),
         "{stdout}"
     );
+}
+
+/// Environment for replicas on database `url` and `fake`: fast polls, 2 s leases.
+fn replica_env(ws: &Workspace, fake: &FakeProvider) -> std::collections::BTreeMap<String, String> {
+    let mut env = ws.env(&[
+        ("I2V_MCP_POLL_FIRST_MS", "30"),
+        ("I2V_MCP_POLL_MAX_MS", "150"),
+        ("I2V_MCP_LEASE_MS", "2000"),
+    ]);
+    env.extend(env_for(fake, "piapi"));
+    env
+}
+
+#[tokio::test]
+async fn three_replicas_finish_sixty_tasks_when_one_is_killed_mid_way() {
+    let Some(url) = postgres::database("three_replicas_finish_sixty_tasks") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    // Long enough that nothing is downloading when the replica dies.
+    fake.set_plan(TaskPlan::Duration {
+        total: std::time::Duration::from_secs(8),
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let img = ws.png("a.png", 64, 64);
+    let env = replica_env(&ws, &fake);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let mut p = Proc::spawn(&env);
+        p.init("2025-06-18").await;
+        replicas.push(Some(p));
+    }
+    let (mut ids, mut orphans) = (Vec::new(), Vec::<String>::new());
+    let (mut killed_at, mut before) = (None, Vec::<usize>::new());
+    for i in 0..60usize {
+        if i == 30 {
+            // Mid-way: replica 0 dies with its tasks open.
+            replicas[0].take().unwrap().kill().await;
+            killed_at = Some(std::time::Instant::now());
+            before = orphans.iter().map(|p| fake.polls(p)).collect();
+        }
+        // A "random" live replica: a fixed scatter, so a failure replays.
+        let r = if killed_at.is_some() {
+            1 + (i * 7) % 2
+        } else {
+            (i * 7) % 3
+        };
+        let p = replicas[r].as_mut().unwrap();
+        let t = p
+            .call(
+                i as i64 + 1,
+                "create_i2v_task",
+                json!({"image": img, "prompt": format!("t{i}")}),
+            )
+            .await;
+        let id = t["structuredContent"]["task_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{t}"))
+            .to_string();
+        if r == 0 {
+            let ptid = t["structuredContent"]["provider_task_id"].as_str().unwrap();
+            orphans.push(ptid.to_string());
+        }
+        ids.push(id);
+    }
+    // Takeover: every task of the dead replica is polled again by a live one.
+    let killed_at = killed_at.unwrap();
+    let took = within(60, "the takeover", async {
+        loop {
+            let now: Vec<usize> = orphans.iter().map(|p| fake.polls(p)).collect();
+            if now.iter().zip(&before).all(|(n, b)| n > b) {
+                return killed_at.elapsed();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    eprintln!(
+        "takeover: all {} tasks of the killed replica polled by another {took:?} after the kill (lease 2 s)",
+        orphans.len()
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let p = replicas[1 + n % 2].as_mut().unwrap();
+        let done = p
+            .call(
+                100 + n as i64,
+                "get_task",
+                json!({"task_id": id, "wait_seconds": 50}),
+            )
+            .await;
+        assert_downloaded(&done["structuredContent"]);
+    }
+    assert!(orphans.len() >= 5, "the killed replica held too few tasks");
+    assert_eq!(fake.accepted_creates(), 60, "one upstream create per task");
+    assert_eq!(fake.downloads(), 60, "no download twice");
+    for p in replicas.into_iter().flatten() {
+        p.close().await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_racing_one_idempotency_key_create_once_and_hear_each_other() {
+    let Some(url) = postgres::database("two_replicas_racing_one_idempotency_key") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(TaskPlan::Duration {
+        total: std::time::Duration::from_secs(60),
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let img = ws.png("a.png", 64, 64);
+    let (a, b) = (core_for(&ws, &fake, "piapi"), core_for(&ws, &fake, "piapi"));
+    let ((sa, _), (sb, _)) = (connect(a.clone()).await, connect(b.clone()).await);
+    for round in 0..5 {
+        let args = json!({"image": img, "prompt": "p", "provider": "piapi", "idempotency_key": format!("k{round}")});
+        let (ra, rb) = tokio::join!(
+            call(&sa, "create_i2v_task", args.clone()),
+            call(&sb, "create_i2v_task", args)
+        );
+        assert_eq!(ok(&ra)["task_id"], ok(&rb)["task_id"]);
+        assert_eq!(
+            fake.accepted_creates(),
+            round + 1,
+            "one upstream create per key"
+        );
+    }
+    // A caller waiting on B hears at once of a change A makes (LISTEN/NOTIFY), not at its deadline.
+    let t = ok(&call(
+        &sa,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "w", "provider": "piapi"}),
+    )
+    .await);
+    let id = t["task_id"].as_str().unwrap().to_string();
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = call(&sb, "get_task", json!({"task_id": id, "wait_seconds": 30})).await;
+        (ok(&r), started.elapsed(), sb)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cancelled = ok(&call(&sa, "cancel_task", json!({"task_id": t["task_id"]})).await);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let (seen, took, sb) = waiter.await.unwrap();
+    assert_eq!(seen["status"], "cancelled", "{seen}");
+    eprintln!(
+        "a waiter on replica B heard of A's cancel after {took:?} (waiting since 0.5 s before it)"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "B heard only at its deadline: {took:?}"
+    );
+    sa.cancel().await.unwrap();
+    sb.cancel().await.unwrap();
 }

@@ -33,6 +33,15 @@ pub fn inputs_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("inputs")
 }
 
+/// News from other replicas (PostgreSQL's LISTEN/NOTIFY).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Task `id` changed (any replica wrote it).
+    Changed(String),
+    /// Whoever watches task `id` should poll it now.
+    Wake(String),
+}
+
 #[derive(Clone)]
 enum Backend {
     Sqlite(Arc<sqlite::Sqlite>),
@@ -304,6 +313,69 @@ impl Journal {
             Backend::Sqlite(db) => db.fail(id, error, now),
             Backend::Postgres(pg) => pg.fail_blocking(id, error, now),
         }
+    }
+
+    /// Take or keep the lease on task `id` for `owner` until `until` (ms): false while another
+    /// replica's lease runs. Always true on SQLite (one server per journal).
+    pub async fn claim(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(pg) => pg.claim(id, owner, until, now).await,
+        }
+    }
+
+    /// Extend the leases `owner` holds; none on SQLite.
+    pub async fn renew(&self, owner: &str, until: i64) -> Result<u64> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(0),
+            Backend::Postgres(pg) => pg.renew(owner, until).await,
+        }
+    }
+
+    /// Take over tasks whose replica stopped renewing their lease, and tasks never leased since
+    /// `stale` (ms); none on SQLite.
+    pub async fn claim_orphans(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        stale: i64,
+    ) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.claim_orphans(owner, until, now, stale).await,
+        }
+    }
+
+    /// Ask the replica that holds task `id`'s lease to poll it now (no-op on SQLite).
+    pub async fn wake_elsewhere(&self, id: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pg) => pg.notify(postgres::WAKE, id).await,
+        }
+    }
+
+    /// Changes made by any replica, as they commit: `Changed(id)` and `Wake(id)` events until the
+    /// connection drops. `None` on SQLite.
+    pub async fn listen(&self) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<Event>>> {
+        let Backend::Postgres(pg) = &self.backend else {
+            return Ok(None);
+        };
+        let mut raw = pg.listen().await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((channel, id)) = raw.recv().await {
+                let event = if channel == postgres::WAKE {
+                    Event::Wake(id)
+                } else {
+                    Event::Changed(id)
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 
     /// Estimated spend of tasks created since `since_ms` that may have been charged.

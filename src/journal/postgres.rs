@@ -20,10 +20,25 @@ use crate::error::{Error, Result};
 use crate::model::ProviderId;
 
 /// Every PostgreSQL migration, in order; tracked in the `schema_version` table. Append only.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    include_str!("migrations/postgres/0002_leases.sql"),
+];
+
+/// Channels: every task change (payload: the task id), and "poll this task now" for the replica
+/// that holds its lease (a webhook or a waiter on another replica).
+pub const CHANGED: &str = "i2v_tasks";
+pub const WAKE: &str = "i2v_wake";
+
+/// Tasks the watcher must follow: open ones and unfinished downloads.
+const NEEDS_WORK: &str =
+    "(status IN ('queued','running') OR (status = 'succeeded' AND download = 'pending'))";
 
 /// Of replicas starting at once, one migrates (under this advisory lock) and the others wait.
 const MIGRATION_LOCK: i64 = 0x6932_765f_6d63_7001;
+
+/// Tasks one sweep takes over at most (the next sweep takes more).
+const ORPHANS_PER_SWEEP: i64 = 100;
 
 /// Connections per replica: a create holds one for a statement or two, a wait holds none.
 const POOL_SIZE: usize = 16;
@@ -403,6 +418,92 @@ impl Postgres {
     pub fn fail_blocking(&self, id: &str, error: &Error, now: i64) -> Result<bool> {
         let (id, error) = (id.to_string(), error.clone());
         self.blocking(move |c| async move { fail_on(&c, &id, &error, now).await })
+    }
+
+    /// Take or keep the lease on task `id` until `until`: false while another owner's lease runs.
+    pub async fn claim(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+        let n = self
+            .exec(
+                "UPDATE tasks SET lease_owner = $2, lease_until = $3
+                 WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $4)",
+                &[&id, &owner, &until, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Extend every lease `owner` holds on tasks that still need work.
+    pub async fn renew(&self, owner: &str, until: i64) -> Result<u64> {
+        let sql =
+            format!("UPDATE tasks SET lease_until = $2 WHERE lease_owner = $1 AND {NEEDS_WORK}");
+        self.exec(&sql, &[&owner, &until]).await
+    }
+
+    /// Take over up to `limit` tasks that need work and whose lease lapsed, or that never had one
+    /// since `stale` (its creator is still about to claim a fresh one): replicas sweeping at once
+    /// skip each other's rows.
+    pub async fn claim_orphans(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        stale: i64,
+    ) -> Result<Vec<String>> {
+        let sql = format!(
+            "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (
+                SELECT id FROM tasks WHERE {NEEDS_WORK}
+                    AND (lease_until < $3 OR (lease_until IS NULL AND updated_at < $5))
+                ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING id"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&owner, &until, &now, &ORPHANS_PER_SWEEP, &stale])
+            .await?;
+        Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+    }
+
+    /// Send `payload` on `channel` to every replica.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        self.exec("SELECT pg_notify($1, $2)", &[&channel, &payload])
+            .await?;
+        Ok(())
+    }
+
+    /// A connection of its own that listens on `CHANGED` and `WAKE`: (channel, payload) pairs
+    /// until the connection drops (the channel closes then).
+    pub async fn listen(&self) -> Result<tokio::sync::mpsc::UnboundedReceiver<(String, String)>> {
+        let (client, mut conn) = self.config.connect(tls()?).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let keeper = tx.clone();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(m) = futures::StreamExt::next(&mut messages).await {
+                match m {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        let msg = (n.channel().to_string(), n.payload().to_string());
+                        if tx.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the journal's notification connection dropped");
+                        return;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANGED}; LISTEN {WAKE}"))
+            .await?;
+        // The connection lives as long as its client: until the listener is dropped.
+        tokio::spawn(async move {
+            keeper.closed().await;
+            drop(client);
+        });
+        Ok(rx)
     }
 
     pub async fn spent_since(&self, since_ms: i64) -> Result<f64> {
