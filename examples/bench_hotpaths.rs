@@ -156,7 +156,7 @@ async fn main() {
     let t = core
         .create(
             CreateRequest {
-                image: small_s,
+                image: Some(small_s),
                 prompt: "zoom in".into(),
                 provider: Some(ProviderId::Local),
                 wait_seconds: Some(60),

@@ -124,7 +124,7 @@ async fn main() {
     let task = core
         .create(
             CreateRequest {
-                image: img.display().to_string(),
+                image: Some(img.display().to_string()),
                 prompt: "bench".into(),
                 provider: Some(ProviderId::Piapi),
                 wait_seconds: Some(30),

@@ -60,7 +60,7 @@ fn config(dir: &std::path::Path, fake: &FakeProvider) -> Config {
 
 fn request(dir: &std::path::Path, i: usize) -> CreateRequest {
     CreateRequest {
-        image: dir.join("in.png").display().to_string(),
+        image: Some(dir.join("in.png").display().to_string()),
         prompt: format!("task {i}"),
         provider: Some(ProviderId::Piapi),
         ..CreateRequest::default()

@@ -116,6 +116,9 @@ pub struct ModelSpec {
     pub description: String,
     /// False for the built-in preview, which uses no AI model.
     pub ai: bool,
+    /// Makes a video from the prompt alone: takes no image.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub text_to_video: bool,
     pub image_delivery: ImageDelivery,
     pub image_formats: Vec<String>,
     pub image_max_bytes: u64,
@@ -213,6 +216,7 @@ impl ModelSpec {
             model: model.into(),
             description: String::new(),
             ai: true,
+            text_to_video: false,
             image_delivery: ImageDelivery::UrlOnly,
             image_formats: strings(&["jpeg", "png", "webp"]),
             image_max_bytes: TEN_MB,
@@ -279,6 +283,13 @@ pub fn default_model(provider: ProviderId) -> &'static ModelSpec {
         .iter()
         .find(|m| m.provider == provider)
         .unwrap_or(&MODELS[0])
+}
+
+/// The default text-to-video model of a provider (its first one that is not retired), if it has one.
+pub fn default_t2v_model(provider: ProviderId) -> Option<&'static ModelSpec> {
+    MODELS
+        .iter()
+        .find(|m| m.provider == provider && m.text_to_video && m.retired_on.is_none())
 }
 
 pub fn find(provider: ProviderId, model: &str) -> Option<&'static ModelSpec> {

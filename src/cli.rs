@@ -225,10 +225,7 @@ impl CreateArgs {
 
     fn to_request(&self) -> Result<CreateRequest, Error> {
         Ok(CreateRequest {
-            image: self
-                .image
-                .clone()
-                .ok_or_else(|| Error::invalid_input("--image is required"))?,
+            image: self.image.clone(),
             prompt: self.prompt.clone().unwrap_or_default(),
             negative_prompt: self.negative_prompt.clone(),
             provider: self.provider,
@@ -417,7 +414,7 @@ fn http_options(cfg: &Config, addr: String, flags: ServeFlags) -> crate::http::H
 async fn create(cfg: Config, args: &CreateArgs, wait: bool, json: bool) -> Result<(), Error> {
     let core = Core::open(cfg)?;
     let req = args.to_request()?;
-    let roots = explicit_roots(&[Some(&req.image), req.end_image.as_ref()]);
+    let roots = explicit_roots(&[req.image.as_ref(), req.end_image.as_ref()]);
     let ctx = CallCtx {
         roots,
         ..CallCtx::default()

@@ -159,12 +159,25 @@ impl RateLimits {
     };
 }
 
-/// A price set by the user for a `provider/model` key, for prices nobody published.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+/// A price set by the user for a `provider/model` key, for prices nobody published: per video,
+/// or per second (flat, and/or by output resolution and audio like the catalog's tiers).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceOverride {
     pub per_video_usd: Option<f64>,
     pub per_second_usd: Option<f64>,
+    #[serde(default)]
+    pub by_resolution: Vec<TierOverride>,
+}
+
+/// One `by_resolution` entry: `{ resolution = "720p", per_second_usd = 0.1 }`, optionally
+/// `audio = true|false` where sound is priced apart.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierOverride {
+    pub resolution: crate::model::Resolution,
+    pub audio: Option<bool>,
+    pub per_second_usd: f64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
@@ -504,10 +517,23 @@ fn check_pricing(pricing: &BTreeMap<String, PriceOverride>) -> Result<(), Error>
                 pricing_example()
             )));
         }
-        if price.per_video_usd.is_none() == price.per_second_usd.is_none() {
+        let per_second = price.per_second_usd.is_some() || !price.by_resolution.is_empty();
+        if price.per_video_usd.is_some() == per_second {
             return Err(Error::invalid_input(format!(
-                "[pricing.\"{key}\"] needs exactly one of per_video_usd or per_second_usd"
+                "[pricing.\"{key}\"] needs either per_video_usd, or per_second_usd and/or by_resolution"
             )));
+        }
+        let figures = price
+            .per_video_usd
+            .into_iter()
+            .chain(price.per_second_usd)
+            .chain(price.by_resolution.iter().map(|t| t.per_second_usd));
+        for usd in figures {
+            if !usd.is_finite() || usd < 0.0 {
+                return Err(Error::invalid_input(format!(
+                    "[pricing.\"{key}\"] has price {usd}: prices are USD amounts of 0 or more"
+                )));
+            }
         }
     }
     Ok(())

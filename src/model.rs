@@ -160,7 +160,7 @@ pub struct LoraRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CameraMotion {
-    /// static, zoom_in, zoom_out, pan_left|right|up|down, tilt_left|right|up|down, roll_clockwise, roll_anticlockwise.
+    /// static, zoom_in|out, pan_left|right|up|down, tilt_left|right|up|down, roll_clockwise|anticlockwise.
     #[serde(rename = "type")]
     pub kind: String,
     /// Speed; range in list_models.
@@ -173,8 +173,9 @@ pub struct CameraMotion {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
-    /// Source image: https URL, data: URI, or local file path (inside allowed dirs).
-    pub image: String,
+    /// https URL, data: URI or local path (in allowed dirs); omit for text-to-video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// What should happen in the video.
     pub prompt: String,
     /// What to avoid.
@@ -183,7 +184,7 @@ pub struct CreateRequest {
     /// Provider; default from config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderId>,
-    /// Model id from list_models; the provider's default if omitted.
+    /// From list_models; the provider's default if omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,7 +200,7 @@ pub struct CreateRequest {
     pub loras: Vec<LoraRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub camera_motion: Option<CameraMotion>,
-    /// Last frame image (keyframe models); same forms as image.
+    /// Last frame (keyframe models); same forms as image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_image: Option<String>,
     /// Generate audio.
@@ -227,10 +228,10 @@ pub struct CreateRequest {
     pub acceleration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_checker: Option<bool>,
-    /// Reuse when retrying: the same key returns the first task, never paying twice.
+    /// A retry with the same key returns the first task: never pays twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// Refuse before any paid call if the estimate is higher.
+    /// Refuse before paying if the estimate is higher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
     /// Seconds to wait for the result (0 = return at once).

@@ -83,11 +83,7 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
 
 /// Image, prompt and negative prompt.
 fn check_text(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
-    if req.image.trim().is_empty() {
-        return Err(Error::invalid_input(
-            "image is empty: give an https URL, a data: URI or a local file path",
-        ));
-    }
+    check_image_presence(req, spec)?;
     if req.prompt.trim().is_empty() && !spec.prompt_optional {
         return Err(Error::invalid_input(format!(
             "prompt is empty: {} needs a prompt describing the motion",
@@ -111,6 +107,32 @@ fn check_text(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
         check_len("negative_prompt", neg, max, spec)?;
     }
     Ok(())
+}
+
+/// An image-to-video model needs an image; a text-to-video model takes none.
+fn check_image_presence(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
+    match (&req.image, spec.text_to_video) {
+        (Some(_), true) => Err(Error::unsupported(format!(
+            "{} is text-to-video and takes no image",
+            spec.key()
+        ))
+        .with_next_step(format!(
+            "omit image, or pick an image-to-video model: {}",
+            catalog::who_supports(|m| !m.text_to_video && m.provider == spec.provider)
+        ))),
+        (None, false) => Err(Error::invalid_input(format!(
+            "image is missing: {} makes a video from an image",
+            spec.key()
+        ))
+        .with_next_step(format!(
+            "give image (an https URL, a data: URI or a local file path), or for text-to-video pick one of: {}",
+            catalog::who_supports(|m| m.text_to_video)
+        ))),
+        (Some(img), false) if img.trim().is_empty() => Err(Error::invalid_input(
+            "image is empty: give an https URL, a data: URI or a local file path",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A value outside the model's offered list: what it offers and who offers the value.

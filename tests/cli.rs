@@ -31,7 +31,8 @@ fn models_and_estimates() {
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     let models = v["models"].as_array().unwrap();
-    assert_eq!(models.len(), 13, "7 before dashscope + its 6");
+    assert_eq!(models.len(), i2v_mcp::catalog::models().len(), "every model");
+    assert!(models.len() >= 18, "7 before dashscope + its 6 i2v + 5 text-to-video");
     let piapi = models.iter().find(|m| m["provider"] == "piapi").unwrap();
     assert_eq!(piapi["configured"], true);
     assert_eq!(piapi["price"]["usd_per_video"], 0.28);
@@ -200,4 +201,49 @@ fn create_wait_and_get_print_where_the_contact_sheet_is() {
         again.contains(&format!("contact sheet: {sheet}")),
         "{again}"
     );
+}
+
+/// `[pricing]` can set per-second prices by resolution (and audio), like the catalog's tiers; a
+/// negative price or a mix of per-video and per-second is refused by name.
+#[test]
+fn pricing_config_sets_tiers() {
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.path("no-config.toml"),
+        "[pricing.\"dashscope/wan2.7-t2v\"]\nby_resolution = [\n  { resolution = \"720p\", per_second_usd = 0.1 },\n  { resolution = \"1080p\", per_second_usd = 0.15 },\n]\n",
+    )
+    .unwrap();
+    let env = ws.env(&[("DASHSCOPE_API_KEY", "k")]);
+    let quote = |res: &str| {
+        let (code, out, err) = cli(
+            &env,
+            &[
+                "estimate",
+                "--provider",
+                "dashscope",
+                "--model",
+                "wan2.7-t2v",
+                "--duration",
+                "10",
+                "--resolution",
+                res,
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["quotes"][0]["usd"].as_f64().unwrap()
+    };
+    assert!((quote("720p") - 1.0).abs() < 1e-9);
+    assert!((quote("1080p") - 1.5).abs() < 1e-9);
+
+    for bad in [
+        "[pricing.\"dashscope/wan2.7-t2v\"]\nper_video_usd = 1.0\nby_resolution = [{ resolution = \"720p\", per_second_usd = 0.1 }]\n",
+        "[pricing.\"dashscope/wan2.7-t2v\"]\nby_resolution = [{ resolution = \"720p\", per_second_usd = -0.1 }]\n",
+    ] {
+        std::fs::write(ws.path("no-config.toml"), bad).unwrap();
+        let (code, _, err) = cli(&env, &["models"]);
+        assert_eq!(code, 1, "{bad}");
+        assert!(err.contains("dashscope/wan2.7-t2v"), "{err}");
+    }
 }

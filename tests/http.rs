@@ -523,7 +523,7 @@ async fn webhook_flow(kind: Kind, provider: &str) {
     let task = core
         .create(
             CreateRequest {
-                image: "https://example.com/cat.png".into(),
+                image: Some("https://example.com/cat.png".into()),
                 prompt: "the cat turns its head".into(),
                 provider: Some(pid),
                 ..CreateRequest::default()
@@ -704,7 +704,7 @@ async fn fifty_concurrent_sessions_share_one_core() {
     let img = ws.png("cat.png", 64, 64);
     let core = Core::start(config(&ws, &fake, "piapi")).unwrap();
     let req = CreateRequest {
-        image: img.display().to_string(),
+        image: Some(img.display().to_string()),
         prompt: "p".into(),
         provider: Some(ProviderId::Piapi),
         wait_seconds: Some(30),

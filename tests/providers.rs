@@ -68,6 +68,10 @@ async fn run(
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         args[k] = v;
     }
+    // Text-to-video: no image at all.
+    if args["image"].is_null() {
+        args.as_object_mut().unwrap().remove("image");
+    }
     let task = ok(&call(&s, "create_i2v_task", args).await);
     assert_downloaded(&task);
     s.cancel().await.unwrap();
@@ -495,5 +499,176 @@ async fn dashscope_errors_map_to_categories_and_nothing_is_resubmitted() {
         assert_eq!(e["category"], want, "{e}");
     }
     assert_eq!(fake.creates(), 5);
+    s.cancel().await.unwrap();
+}
+
+/// Text-to-video on DashScope: 2.7 takes `resolution` + `ratio`, the legacy models `size` (and
+/// `negative_prompt` under `parameters`); none gets an image field. Each runs end to end.
+#[tokio::test]
+async fn dashscope_text_to_video_each_model() {
+    let mut wires = Vec::new();
+    for (model, extra) in [
+        (
+            "wan2.7-t2v",
+            json!({"aspect_ratio": "9:16", "resolution": "720p", "duration_seconds": 4, "audio_url": "https://example.com/beat.mp3", "negative_prompt": "blur"}),
+        ),
+        (
+            "wan2.6-t2v",
+            json!({"resolution": "1080p", "duration_seconds": 12, "shot_type": "multi", "negative_prompt": "blur"}),
+        ),
+        (
+            "wan2.5-t2v-preview",
+            json!({"resolution": "480p", "duration_seconds": 10}),
+        ),
+        ("wan2.2-t2v-plus", json!({"seed": 7})),
+    ] {
+        let (fake, task) = run(Kind::Dashscope, "dashscope", model, Value::Null, extra).await;
+        assert_eq!(task["model"], model, "{task}");
+        let body = dashscope_create(&fake);
+        assert!(body["input"].get("img_url").is_none() && body["input"].get("media").is_none());
+        wires.extend(wire(&fake));
+    }
+    insta::assert_json_snapshot!("dashscope_t2v_wire", wires);
+}
+
+#[tokio::test]
+async fn novita_wan27_text_to_video() {
+    let (fake, task) = run(
+        Kind::Novita,
+        "novita",
+        "wan2.7-t2v",
+        Value::Null,
+        json!({"aspect_ratio": "1:1", "resolution": "720p", "duration_seconds": 6, "audio_url": "https://example.com/beat.mp3", "seed": 3}),
+    )
+    .await;
+    assert_eq!(task["model"], "wan2.7-t2v", "{task}");
+    let body = &fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap()
+        .body;
+    assert_eq!(body["size"], "960*960", "{body}");
+    insta::assert_json_snapshot!("novita_wan27_t2v_wire", wire(&fake));
+}
+
+/// One create tool for both: no image picks the provider's text-to-video model; an image on a
+/// text-to-video model, or none on an image-to-video one, is refused before anything is sent,
+/// naming what to do; a provider without text-to-video says who has it.
+#[tokio::test]
+async fn text_to_video_surface() {
+    let fake = FakeProvider::start(Kind::Dashscope).await;
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "dashscope")).await;
+
+    let e = err(&call(&s, "create_i2v_task", json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "dashscope", "model": "wan2.7-t2v"})).await);
+    assert_eq!(e["category"], "unsupported", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("takes no image"),
+        "{e}"
+    );
+    let e = err(&call(
+        &s,
+        "create_i2v_task",
+        json!({"prompt": "p", "provider": "dashscope", "model": "wan2.6-i2v"}),
+    )
+    .await);
+    assert_eq!(e["category"], "invalid_input", "{e}");
+    assert!(
+        e["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("dashscope/wan2.7-t2v"),
+        "{e}"
+    );
+    let e = err(&call(
+        &s,
+        "create_i2v_task",
+        json!({"prompt": "p", "provider": "local"}),
+    )
+    .await);
+    assert_eq!(e["category"], "invalid_input", "{e}");
+    assert!(
+        e["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("novita/wan2.7-t2v"),
+        "{e}"
+    );
+    assert!(
+        fake.requests().is_empty(),
+        "nothing sent: {:?}",
+        fake.requests()
+    );
+    assert_eq!(
+        ok(&call(&s, "list_tasks", json!({})).await)["tasks"],
+        json!([])
+    );
+
+    let task = ok(&call(
+        &s,
+        "create_i2v_task",
+        json!({"prompt": "a red fox in snow", "wait_seconds": 30}),
+    )
+    .await);
+    assert_eq!(
+        task["model"], "wan2.7-t2v",
+        "the provider's first text-to-video model: {task}"
+    );
+    assert_downloaded(&task);
+    let again = ok(&call(&s, "get_task", json!({"task_id": task["task_id"]})).await);
+    assert_eq!(again["status"], "succeeded");
+
+    let models = ok(&call(&s, "list_models", json!({"provider": "dashscope"})).await);
+    let t2v: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text_to_video"] == json!(true))
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        t2v,
+        [
+            "wan2.7-t2v",
+            "wan2.6-t2v",
+            "wan2.5-t2v-preview",
+            "wan2.2-t2v-plus"
+        ]
+    );
+
+    let est = ok(&call(
+        &s,
+        "estimate_cost",
+        json!({"compare": true, "prompt": "p", "duration_seconds": 10}),
+    )
+    .await);
+    let keys: Vec<String> = est["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            format!(
+                "{}/{}",
+                q["provider"].as_str().unwrap(),
+                q["model"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        keys.contains(&"dashscope/wan2.6-t2v".to_string())
+            && keys.contains(&"dashscope/wan2.6-i2v".to_string()),
+        "both kinds ranked without an image: {keys:?}"
+    );
+    let est = ok(&call(
+        &s,
+        "estimate_cost",
+        json!({"compare": true, "image": "https://example.com/a.png"}),
+    )
+    .await);
+    assert!(
+        !est.to_string().contains("-t2v"),
+        "an image rules text-to-video out: {est}"
+    );
     s.cancel().await.unwrap();
 }

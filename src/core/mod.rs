@@ -174,19 +174,35 @@ impl Core {
 
     /// The provider a request goes to: its own, the configured default, else the first remote
     /// provider with a key. With none, an `auth` error that says how to get going.
-    fn pick_provider(&self, requested: Option<ProviderId>) -> Result<ProviderId> {
+    /// The requested provider, else the configured default, else the first provider with a key
+    /// (and, for text-to-video, a text-to-video model).
+    fn pick_provider(&self, requested: Option<ProviderId>, t2v: bool) -> Result<ProviderId> {
         if let Some(p) = requested.or(self.cfg.default_provider) {
             return Ok(p);
         }
-        ProviderId::ALL
+        let configured = |p: &ProviderId| p.decl().needs_key() && self.cfg.is_configured(*p);
+        let mut keyed = ProviderId::ALL
             .iter()
             .copied()
-            .find(|p| p.decl().needs_key() && self.cfg.is_configured(*p))
-            .ok_or_else(|| Error::new(Category::Auth, providers::no_key_message()))
+            .filter(configured)
+            .peekable();
+        if keyed.peek().is_none() {
+            return Err(Error::new(Category::Auth, providers::no_key_message()));
+        }
+        keyed
+            .find(|p| !t2v || catalog::default_t2v_model(*p).is_some())
+            .ok_or_else(|| no_t2v("none of the providers with a key has a text-to-video model"))
     }
 
-    fn pick_model(&self, provider: ProviderId, model: Option<&str>) -> Result<&'static ModelSpec> {
+    fn pick_model(
+        &self,
+        provider: ProviderId,
+        model: Option<&str>,
+        t2v: bool,
+    ) -> Result<&'static ModelSpec> {
         match model {
+            None if t2v => catalog::default_t2v_model(provider)
+                .ok_or_else(|| no_t2v(&format!("{provider} has no text-to-video model"))),
             None => Ok(catalog::default_model(provider)),
             Some(m) => catalog::find(provider, m).ok_or_else(|| {
                 let known: Vec<String> = catalog::models()
@@ -297,7 +313,7 @@ impl Core {
         model: Option<&str>,
     ) -> Result<LoraList> {
         if let (Some(p), Some(m)) = (provider, model) {
-            self.pick_model(p, Some(m))?;
+            self.pick_model(p, Some(m), false)?;
         }
         let loras = catalog::loras()
             .iter()
@@ -310,4 +326,12 @@ impl Core {
             note: providers::lora_note(),
         })
     }
+}
+
+/// No image, and nothing here makes video from text alone (`why`): give one, or use a model that does.
+fn no_t2v(why: &str) -> Error {
+    Error::invalid_input(format!("image is missing, and {why}")).with_next_step(format!(
+        "give image for image-to-video, or pick a text-to-video model: {}",
+        catalog::who_supports(|m| m.text_to_video && m.retired_on.is_none())
+    ))
 }

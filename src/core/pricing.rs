@@ -16,7 +16,6 @@ use crate::validate;
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EstimateRequest {
-    /// Optional; checked like create's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,12 +46,15 @@ pub struct EstimateRequest {
 }
 
 impl EstimateRequest {
-    fn as_create(&self) -> CreateRequest {
+    /// The create these arguments stand for on `spec`: an image-to-video model without a given
+    /// image is quoted as if one were given; a text-to-video one gets only the image given.
+    fn as_create(&self, spec: &ModelSpec) -> CreateRequest {
+        let image = match (&self.image, spec.text_to_video) {
+            (None, false) => Some("https://example.invalid/image.png".into()),
+            (given, _) => given.clone(),
+        };
         CreateRequest {
-            image: self
-                .image
-                .clone()
-                .unwrap_or_else(|| "https://example.invalid/image.png".into()),
+            image,
             prompt: self.prompt.clone().unwrap_or_else(|| "estimate".into()),
             negative_prompt: self.negative_prompt.clone(),
             provider: self.provider,
@@ -209,7 +211,15 @@ impl Core {
             Some(o) => catalog::Price {
                 usd_per_video: o.per_video_usd,
                 usd_per_second: o.per_second_usd,
-                by_resolution: Vec::new(),
+                by_resolution: o
+                    .by_resolution
+                    .iter()
+                    .map(|t| catalog::Tier {
+                        resolution: t.resolution,
+                        audio: t.audio,
+                        usd_per_second: t.per_second_usd,
+                    })
+                    .collect(),
                 source: format!("configured under [pricing.\"{key}\"]"),
             },
             None => spec.price.clone(),
@@ -259,14 +269,13 @@ impl Core {
     /// Quotes for `req`; its images are read and checked like create's (nothing is sent), from
     /// the allowed directories and `ctx`'s roots.
     pub async fn estimate(&self, req: &EstimateRequest, ctx: &CallCtx) -> Result<Estimate> {
-        let create = req.as_create();
         let specs = if req.compare {
             catalog::models()
                 .iter()
                 // Retired models are not ranked unless their provider allows them (as create).
                 .filter(|m| self.cfg.check_retired(m).is_ok())
                 .filter(|m| {
-                    let mut c = create.clone();
+                    let mut c = req.as_create(m);
                     c.provider = Some(m.provider);
                     validate::check(&c, m).is_ok()
                 })
@@ -274,11 +283,13 @@ impl Core {
         } else {
             let provider = match req.provider.or(self.cfg.default_provider) {
                 Some(p) => p,
-                None => self.pick_provider(None).unwrap_or(ProviderId::ALL[0]),
+                None => self
+                    .pick_provider(None, false)
+                    .unwrap_or(ProviderId::ALL[0]),
             };
-            let spec = self.pick_model(provider, req.model.as_deref())?;
+            let spec = self.pick_model(provider, req.model.as_deref(), false)?;
             self.cfg.check_retired(spec)?;
-            validate::check(&create, spec)?;
+            validate::check(&req.as_create(spec), spec)?;
             vec![spec]
         };
         let specs = self.fitting_images(req, specs, ctx).await?;
@@ -288,7 +299,10 @@ impl Core {
             ));
         }
         let spent = self.spent_today().await?;
-        let mut quotes: Vec<Quote> = specs.into_iter().map(|s| self.quote(s, &create)).collect();
+        let mut quotes: Vec<Quote> = specs
+            .into_iter()
+            .map(|s| self.quote(s, &req.as_create(s)))
+            .collect();
         rank(&mut quotes);
         Ok(Estimate {
             quotes,

@@ -22,7 +22,7 @@ const CREATE_ATTEMPTS: u32 = 3;
 struct Prepared {
     provider: ProviderId,
     spec: &'static ModelSpec,
-    image: ImageInput,
+    image: Option<ImageInput>,
     end_image: Option<ImageInput>,
     quote: Quote,
 }
@@ -59,7 +59,7 @@ impl Core {
             task_id: &id,
             req: &req,
             spec,
-            image: &prepared.image,
+            image: prepared.image.as_ref(),
             end_image: prepared.end_image.as_ref(),
             webhook: webhook.as_ref(),
         };
@@ -71,8 +71,9 @@ impl Core {
 
     /// The provider and model of a request, refused when the provider has no key.
     fn choose(&self, req: &CreateRequest) -> Result<(ProviderId, &'static ModelSpec)> {
-        let provider = self.pick_provider(req.provider)?;
-        let spec = self.pick_model(provider, req.model.as_deref())?;
+        let t2v = req.image.is_none();
+        let provider = self.pick_provider(req.provider, t2v)?;
+        let spec = self.pick_model(provider, req.model.as_deref(), t2v)?;
         self.cfg.check_retired(spec)?;
         if !self.cfg.is_configured(provider) {
             let var = provider.key_env().unwrap_or_default();
@@ -100,12 +101,15 @@ impl Core {
         deadline: Instant,
     ) -> Result<Prepared> {
         let allowed = self.allowed_dirs(ctx);
-        let image = media::resolve_async(&req.image, "image", spec, allowed.clone()).await?;
+        let image = match &req.image {
+            Some(i) => Some(media::resolve_async(i, "image", spec, allowed.clone()).await?),
+            None => None,
+        };
         let end_image = match &req.end_image {
             Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed).await?),
             None => None,
         };
-        (provider.decl().preflight)(req, &image)?;
+        (provider.decl().preflight)(req, image.as_ref())?;
         let quote = self.quote(spec, req);
         self.check_budget(&quote, req).await?;
         self.limiters.admit(provider, deadline).await?;
@@ -128,7 +132,7 @@ impl Core {
             provider: p.provider,
             model: p.spec.model.clone(),
             request: self
-                .journal_request(req, &p.image, p.end_image.as_ref())
+                .journal_request(req, p.image.as_ref(), p.end_image.as_ref())
                 .await?,
             fingerprint: fingerprint.clone(),
             idempotency_key: req.idempotency_key.clone(),
@@ -258,11 +262,13 @@ impl Core {
     async fn journal_request(
         &self,
         req: &CreateRequest,
-        image: &ImageInput,
+        image: Option<&ImageInput>,
         end_image: Option<&ImageInput>,
     ) -> Result<String> {
         let mut req = req.clone();
-        req.image = self.stored_input(&req.image, image).await?;
+        if let (Some(given), Some(resolved)) = (&req.image, image) {
+            req.image = Some(self.stored_input(given, resolved).await?);
+        }
         if let (Some(given), Some(resolved)) = (&req.end_image, end_image) {
             req.end_image = Some(self.stored_input(given, resolved).await?);
         }

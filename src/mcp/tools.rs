@@ -30,11 +30,14 @@ pub const MAX_WAIT_SECONDS: u32 = crate::config::DEFAULT_MAX_WAIT_SECONDS;
 #[serde(deny_unknown_fields)]
 pub struct GetArgs {
     pub task_id: String,
-    /// Seconds to wait for it to finish (0 = refresh and return).
+    /// 0 = refresh and return.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_WAIT_SECONDS))]
     pub wait_seconds: Option<u32>,
 }
+
+// The list tools take `provider` as a plain string in their schemas: its values are listed once,
+// in create_i2v_task's enum (about 22 tokens each time), and a wrong one is still refused by name.
 
 /// `list_tasks` arguments.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -43,6 +46,7 @@ pub struct ListArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub provider: Option<ProviderId>,
     /// Default 20, max 500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +65,7 @@ pub struct CancelArgs {
 #[serde(deny_unknown_fields)]
 pub struct LoraArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub provider: Option<ProviderId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -71,6 +76,7 @@ pub struct LoraArgs {
 #[serde(deny_unknown_fields)]
 pub struct ModelArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub provider: Option<ProviderId>,
 }
 
@@ -84,7 +90,7 @@ const TASK_FIELDS: &[&str] = &["task_id", "status", "video", "error"];
 impl Server {
     #[tool(
         title = "Create image-to-video task",
-        description = "Start turning a still image into a video. Returns a task at once; then call get_task with wait_seconds until status is succeeded/failed/cancelled. Paid unless provider is local (free camera-motion preview).",
+        description = "Make a video from an image, or from the prompt alone with a text_to_video model (omit image). Returns a task at once; call get_task with wait_seconds until succeeded/failed/cancelled. Paid unless provider is local (free camera-motion preview).",
         input_schema = input::<CreateRequest>(),
         output_schema = output::<Task>(TASK_FIELDS),
         annotations(destructive_hint = false)
@@ -104,7 +110,7 @@ impl Server {
 
     #[tool(
         title = "Get task",
-        description = "Get a task, refreshed from its provider. With wait_seconds (max 50; call again to wait longer), waits with progress until it finishes. A succeeded task has video.local_path and sha256.",
+        description = "Get a task, refreshed from its provider; wait_seconds (max 50; call again to wait longer) waits with progress. A succeeded task has video.local_path and sha256.",
         input_schema = input::<GetArgs>(),
         output_schema = output::<Task>(TASK_FIELDS),
         annotations(read_only_hint = true)
@@ -136,7 +142,7 @@ impl Server {
 
     #[tool(
         title = "Cancel task",
-        description = "Cancel a task: upstream where the provider allows it, else stop watching it (the note says which).",
+        description = "Cancel a task upstream where the provider allows it, else stop watching it (the note says which).",
         input_schema = input::<CancelArgs>(),
         output_schema = output::<Task>(TASK_FIELDS),
         annotations(idempotent_hint = true)
@@ -277,6 +283,7 @@ mod tests {
             .find(|t| t.name == "create_i2v_task")
             .unwrap();
         let req = create.input_schema.get("required").unwrap();
-        assert_eq!(req, &serde_json::json!(["image", "prompt"]));
+        // image is optional since text-to-video models take none.
+        assert_eq!(req, &serde_json::json!(["prompt"]));
     }
 }

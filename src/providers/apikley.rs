@@ -49,7 +49,7 @@ pub static DECL: Declaration = Declaration {
     loras: Vec::new,
     lora_note: None,
     check: super::no_check,
-    preflight: super::no_check,
+    preflight: super::no_preflight,
     cancels: false,
     // CONTRACTS.md 3.5: the callback carries `data.taskId`, unsigned.
     webhook: Some(WebhookDecl {
@@ -472,7 +472,8 @@ impl Client {
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
-        let image_url = match s.image {
+        let image = s.image_required().map_err(ProviderError::rejected)?;
+        let image_url = match image {
             ImageInput::Url(u) => u.clone(),
             ImageInput::Local(img) => self.image_url(img).await?,
         };
@@ -517,7 +518,13 @@ mod tests {
         image: &'a ImageInput,
         webhook: Option<&'a Webhook>,
     ) -> Submission<'a> {
-        crate::providers::submission("apikley/wan2.2-i2v-a14b-turbo", req, image, None, webhook)
+        crate::providers::submission(
+            "apikley/wan2.2-i2v-a14b-turbo",
+            req,
+            Some(image),
+            None,
+            webhook,
+        )
     }
 
     fn local() -> Arc<LocalImage> {

@@ -1,6 +1,8 @@
 //! Alibaba Cloud Model Studio (DashScope), Wan image-to-video: `wan2.7-i2v` (the `media[]`
 //! protocol) and the first-frame protocol of `wan2.6-i2v`, `wan2.6-i2v-flash`,
-//! `wan2.5-i2v-preview`, `wan2.2-i2v-plus` and `wan2.2-i2v-flash`. One create path
+//! `wan2.5-i2v-preview`, `wan2.2-i2v-plus` and `wan2.2-i2v-flash`; text-to-video: `wan2.7-t2v`
+//! (`resolution` + `ratio`) and `wan2.6-t2v`, `wan2.5-t2v-preview`, `wan2.2-t2v-plus` (`size`,
+//! A.5). One create path
 //! (`POST /services/aigc/video-generation/video-synthesis`, async only), one task read
 //! (`GET /tasks/{id}`), cancel while queued (`POST /tasks/{id}/cancel`).
 //!
@@ -22,7 +24,7 @@ use crate::catalog::{ImageDelivery, ModelSpec, Price, range, strings};
 use crate::config::{ProviderConfig, RateLimits};
 use crate::error::{Category, Error, snippet};
 use crate::media::ImageInput;
-use crate::model::{ProviderId, Resolution, Status, now_ms};
+use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
 
 pub static DECL: Declaration = Declaration {
     id: ProviderId::Dashscope,
@@ -43,7 +45,7 @@ pub static DECL: Declaration = Declaration {
     loras: Vec::new,
     lora_note: None,
     check: super::no_check,
-    preflight: super::no_check,
+    preflight: super::no_preflight,
     cancels: true,
     // A.8: completion events go through Alibaba EventBridge, configured outside the request
     // (UNKNOWN payload): no webhook, polling is the contract.
@@ -58,6 +60,7 @@ const CREATE_PATH: &str = "/services/aigc/video-generation/video-synthesis";
 /// A.1: without it the create fails with 403 `AccessDenied` (synchronous calls unsupported).
 const ASYNC: (&str, &str) = ("X-DashScope-Async", "enable");
 const WAN27: &str = "wan2.7-i2v";
+const WAN27_T2V: &str = "wan2.7-t2v";
 /// A.13: result URLs and task records live 24 h.
 const URL_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 const MB: u64 = 1024 * 1024;
@@ -166,6 +169,78 @@ fn models() -> Vec<ModelSpec> {
             ..spec("wan2.2-i2v-flash")
         },
     ]
+    .into_iter()
+    .chain(t2v_models())
+    .collect()
+}
+
+/// What every DashScope text-to-video model shares (A.5): no image; a prompt is required.
+fn t2v_spec(model: &str) -> ModelSpec {
+    ModelSpec {
+        text_to_video: true,
+        image_formats: Vec::new(),
+        image_max_bytes: 0,
+        image_px: None,
+        prompt_optional: false,
+        ..spec(model)
+    }
+}
+
+/// A.5, A.12. Legacy (`size`) models offer 16:9 only: the other sizes per tier are [SECONDARY]
+/// and UNVERIFIED for DashScope (A.5.2), so they are not sent.
+fn t2v_models() -> Vec<ModelSpec> {
+    let wide = vec![AspectRatio::Auto, AspectRatio::Landscape];
+    vec![
+        ModelSpec {
+            description: "Wan 2.7 text-to-video: 2-15 s, 720p/1080p, 16:9, 9:16 or 1:1, audio always (generated, or audio_url).".into(),
+            resolutions: vec![Resolution::P720, Resolution::P1080],
+            default_resolution: Resolution::P1080,
+            aspect_ratios: vec![
+                AspectRatio::Auto,
+                AspectRatio::Landscape,
+                AspectRatio::Portrait,
+                AspectRatio::Square,
+            ],
+            durations: (2..=15).collect(),
+            prompt_max: Some(5000),
+            audio_url: true,
+            price: unpriced(WAN27_T2V, " (fal.ai, Runware quote 720p $0.10/s, 1080p $0.15/s)"),
+            note: Some("Result URLs live 24 h.".into()),
+            ..t2v_spec(WAN27_T2V)
+        },
+        ModelSpec {
+            description: "Wan 2.6 text-to-video: 2-15 s, 720p/1080p 16:9, audio always (generated, or audio_url), multi-shot.".into(),
+            resolutions: vec![Resolution::P720, Resolution::P1080],
+            default_resolution: Resolution::P1080,
+            aspect_ratios: wide.clone(),
+            durations: (2..=15).collect(),
+            prompt_max: Some(1500),
+            audio_url: true,
+            shot_type: true,
+            price: unpriced("wan2.6-t2v", " (no USD figure found)"),
+            ..t2v_spec("wan2.6-t2v")
+        },
+        ModelSpec {
+            description: "Wan 2.5 preview text-to-video: 5/10 s, 480p-1080p 16:9, audio always (generated, or audio_url).".into(),
+            resolutions: vec![Resolution::P480, Resolution::P720, Resolution::P1080],
+            default_resolution: Resolution::P1080,
+            aspect_ratios: wide.clone(),
+            durations: vec![5, 10],
+            prompt_max: Some(1500),
+            audio_url: true,
+            price: unpriced("wan2.5-t2v-preview", " (no USD figure found)"),
+            ..t2v_spec("wan2.5-t2v-preview")
+        },
+        ModelSpec {
+            description: "Wan 2.2 plus text-to-video: 5 s, 480p/1080p 16:9, silent.".into(),
+            resolutions: vec![Resolution::P480, Resolution::P1080],
+            default_resolution: Resolution::P1080,
+            aspect_ratios: wide,
+            prompt_max: Some(800),
+            price: unpriced("wan2.2-t2v-plus", " (no USD figure found)"),
+            ..t2v_spec("wan2.2-t2v-plus")
+        },
+    ]
 }
 
 pub struct Client {
@@ -207,7 +282,9 @@ struct Media {
 
 #[derive(Debug, Serialize)]
 struct Parameters {
-    resolution: &'static str,
+    /// Every model but the legacy text-to-video ones, which take `size` (A.5.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolution: Option<&'static str>,
     duration: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_extend: Option<bool>,
@@ -220,6 +297,16 @@ struct Parameters {
     watermark: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<i64>,
+    /// `wan2.7-t2v` (A.5.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<&'static str>,
+    /// Legacy text-to-video: "W*H" (A.5.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<&'static str>,
+    /// Legacy text-to-video: the intl page puts it here, not in `input` (A.5.2 conflict: the
+    /// page's own placement is taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    negative_prompt: Option<String>,
 }
 
 /// A.2/A.7: the task envelope, or (without `output`) the error envelope. All optional.
@@ -267,20 +354,43 @@ fn resolution(r: Resolution) -> &'static str {
     }
 }
 
-/// The create body: `media[]` for 2.7 (A.3), `img_url` for the others (A.4).
+/// A.5.2: the 16:9 size of a legacy text-to-video tier (`validate` kept the tier to the model's).
+fn size(r: Resolution) -> &'static str {
+    match r {
+        Resolution::P480 | Resolution::P580 => "832*480",
+        Resolution::P720 => "1280*720",
+        Resolution::P1080 => "1920*1080",
+    }
+}
+
+/// A.5.1: `ratio` of `wan2.7-t2v`; `auto` leaves the model's default (16:9).
+fn ratio(a: Option<AspectRatio>) -> Option<&'static str> {
+    match a? {
+        AspectRatio::Auto => None,
+        AspectRatio::Landscape => Some("16:9"),
+        AspectRatio::Portrait => Some("9:16"),
+        AspectRatio::Square => Some("1:1"),
+    }
+}
+
+/// The create body: `media[]` for 2.7 (A.3), `img_url` for the other i2v models (A.4), prompt
+/// and audio only for text-to-video (A.5).
 pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody {
     let req = s.req;
     let wan27 = s.spec.model == WAN27;
+    let legacy_t2v = s.spec.text_to_video && s.spec.model != WAN27_T2V;
     let mut input = Input {
         prompt: Some(req.prompt.clone()).filter(|p| !p.trim().is_empty()),
-        negative_prompt: req.negative_prompt.clone(),
+        negative_prompt: req.negative_prompt.clone().filter(|_| !legacy_t2v),
         ..Input::default()
     };
     if wan27 {
-        input.media.push(Media {
-            kind: "first_frame",
-            url: image_url(s.image),
-        });
+        if let Some(img) = s.image {
+            input.media.push(Media {
+                kind: "first_frame",
+                url: image_url(img),
+            });
+        }
         if let Some(end) = s.end_image {
             input.media.push(Media {
                 kind: "last_frame",
@@ -295,14 +405,18 @@ pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody {
             });
         }
     } else {
-        input.img_url = Some(image_url(s.image));
+        input.img_url = s.image.map(image_url);
         input.audio_url = req.audio_url.clone();
     }
+    let tier = req.resolution.unwrap_or(s.spec.default_resolution);
     CreateBody {
         model: s.spec.model.clone(),
         input,
         parameters: Parameters {
-            resolution: resolution(req.resolution.unwrap_or(s.spec.default_resolution)),
+            resolution: Some(resolution(tier)).filter(|_| !legacy_t2v),
+            size: Some(size(tier)).filter(|_| legacy_t2v),
+            ratio: ratio(req.aspect_ratio).filter(|_| s.spec.model == WAN27_T2V),
+            negative_prompt: req.negative_prompt.clone().filter(|_| legacy_t2v),
             duration: req.duration_seconds.unwrap_or(s.spec.default_duration),
             prompt_extend: req.prompt_extend,
             shot_type: req.shot_type.clone().filter(|_| s.spec.shot_type),
@@ -542,7 +656,13 @@ mod tests {
         image: &ImageInput,
         end: Option<&ImageInput>,
     ) -> Value {
-        let s = crate::providers::submission(&format!("dashscope/{model}"), req, image, end, None);
+        let s = crate::providers::submission(
+            &format!("dashscope/{model}"),
+            req,
+            Some(image),
+            end,
+            None,
+        );
         serde_json::to_value(create_body(&s)).unwrap()
     }
 

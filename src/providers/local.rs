@@ -35,7 +35,12 @@ pub static DECL: Declaration = Declaration {
     loras: Vec::new,
     lora_note: None,
     check: super::no_check,
-    preflight: |req, image| Client::plan(req, image).map(|_| ()),
+    preflight: |req, image| match image {
+        Some(image) => Client::plan(req, image).map(|_| ()),
+        None => Err(Error::invalid_input(
+            "image is missing: local/camera-preview moves a camera over an image",
+        )),
+    },
     cancels: true,
     webhook: None,
     same_upstream: &[ProviderId::Local],
@@ -178,9 +183,10 @@ impl Client {
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
-        Self::plan(s.req, s.image).map_err(ProviderError::rejected)?;
+        let image = s.image_required().map_err(ProviderError::rejected)?;
+        Self::plan(s.req, image).map_err(ProviderError::rejected)?;
         let spec = render_spec(s.req).map_err(ProviderError::rejected)?;
-        let ImageInput::Local(img) = s.image.clone() else {
+        let ImageInput::Local(img) = image.clone() else {
             return Err(ProviderError::rejected(Error::unsupported(
                 "local/camera-preview needs a local image",
             )));
@@ -258,7 +264,8 @@ impl Client {
         let spec = catalog::default_model(ProviderId::Local);
         let mut allowed = self.allowed.clone();
         allowed.push(self.output_dir.clone());
-        let image = media::resolve_async(&req.image, "image", spec, allowed).await?;
+        let given = req.image.as_deref().unwrap_or_default();
+        let image = media::resolve_async(given, "image", spec, allowed).await?;
         let ImageInput::Local(img) = image else {
             return Err(Error::unsupported(
                 "local/camera-preview needs a local image",

@@ -210,7 +210,7 @@ pub struct Declaration {
     /// Request checks beyond the generic ones in `validate`.
     pub check: fn(&CreateRequest, &ModelSpec) -> Result<(), Error>,
     /// Checks against the read image before anything is written (the local renderer's plan).
-    pub preflight: fn(&CreateRequest, &ImageInput) -> Result<(), Error>,
+    pub preflight: fn(&CreateRequest, Option<&ImageInput>) -> Result<(), Error>,
     /// Whether it has an upstream cancel.
     pub cancels: bool,
     /// `None`: it never calls back.
@@ -233,6 +233,10 @@ impl Declaration {
 
 /// A check that accepts everything.
 pub fn no_check<A, B>(_: &A, _: &B) -> Result<(), Error> {
+    Ok(())
+}
+
+pub fn no_preflight(_: &CreateRequest, _: Option<&ImageInput>) -> Result<(), Error> {
     Ok(())
 }
 
@@ -365,9 +369,22 @@ pub struct Submission<'a> {
     pub task_id: &'a str,
     pub req: &'a CreateRequest,
     pub spec: &'a ModelSpec,
-    pub image: &'a ImageInput,
+    /// `None` for a text-to-video model.
+    pub image: Option<&'a ImageInput>,
     pub end_image: Option<&'a ImageInput>,
     pub webhook: Option<&'a Webhook>,
+}
+
+impl<'a> Submission<'a> {
+    /// The image of an image-to-video model (`validate` refused a create without one).
+    pub fn image_required(&self) -> Result<&'a ImageInput, Error> {
+        self.image.ok_or_else(|| {
+            Error::invalid_input(format!(
+                "image is missing: {} makes a video from an image",
+                self.spec.key()
+            ))
+        })
+    }
 }
 
 /// A submission of `req` to the model `key` ("provider/model"), for tests.
@@ -375,7 +392,7 @@ pub struct Submission<'a> {
 pub(crate) fn submission<'a>(
     key: &str,
     req: &'a CreateRequest,
-    image: &'a ImageInput,
+    image: Option<&'a ImageInput>,
     end_image: Option<&'a ImageInput>,
     webhook: Option<&'a Webhook>,
 ) -> Submission<'a> {

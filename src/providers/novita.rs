@@ -1,5 +1,5 @@
 //! Novita AI: Wan 2.7 image-to-video (`POST /v3/async/wan2.7-i2v`, model `wan2.7-i2v`, the
-//! default), and the retired Wan 2.1 (`POST /v3/async/wan-i2v`, model `wan2.1-i2v`, retired
+//! default) and text-to-video (`POST /v3/async/wan2.7-t2v`, model `wan2.7-t2v`), and the retired Wan 2.1 (`POST /v3/async/wan-i2v`, model `wan2.1-i2v`, retired
 //! 2026-08-19) and Wan 2.6 (`POST /v3/async/wan2.6-i2v`, model `wan2.6-i2v`, retired 2026-09-30)
 //! image-to-video. The retired ones are kept, refused unless `allow_retired` (a proxy may still
 //! serve them, or Novita may bring them back). One client serves all; all are read back through
@@ -33,11 +33,11 @@ pub static DECL: Declaration = Declaration {
     auth: Auth::Bearer,
     // Novita publishes no numbers (UNKNOWN): no client-side limit; its 429s are honoured.
     rate_limits: RateLimits::UNLIMITED,
-    models: || vec![wan27_spec(), wan21_spec(), wan26_spec()],
+    models: || vec![wan27_spec(), wan27_t2v_spec(), wan21_spec(), wan26_spec()],
     loras: Vec::new,
     lora_note: Some("Novita wan2.1-i2v takes a LoRA path as the name (up to 3)"),
     check: super::no_check,
-    preflight: super::no_check,
+    preflight: super::no_preflight,
     cancels: false,
     // CONTRACTS.md 2.6: the callback carries the task at `payload.task.task_id`, unsigned.
     webhook: Some(WebhookDecl {
@@ -78,6 +78,38 @@ fn wan27_spec() -> ModelSpec {
         ),
         note: Some("Aspect follows the image (sides 240-8000 px, aspect 1:8 to 8:1, at most 20 MB). Output always has sound: generated, or driven by audio_url (wav/mp3, 2-30 s).".into()),
         ..ModelSpec::base(ProviderId::Novita, WAN27)
+    }
+}
+
+/// CONTRACTS-2026-12.md B.3, B.5.
+fn wan27_t2v_spec() -> ModelSpec {
+    ModelSpec {
+        description: "Wan 2.7 text-to-video on Novita: 2-15 s, 720p/1080p, 16:9, 9:16 or 1:1, always with sound (generated, or audio_url).".into(),
+        text_to_video: true,
+        image_formats: Vec::new(),
+        image_max_bytes: 0,
+        resolutions: vec![Resolution::P720, Resolution::P1080],
+        default_resolution: Resolution::P1080,
+        aspect_ratios: vec![
+            AspectRatio::Auto,
+            AspectRatio::Landscape,
+            AspectRatio::Portrait,
+            AspectRatio::Square,
+        ],
+        durations: (2..=15).collect(),
+        // B.3: 1500 here (DashScope allows 5000 for the same model); longer is truncated upstream.
+        prompt_max: Some(1500),
+        negative_prompt: true,
+        negative_prompt_max: Some(500),
+        seed: range(0.0, 2_147_483_647.0),
+        audio_url: true,
+        prompt_extend: true,
+        watermark: true,
+        price: Price::unpublished(
+            "unpublished on novita.ai (billed per second by resolution); Novita's China brand PPIO lists 720P CNY 0.60/s, 1080P CNY 1.00/s; set [pricing.\"novita/wan2.7-t2v\"]",
+        ),
+        note: Some("4:3 and 3:4 sizes exist upstream but have no aspect_ratio value here.".into()),
+        ..ModelSpec::base(ProviderId::Novita, WAN27_T2V)
     }
 }
 
@@ -148,6 +180,8 @@ const WAN27: &str = "wan2.7-i2v";
 const WAN21: &str = "wan2.1-i2v";
 const WAN26: &str = "wan2.6-i2v";
 const WAN27_PATH: &str = "/v3/async/wan2.7-i2v";
+const WAN27_T2V: &str = "wan2.7-t2v";
+const WAN27_T2V_PATH: &str = "/v3/async/wan2.7-t2v";
 const WAN21_PATH: &str = "/v3/async/wan-i2v";
 const WAN26_PATH: &str = "/v3/async/wan2.6-i2v";
 const RESULT_PATH: &str = "/v3/async/task-result";
@@ -214,6 +248,7 @@ struct WebhookOut {
 #[serde(untagged)]
 pub(crate) enum CreateBody {
     Wan27(Wan27Body),
+    Wan27T2v(Wan27T2vBody),
     Wan21(Wan21Body),
     Wan26(Wan26Body),
 }
@@ -276,6 +311,27 @@ pub(crate) struct Wan27Body {
     prompt_extend: bool,
     /// Default false on the page: always sent, as the conflicting 2.6 defaults teach.
     watermark: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extra: Option<Extra>,
+}
+
+/// CONTRACTS-2026-12.md B.3 (Wan 2.7 text-to-video): flat, the frame as `size`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Wan27T2vBody {
+    prompt: String,
+    /// Default "1920*1080" on the page: always sent, so the tier we quote is the one asked for.
+    size: &'static str,
+    /// Default 5: always sent.
+    duration: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audio_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    negative_prompt: Option<String>,
+    /// Defaults not captured (PPIO: false / true, UNVERIFIED): always sent.
+    watermark: bool,
+    prompt_extend: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -389,7 +445,7 @@ fn extra(s: &Submission<'_>) -> Option<Extra> {
 
 fn wan21_body(s: &Submission<'_>) -> Result<Wan21Body, Error> {
     let req = s.req;
-    let image_url = match s.image {
+    let image_url = match s.image_required()? {
         ImageInput::Url(u) => u.clone(),
         // media.rs refuses these already (ImageDelivery::UrlOnly); never send local bytes here.
         ImageInput::Local(_) => {
@@ -433,7 +489,7 @@ fn wan21_body(s: &Submission<'_>) -> Result<Wan21Body, Error> {
 
 fn wan26_body(s: &Submission<'_>) -> Result<Wan26Body, Error> {
     let req = s.req;
-    let img_url = match s.image {
+    let img_url = match s.image_required()? {
         ImageInput::Url(u) => u.clone(),
         // CONTRACTS.md 2.3: "data:image/png;base64,..." is accepted inline.
         ImageInput::Local(l) => l.data_uri(),
@@ -466,7 +522,7 @@ fn wan26_body(s: &Submission<'_>) -> Result<Wan26Body, Error> {
 fn wan27_body(s: &Submission<'_>) -> Result<Wan27Body, Error> {
     let req = s.req;
     Ok(Wan27Body {
-        image_url: url_only(s.image, "image", WAN27)?,
+        image_url: url_only(s.image_required()?, "image", WAN27)?,
         last_frame_url: s
             .end_image
             .map(|e| url_only(e, "end_image", WAN27))
@@ -485,10 +541,43 @@ fn wan27_body(s: &Submission<'_>) -> Result<Wan27Body, Error> {
     })
 }
 
+/// B.3: the `size` of a tier and aspect (`validate` kept both to the model's lists; `auto` is
+/// the page's default, 16:9).
+fn t2v_size(resolution: Resolution, aspect: AspectRatio) -> &'static str {
+    match (resolution, aspect) {
+        (Resolution::P1080, AspectRatio::Portrait) => "1080*1920",
+        (Resolution::P1080, AspectRatio::Square) => "1440*1440",
+        (Resolution::P1080, _) => "1920*1080",
+        (_, AspectRatio::Portrait) => "720*1280",
+        (_, AspectRatio::Square) => "960*960",
+        _ => "1280*720",
+    }
+}
+
+fn wan27_t2v_body(s: &Submission<'_>) -> Wan27T2vBody {
+    let req = s.req;
+    Wan27T2vBody {
+        prompt: req.prompt.clone(),
+        size: t2v_size(
+            req.resolution.unwrap_or(s.spec.default_resolution),
+            req.aspect_ratio.unwrap_or(AspectRatio::Auto),
+        ),
+        duration: req.duration_seconds.unwrap_or(s.spec.default_duration),
+        audio_url: req.audio_url.clone(),
+        negative_prompt: req.negative_prompt.clone(),
+        watermark: req.watermark.unwrap_or(false),
+        prompt_extend: req.prompt_extend.unwrap_or(true),
+        seed: req.seed,
+        // B.4: `extra.webhook` on 2.7 is UNKNOWN; sent as for i2v (polling confirms).
+        extra: extra(s),
+    }
+}
+
 /// The endpoint path and body for a submission, chosen by model.
 pub(crate) fn create_request(s: &Submission<'_>) -> Result<(&'static str, CreateBody), Error> {
     match s.spec.model.as_str() {
         WAN27 => Ok((WAN27_PATH, CreateBody::Wan27(wan27_body(s)?))),
+        WAN27_T2V => Ok((WAN27_T2V_PATH, CreateBody::Wan27T2v(wan27_t2v_body(s)))),
         WAN21 => Ok((WAN21_PATH, CreateBody::Wan21(wan21_body(s)?))),
         WAN26 => Ok((WAN26_PATH, CreateBody::Wan26(wan26_body(s)?))),
         other => Err(Error::unsupported(format!(
@@ -749,7 +838,7 @@ mod tests {
         image: &'a ImageInput,
         webhook: Option<&'a Webhook>,
     ) -> Submission<'a> {
-        crate::providers::submission(&format!("novita/{model}"), req, image, None, webhook)
+        crate::providers::submission(&format!("novita/{model}"), req, Some(image), None, webhook)
     }
 
     fn png_image() -> ImageInput {
@@ -962,7 +1051,8 @@ mod tests {
             seed: Some(42),
             ..CreateRequest::default()
         };
-        let s = crate::providers::submission("novita/wan2.7-i2v", &req, &url, Some(&last), None);
+        let s =
+            crate::providers::submission("novita/wan2.7-i2v", &req, Some(&url), Some(&last), None);
         let (path, body) = create_request(&s).unwrap();
         assert_eq!(path, "/v3/async/wan2.7-i2v");
         assert_eq!(
@@ -1008,7 +1098,8 @@ mod tests {
         let e = create_request(&sub(WAN27, &req, &img, None)).unwrap_err();
         assert_eq!(e.category, Category::Unsupported);
         let url = ImageInput::Url("https://x.test/in.jpg".into());
-        let s = crate::providers::submission("novita/wan2.7-i2v", &req, &url, Some(&img), None);
+        let s =
+            crate::providers::submission("novita/wan2.7-i2v", &req, Some(&url), Some(&img), None);
         let e = create_request(&s).unwrap_err();
         assert!(e.message.starts_with("end_image"), "{}", e.message);
         let req = CreateRequest {

@@ -45,7 +45,7 @@ const PIAPI_DECL: Declaration = Declaration {
     loras: || loras(ProviderId::Piapi),
     lora_note: Some("PiAPI/Qubico take other LoRA type names as given"),
     check: one_variant,
-    preflight: super::no_check,
+    preflight: super::no_preflight,
     cancels: true,
     webhook: Some(WEBHOOK),
     same_upstream: WANX,
@@ -278,11 +278,12 @@ pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody<'static> {
         }),
         ..Input::default()
     };
+    // Text-to-video models get no image field at all.
     if let Some(end) = s.end_image {
-        input.start_image = Some(image_value(s.image));
+        input.start_image = s.image.map(image_value);
         input.end_image = Some(image_value(end));
     } else {
-        input.image = Some(image_value(s.image));
+        input.image = s.image.map(image_value);
     }
     input.lora_settings = s
         .req
@@ -516,14 +517,14 @@ mod tests {
         image: &'a ImageInput,
         end: Option<&'a ImageInput>,
     ) -> Submission<'a> {
-        crate::providers::submission("piapi/wan2.1-i2v-14b", req, image, end, None)
+        crate::providers::submission("piapi/wan2.1-i2v-14b", req, Some(image), end, None)
     }
 
     #[test]
     fn task_types_follow_the_request() {
         let url = ImageInput::Url("https://x.test/a.jpg".into());
         let mut req = CreateRequest {
-            image: "https://x.test/a.jpg".into(),
+            image: Some("https://x.test/a.jpg".into()),
             prompt: "p".into(),
             aspect_ratio: Some(AspectRatio::Portrait),
             ..CreateRequest::default()

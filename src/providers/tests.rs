@@ -308,7 +308,7 @@ mod validate {
 
     fn req() -> CreateRequest {
         CreateRequest {
-            image: "https://example.com/a.png".into(),
+            image: Some("https://example.com/a.png".into()),
             prompt: "a cat turns its head".into(),
             ..CreateRequest::default()
         }

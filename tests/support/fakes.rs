@@ -604,6 +604,7 @@ enum Route {
     NovitaWan21,
     NovitaWan26,
     NovitaWan27,
+    NovitaWan27T2v,
     Apikley,
     Dashscope,
 }
@@ -730,6 +731,7 @@ fn router(shared: Arc<Shared>) -> Router {
                 .route("/v3/async/wan-i2v", post(flow::novita21_create))
                 .route("/v3/async/wan2.6-i2v", post(flow::novita26_create))
                 .route("/v3/async/wan2.7-i2v", post(flow::novita27_create))
+                .route("/v3/async/wan2.7-t2v", post(flow::novita27_t2v_create))
                 .route("/v3/async/task-result", get(flow::novita_result));
         }
         Kind::Apikley => {

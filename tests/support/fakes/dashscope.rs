@@ -21,6 +21,11 @@ fn model(name: &str) -> Option<(&'static [&'static str], &'static [i64], usize)>
         "wan2.5-i2v-preview" => (ALL, &[5, 10], 20),
         "wan2.2-i2v-plus" => (&["480P", "1080P"], &[5], 10),
         "wan2.2-i2v-flash" => (ALL, &[5], 10),
+        "wan2.7-t2v" => (HD, D2_15, 0),
+        // A.5.2: legacy text-to-video takes `size`; these are its tiers' 16:9 sizes.
+        "wan2.6-t2v" => (&["1280*720", "1920*1080"], D2_15, 0),
+        "wan2.5-t2v-preview" => (&["832*480", "1280*720", "1920*1080"], &[5, 10], 0),
+        "wan2.2-t2v-plus" => (&["832*480", "1920*1080"], &[5], 0),
         _ => return None,
     })
 }
@@ -117,7 +122,44 @@ fn check_media(input: &Obj, cap_mb: usize) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// `POST /services/aigc/video-generation/video-synthesis` (A.2-A.4).
+/// A.5: text-to-video takes no image, needs a prompt; 2.7 takes `resolution` + `ratio`, the
+/// others `size` (and no `resolution`).
+fn check_t2v(name: &str, root: &Obj, input: &Obj) -> Result<(), Rejection> {
+    for image in ["img_url", "media"] {
+        if input.contains_key(image) {
+            return Err(bad(format!("{name} is text-to-video: no input.{image}")));
+        }
+    }
+    let prompt = check::req_str(input, "prompt", "input.prompt").map_err(bad)?;
+    let max = match name {
+        "wan2.7-t2v" => 5000,
+        "wan2.2-t2v-plus" => 800,
+        _ => 1500,
+    };
+    if check::chars(prompt) > max {
+        return Err(bad(format!("input.prompt over {max} characters")));
+    }
+    let Some(p) = check::opt_object(root, "parameters", "parameters").map_err(bad)? else {
+        return Ok(());
+    };
+    if name == "wan2.7-t2v" {
+        check::opt_enum(
+            p,
+            "ratio",
+            "parameters.ratio",
+            &["16:9", "9:16", "1:1", "4:3", "3:4"],
+        )
+        .map_err(bad)?;
+        if p.contains_key("size") {
+            return Err(bad("wan2.7-t2v takes resolution + ratio, not size".into()));
+        }
+    } else if p.contains_key("resolution") || p.contains_key("ratio") {
+        return Err(bad(format!("{name} takes parameters.size")));
+    }
+    Ok(())
+}
+
+/// `POST /services/aigc/video-generation/video-synthesis` (A.2-A.5).
 pub(super) fn validate(body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
     let name = check::req_str(root, "model", "model").map_err(bad)?;
@@ -126,7 +168,10 @@ pub(super) fn validate(body: &Value) -> Result<Accepted, Rejection> {
     let input = check::object(root.get("input"), "input").map_err(bad)?;
     check::opt_str(input, "prompt", "input.prompt").map_err(bad)?;
     check::opt_str(input, "negative_prompt", "input.negative_prompt").map_err(bad)?;
-    if name == "wan2.7-i2v" {
+    let t2v = name.contains("-t2v");
+    if t2v {
+        check_t2v(name, root, input)?;
+    } else if name == "wan2.7-i2v" {
         check_media(input, cap_mb)?;
         if input.contains_key("img_url") {
             return Err(bad("wan2.7-i2v takes input.media, not input.img_url".into()));
@@ -139,7 +184,12 @@ pub(super) fn validate(body: &Value) -> Result<Accepted, Rejection> {
         }
     }
     if let Some(p) = check::opt_object(root, "parameters", "parameters").map_err(bad)? {
-        check::opt_enum(p, "resolution", "parameters.resolution", resolutions).map_err(bad)?;
+        let tiers = if t2v && name != "wan2.7-t2v" {
+            "size"
+        } else {
+            "resolution"
+        };
+        check::opt_enum(p, tiers, &format!("parameters.{tiers}"), resolutions).map_err(bad)?;
         if let Some(d) = check::opt_int(p, "duration", "parameters.duration", 0, 60).map_err(bad)?
             && !durations.contains(&d)
         {

@@ -280,7 +280,9 @@ fn task_id(kind: Kind, seq: u64) -> String {
 pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
     match route {
         Route::Wanx => piapi::status(phase),
-        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => novita::status(phase),
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 | Route::NovitaWan27T2v => {
+            novita::status(phase)
+        }
         Route::Apikley => apikley::status(phase),
         Route::Dashscope => dashscope::status(phase, false),
     }
@@ -290,7 +292,7 @@ pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
 fn render(sh: &Shared, task: &TaskRec, phase: &Phase) -> Value {
     match task.route {
         Route::Wanx => piapi::envelope(piapi::task_data(task, phase, &sh.root)),
-        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 | Route::NovitaWan27T2v => {
             novita::task_result(task, phase, &sh.root)
         }
         Route::Apikley => apikley::record_info(task, phase, &sh.root),
@@ -340,7 +342,7 @@ fn pending_hook(task: &TaskRec, hook: &Hook, poll_body: &Value) -> PendingHook {
                 .map(|s| ("x-webhook-secret".to_string(), s.clone()))
                 .collect(),
         ),
-        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
+        Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 | Route::NovitaWan27T2v => {
             (novita::hook_body(poll_body.clone()), Vec::new())
         }
         // DashScope never gets a hook (the fake accepts none), so this arm is never taken.
@@ -445,6 +447,7 @@ async fn create(
         Route::NovitaWan21 => novita::validate_wan21(&body),
         Route::NovitaWan26 => novita::validate_wan26(&body),
         Route::NovitaWan27 => novita::validate_wan27(&body),
+        Route::NovitaWan27T2v => novita::validate_wan27_t2v(&body),
         Route::Apikley => apikley::validate(&body),
         Route::Dashscope => dashscope::validate(&body),
     };
@@ -474,7 +477,10 @@ async fn create(
         };
         let answer = match route {
             Route::Wanx => piapi::create_body(sh.kind, st.piapi_flat_create, &task, &sh.root),
-            Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 => {
+            Route::NovitaWan21
+            | Route::NovitaWan26
+            | Route::NovitaWan27
+            | Route::NovitaWan27T2v => {
                 json!({ "task_id": task.id })
             }
             Route::Apikley => apikley::create_body(&task.id),
@@ -756,6 +762,23 @@ pub(super) async fn novita27_create(
         &body,
         Route::NovitaWan27,
         "/v3/async/wan2.7-i2v",
+    )
+    .await
+}
+
+pub(super) async fn novita27_t2v_create(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    create(
+        sh,
+        conn,
+        &headers,
+        &body,
+        Route::NovitaWan27T2v,
+        "/v3/async/wan2.7-t2v",
     )
     .await
 }

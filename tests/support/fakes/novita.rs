@@ -182,6 +182,48 @@ pub(super) fn validate_wan27(body: &Value) -> Result<Accepted, Rejection> {
     webhook(root)
 }
 
+/// CONTRACTS-2026-12.md B.3: `wan2.7-t2v`, flat, `size` from the two tiers' lists.
+pub(super) fn validate_wan27_t2v(body: &Value) -> Result<Accepted, Rejection> {
+    let root = check::object(Some(body), "request body").map_err(bad)?;
+    for field in ["input", "parameters", "image_url", "resolution"] {
+        if root.contains_key(field) {
+            return Err(bad(format!("{field} is not a field of wan2.7-t2v")));
+        }
+    }
+    let prompt = check::req_str(root, "prompt", "prompt").map_err(bad)?;
+    if check::chars(prompt) > 1500 {
+        return Err(bad("prompt must be 0-1500 characters".into()));
+    }
+    const SIZES: &[&str] = &[
+        "1280*720",
+        "720*1280",
+        "960*960",
+        "1088*832",
+        "832*1088",
+        "1920*1080",
+        "1080*1920",
+        "1440*1440",
+        "1632*1248",
+        "1248*1632",
+    ];
+    check::opt_enum(root, "size", "size", SIZES).map_err(bad)?;
+    check::opt_int(root, "duration", "duration", 2, 15).map_err(bad)?;
+    if let Some(u) = check::opt_str(root, "audio_url", "audio_url").map_err(bad)?
+        && !check::is_http_url(u)
+    {
+        return Err(bad("audio_url must be an http(s) URL".into()));
+    }
+    if let Some(n) = check::opt_str(root, "negative_prompt", "negative_prompt").map_err(bad)?
+        && check::chars(n) > 500
+    {
+        return Err(bad("negative_prompt must be 0-500 characters".into()));
+    }
+    check::opt_bool(root, "prompt_extend", "prompt_extend").map_err(bad)?;
+    check::opt_bool(root, "watermark", "watermark").map_err(bad)?;
+    check::opt_int(root, "seed", "seed", 0, 2_147_483_647).map_err(bad)?;
+    webhook(root)
+}
+
 /// URL, or a data URI of JPEG/PNG/BMP/WEBP up to 10 MB. For PNG the IHDR is read: alpha is refused,
 /// and sides must lie in 360-2000 px (other formats' dimensions are not parsed).
 fn check_image_26(image: &str) -> Result<(), Rejection> {
@@ -290,6 +332,7 @@ fn task_type(route: Route) -> &'static str {
         Route::NovitaWan26 => "WAN_2_6_IMG_TO_VIDEO",
         // CONTRACTS-2026-12.md B.4: UNKNOWN too; the adapter must not match on it.
         Route::NovitaWan27 => "WAN_2_7_IMG_TO_VIDEO",
+        Route::NovitaWan27T2v => "WAN_2_7_TXT_TO_VIDEO",
         _ => "WAN_IMG_TO_VIDEO",
     }
 }
