@@ -31,8 +31,15 @@ fn models_and_estimates() {
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     let models = v["models"].as_array().unwrap();
-    assert_eq!(models.len(), i2v_mcp::catalog::models().len(), "every model");
-    assert!(models.len() >= 18, "7 before dashscope + its 6 i2v + 5 text-to-video");
+    assert_eq!(
+        models.len(),
+        i2v_mcp::catalog::models().len(),
+        "every model"
+    );
+    assert!(
+        models.len() >= 18,
+        "7 before dashscope + its 6 i2v + 5 text-to-video"
+    );
     let piapi = models.iter().find(|m| m["provider"] == "piapi").unwrap();
     assert_eq!(piapi["configured"], true);
     assert_eq!(piapi["price"]["usd_per_video"], 0.28);

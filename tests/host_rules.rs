@@ -209,6 +209,12 @@ async fn resource_links_read_back_as_the_video() {
     let forged = uri.rsplit_once('/').unwrap().0.to_string() + "/../a.png/../x.mp4";
     let refused = p.request(4, "resources/read", json!({"uri": forged})).await;
     assert!(refused.get("error").is_some(), "{refused}");
+    // The task's own file, swapped for a link out of the output dir, is not served either.
+    let path = url::Url::parse(uri).unwrap().to_file_path().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&img, &path).unwrap();
+    let refused = p.request(5, "resources/read", json!({"uri": uri})).await;
+    assert!(refused.get("error").is_some(), "{refused}");
     p.close().await;
 }
 

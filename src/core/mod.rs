@@ -152,16 +152,35 @@ impl Core {
     }
 
     /// The downloaded video of a succeeded task: `Ok(None)` while there is none (not succeeded,
-    /// or not downloaded yet); a `not_found` error for an unknown task.
+    /// not downloaded yet, or no longer inside the output dir); a `not_found` error for an
+    /// unknown task.
     pub async fn video_path(&self, id: &str) -> Result<Option<(Task, PathBuf)>> {
         let task = self.task(id).await?;
-        let path = task
+        let Some(path) = task
             .video
             .as_ref()
             .and_then(|v| v.local_path.as_ref())
             .filter(|_| task.status == Status::Succeeded)
-            .map(PathBuf::from);
-        Ok(path.map(|p| (task, p)))
+            .map(PathBuf::from)
+        else {
+            return Ok(None);
+        };
+        // Both faces serve this file: it must still lie inside the output dir (a journal row is
+        // data, and the dir may have been changed or the file replaced by a link since).
+        let dir = self.cfg.output_dir.clone();
+        let probe = path.clone();
+        let inside =
+            tokio::task::spawn_blocking(move || match (probe.canonicalize(), dir.canonicalize()) {
+                (Ok(p), Ok(dir)) => p.starts_with(dir),
+                _ => false,
+            })
+            .await
+            .unwrap_or(false);
+        if !inside {
+            tracing::warn!(task = id, path = %path.display(), "the video is no longer in the output dir");
+            return Ok(None);
+        }
+        Ok(Some((task, path)))
     }
 
     async fn row(&self, id: &str) -> Result<TaskRow> {
@@ -172,8 +191,6 @@ impl Core {
         })
     }
 
-    /// The provider a request goes to: its own, the configured default, else the first remote
-    /// provider with a key. With none, an `auth` error that says how to get going.
     /// The requested provider, else the configured default, else the first provider with a key
     /// (and, for text-to-video, a text-to-video model).
     fn pick_provider(&self, requested: Option<ProviderId>, t2v: bool) -> Result<ProviderId> {
