@@ -18,6 +18,8 @@ use crate::model::ProviderId;
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub output_dir: Option<PathBuf>,
+    /// PostgreSQL journal (`postgres://..`); the SQLite file in `data_dir` when unset.
+    pub database_url: Option<SecretString>,
     pub allowed_dirs: Option<Vec<PathBuf>>,
     pub default_provider: Option<ProviderId>,
     pub max_wait_seconds: Option<u32>,
@@ -200,6 +202,7 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub output_dir: Option<PathBuf>,
+    pub database_url: Option<SecretString>,
     pub allowed_dirs: Vec<PathBuf>,
     pub default_provider: Option<ProviderId>,
 }
@@ -220,6 +223,8 @@ pub struct ProviderConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub output_dir: PathBuf,
+    /// The PostgreSQL journal shared by replicas; `None`: SQLite in `data_dir`.
+    pub database_url: Option<SecretString>,
     pub allowed_dirs: Vec<PathBuf>,
     pub default_provider: Option<ProviderId>,
     pub max_wait_seconds: u32,
@@ -248,6 +253,9 @@ pub struct PollSchedule {
     pub max: Duration,
     pub factor: f64,
     pub give_up_after: Duration,
+    /// Replicas (PostgreSQL journal): how long a task's lease lasts unrenewed; a replica that
+    /// dies loses its tasks to the others after at most this (plus a sweep, a fifth of it).
+    pub lease: Duration,
 }
 
 impl Default for PollSchedule {
@@ -259,6 +267,7 @@ impl Default for PollSchedule {
             max: Duration::from_secs(20),
             factor: 1.5,
             give_up_after: Duration::from_secs(30 * 60),
+            lease: Duration::from_secs(20),
         }
     }
 }
@@ -327,9 +336,11 @@ impl Config {
         let providers = providers(file.providers, env)?;
         check_pricing(&file.pricing)?;
         let public_url = public_url(file.public_url, env)?;
+        let database_url = database_url(overrides, env, file.database_url)?;
         Ok(Config {
             data_dir,
             output_dir,
+            database_url,
             allowed_dirs,
             default_provider,
             max_wait_seconds: file.max_wait_seconds.unwrap_or(DEFAULT_MAX_WAIT_SECONDS),
@@ -379,6 +390,30 @@ impl Config {
         self.poll.max = max;
         self
     }
+}
+
+/// The journal's database URL: CLI > env > file; only `postgres://` or `postgresql://`.
+fn database_url(
+    overrides: &Overrides,
+    env: &dyn Env,
+    file: Option<SecretString>,
+) -> Result<Option<SecretString>, Error> {
+    let url = overrides
+        .database_url
+        .clone()
+        .or_else(|| env.var("I2V_MCP_DATABASE_URL").map(SecretString::from))
+        .or(file)
+        .filter(|u| !u.expose_secret().trim().is_empty());
+    if let Some(u) = &url {
+        let u = u.expose_secret().trim();
+        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+            return Err(Error::invalid_input(
+                "database_url must be a postgres:// or postgresql:// URL",
+            )
+            .with_next_step("set I2V_MCP_DATABASE_URL=postgres://user:password@host/db, or unset it to use SQLite in the data dir"));
+        }
+    }
+    Ok(url)
 }
 
 /// Data, output and allowed directories: CLI > env > file > defaults; all absolute.
@@ -556,6 +591,9 @@ fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> 
         p.max = Duration::from_millis(max.max(10));
     }
     p.max = p.max.max(p.first);
+    if let Some(lease) = ms("I2V_MCP_LEASE_MS", None)? {
+        p.lease = Duration::from_millis(lease.max(500));
+    }
     if let Some(m) = file.give_up_minutes {
         p.give_up_after = Duration::from_secs(m.max(1) * 60);
     }

@@ -22,5 +22,6 @@ mod mcp_flow;
 mod mcp_stdio;
 mod preview;
 mod providers;
+mod replicas;
 mod tasks;
 mod tools_drift;

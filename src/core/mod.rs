@@ -124,7 +124,7 @@ impl Core {
             ))
             .with_next_step("set I2V_MCP_OUTPUT_DIR to a writable directory")
         })?;
-        let journal = Journal::open(&cfg.data_dir.join("journal.sqlite"))?;
+        let journal = Journal::open_configured(&cfg)?;
         let http = providers::http::client()?;
         let providers = Arc::new(Providers::new(&cfg, &http, journal.clone()));
         let watcher = Watcher::new(journal.clone(), providers.clone(), cfg.clone(), http);
