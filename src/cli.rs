@@ -28,6 +28,9 @@ pub struct Cli {
     /// Journal directory (env I2V_MCP_DATA_DIR).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL journal shared by replicas, postgres://.. (env I2V_MCP_DATABASE_URL).
+    #[arg(long = "database", global = true)]
+    database_url: Option<String>,
     /// Where videos are written (env I2V_MCP_OUTPUT_DIR).
     #[arg(long, global = true)]
     output_dir: Option<PathBuf>,
@@ -336,6 +339,7 @@ fn overrides(cli: &Cli) -> Overrides {
         config_file: cli.config.clone(),
         data_dir: cli.data_dir.clone(),
         output_dir: cli.output_dir.clone(),
+        database_url: cli.database_url.clone().map(Into::into),
         allowed_dirs: cli.allowed_dirs.clone(),
         default_provider: None,
     }
@@ -372,8 +376,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 /// `serve`: stdio, or HTTP with `--http`.
 async fn serve(cfg: Config, flags: ServeFlags) -> Result<(), Error> {
-    // Held until this server ends; a second server on the data dir fails here, at once.
-    let _lock = crate::journal::ServeLock::acquire(&cfg.data_dir)?;
+    // Held until this server ends; a second server on the data dir fails here, at once. With a
+    // database, replicas share the work through leases in it and may share the dirs: no lock.
+    let _lock = match cfg.database_url {
+        None => crate::journal::ServeLock::acquire(&cfg.data_dir)?,
+        Some(_) => None,
+    };
     let Some(addr) = flags.http.clone() else {
         return serve_stdio(cfg).await;
     };

@@ -18,6 +18,8 @@ use crate::model::ProviderId;
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub output_dir: Option<PathBuf>,
+    /// PostgreSQL journal (`postgres://..`); the SQLite file in `data_dir` when unset.
+    pub database_url: Option<SecretString>,
     pub allowed_dirs: Option<Vec<PathBuf>>,
     pub default_provider: Option<ProviderId>,
     pub max_wait_seconds: Option<u32>,
@@ -183,6 +185,8 @@ pub struct TierOverride {
 pub struct Budget {
     pub per_task_usd: Option<f64>,
     pub daily_usd: Option<f64>,
+    /// Ask the person (elicitation) before a create above this price, or unpriced.
+    pub confirm_above_usd: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +202,7 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub output_dir: Option<PathBuf>,
+    pub database_url: Option<SecretString>,
     pub allowed_dirs: Vec<PathBuf>,
     pub default_provider: Option<ProviderId>,
 }
@@ -218,6 +223,8 @@ pub struct ProviderConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub output_dir: PathBuf,
+    /// The PostgreSQL journal shared by replicas; `None`: SQLite in `data_dir`.
+    pub database_url: Option<SecretString>,
     pub allowed_dirs: Vec<PathBuf>,
     pub default_provider: Option<ProviderId>,
     pub max_wait_seconds: u32,
@@ -246,6 +253,9 @@ pub struct PollSchedule {
     pub max: Duration,
     pub factor: f64,
     pub give_up_after: Duration,
+    /// Replicas (PostgreSQL journal): how long a task's lease lasts unrenewed; a replica that
+    /// dies loses its tasks to the others after at most this (plus a sweep, a fifth of it).
+    pub lease: Duration,
 }
 
 impl Default for PollSchedule {
@@ -257,6 +267,7 @@ impl Default for PollSchedule {
             max: Duration::from_secs(20),
             factor: 1.5,
             give_up_after: Duration::from_secs(30 * 60),
+            lease: Duration::from_secs(20),
         }
     }
 }
@@ -325,16 +336,18 @@ impl Config {
         let providers = providers(file.providers, env)?;
         check_pricing(&file.pricing)?;
         let public_url = public_url(file.public_url, env)?;
+        let database_url = database_url(overrides, env, file.database_url)?;
         Ok(Config {
             data_dir,
             output_dir,
+            database_url,
             allowed_dirs,
             default_provider,
             max_wait_seconds: file.max_wait_seconds.unwrap_or(DEFAULT_MAX_WAIT_SECONDS),
             public_url,
             providers,
             pricing: file.pricing,
-            budget: file.budget,
+            budget: budget(file.budget, env)?,
             download_max_bytes: file
                 .download
                 .max_bytes
@@ -377,6 +390,30 @@ impl Config {
         self.poll.max = max;
         self
     }
+}
+
+/// The journal's database URL: CLI > env > file; only `postgres://` or `postgresql://`.
+fn database_url(
+    overrides: &Overrides,
+    env: &dyn Env,
+    file: Option<SecretString>,
+) -> Result<Option<SecretString>, Error> {
+    let url = overrides
+        .database_url
+        .clone()
+        .or_else(|| env.var("I2V_MCP_DATABASE_URL").map(SecretString::from))
+        .or(file)
+        .filter(|u| !u.expose_secret().trim().is_empty());
+    if let Some(u) = &url {
+        let u = u.expose_secret().trim();
+        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+            return Err(Error::invalid_input(
+                "database_url must be a postgres:// or postgresql:// URL",
+            )
+            .with_next_step("set I2V_MCP_DATABASE_URL=postgres://user:password@host/db, or unset it to use SQLite in the data dir"));
+        }
+    }
+    Ok(url)
 }
 
 /// Data, output and allowed directories: CLI > env > file > defaults; all absolute.
@@ -554,10 +591,37 @@ fn poll_schedule(file: &FilePoll, env: &dyn Env) -> Result<PollSchedule, Error> 
         p.max = Duration::from_millis(max.max(10));
     }
     p.max = p.max.max(p.first);
+    if let Some(lease) = ms("I2V_MCP_LEASE_MS", None)? {
+        p.lease = Duration::from_millis(lease.max(500));
+    }
     if let Some(m) = file.give_up_minutes {
         p.give_up_after = Duration::from_secs(m.max(1) * 60);
     }
     Ok(p)
+}
+
+/// `[budget]`, with `confirm_above_usd` under I2V_MCP_CONFIRM_ABOVE_USD (a price in USD).
+fn budget(mut b: Budget, env: &dyn Env) -> Result<Budget, Error> {
+    if let Some(v) = env.var("I2V_MCP_CONFIRM_ABOVE_USD") {
+        let usd = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|u| u.is_finite() && *u >= 0.0);
+        b.confirm_above_usd = Some(usd.ok_or_else(|| {
+            Error::invalid_input(format!(
+                "I2V_MCP_CONFIRM_ABOVE_USD='{v}' is not a price in USD (e.g. 0.5)"
+            ))
+        })?);
+    }
+    if b.confirm_above_usd
+        .is_some_and(|u| !u.is_finite() || u < 0.0)
+    {
+        return Err(Error::invalid_input(
+            "[budget].confirm_above_usd must be a price in USD, 0 or more",
+        ));
+    }
+    Ok(b)
 }
 
 /// A boolean environment variable (true/false, 1/0, on/off, yes/no), if set.
@@ -761,5 +825,32 @@ pub(crate) mod tests {
         assert!(!format!("{c:?}").contains("file-token-value"));
         let err = toml::from_str::<FileConfig>("[http]\ntoken = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn confirm_above_usd_from_file_and_env() {
+        assert_eq!(defaults().budget.confirm_above_usd, None, "off by default");
+        let file = || toml::from_str::<FileConfig>("[budget]\nconfirm_above_usd = 0.5\n").unwrap();
+        let c = Config::from_layers(file(), None, &Overrides::default(), &env(&[])).unwrap();
+        assert_eq!(c.budget.confirm_above_usd, Some(0.5));
+        let e = env(&[("I2V_MCP_CONFIRM_ABOVE_USD", "2")]);
+        let c = Config::from_layers(file(), None, &Overrides::default(), &e).unwrap();
+        assert_eq!(
+            c.budget.confirm_above_usd,
+            Some(2.0),
+            "env wins over the file"
+        );
+        for bad in ["cheap", "-1", "NaN"] {
+            let e = env(&[("I2V_MCP_CONFIRM_ABOVE_USD", bad)]);
+            let err = Config::from_layers(FileConfig::default(), None, &Overrides::default(), &e)
+                .unwrap_err();
+            assert!(
+                err.message.contains("I2V_MCP_CONFIRM_ABOVE_USD"),
+                "{}",
+                err.message
+            );
+        }
+        let file = toml::from_str::<FileConfig>("[budget]\nconfirm_above_usd = -3\n").unwrap();
+        assert!(Config::from_layers(file, None, &Overrides::default(), &env(&[])).is_err());
     }
 }

@@ -29,6 +29,8 @@ const PERMANENT_POLL_FAILURES: u32 = 3;
 /// Backoff of journal writes that must land (a provider id accepted upstream): first and longest.
 const RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
 const RECORD_MAX_RETRY: Duration = Duration::from_secs(30);
+/// With replicas, a `submitting` task older than this was cut off by a replica that died.
+const SUBMIT_CUT_OFF_MS: i64 = 10 * 60 * 1000;
 /// Polls in flight at once, across all tasks.
 const MAX_CONCURRENT_POLLS: usize = 32;
 /// Contact-sheet decoder children at once (each decodes a whole video).
@@ -43,6 +45,8 @@ struct Inner {
     active: Mutex<HashMap<String, Arc<Notify>>>,
     polls: Semaphore,
     sheets: Semaphore,
+    /// This process among replicas: the owner name of the leases it holds.
+    owner: String,
 }
 
 #[derive(Clone)]
@@ -68,6 +72,7 @@ impl Watcher {
                 active: Mutex::new(HashMap::new()),
                 polls: Semaphore::new(MAX_CONCURRENT_POLLS),
                 sheets: Semaphore::new(MAX_CONCURRENT_SHEETS),
+                owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             }),
         }
     }
@@ -96,6 +101,12 @@ impl Watcher {
         let inner = self.inner.clone();
         let id = id.to_string();
         tokio::spawn(async move {
+            if !inner.lease(&id).await {
+                // Another replica watches it: ask it to poll now, and hear of it by `listen`.
+                inner.active().remove(&id);
+                let _ = inner.journal.wake_elsewhere(&id).await;
+                return;
+            }
             inner.clone().run(&id, notify).await;
             // Deregister, then look once more: work that arrived meanwhile gets a new loop.
             inner.active().remove(&id);
@@ -154,12 +165,30 @@ impl Watcher {
         self.inner.active().contains_key(id)
     }
 
+    /// Replicas: renew this process's leases and take over lapsed ones, and hear other replicas'
+    /// changes (waiters are told at once) and wake requests. Nothing to do on SQLite.
+    fn start_replica_loops(&self) {
+        if !self.inner.journal.is_shared() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(leases(weak.clone(), self.inner.cfg.poll.lease));
+        tokio::spawn(listen(weak, self.inner.journal.clone()));
+    }
+
     /// Resume after a restart. A task still `submitting` was cut off between the journal write and
     /// the provider's answer: whether the provider took it is unknown, so it is never resubmitted.
     pub fn recover(&self) -> Result<usize, Error> {
+        self.start_replica_loops();
         let rows = self.inner.journal.unfinished_blocking()?;
         let mut resumed = 0;
+        let shared = self.inner.journal.is_shared();
         for row in rows {
+            // Beside other replicas, a young `submitting` task may be another one's create in
+            // flight: only one cut off long ago (a submit lasts minutes at most) is given up.
+            if shared && row.is_submitting() && now_ms() - row.created_at < SUBMIT_CUT_OFF_MS {
+                continue;
+            }
             if row.is_submitting() {
                 let e = Error::new(
                     Category::SubmitUnknown,
@@ -229,7 +258,82 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.9..1.1))
 }
 
+/// Renew this replica's leases every fifth of a lease, and take over tasks whose lease lapsed
+/// (their replica died) or that never had one. Ends with the watcher.
+async fn leases(inner: std::sync::Weak<Inner>, lease: Duration) {
+    let every = lease / 5;
+    loop {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let (now, until) = (now_ms(), now_ms() + lease.as_millis() as i64);
+        if let Err(e) = inner.journal.renew(&inner.owner, until).await {
+            tracing::warn!(error = %e, "cannot renew this replica's task leases");
+        }
+        let stale = now - lease.as_millis() as i64;
+        match inner
+            .journal
+            .claim_orphans(&inner.owner, until, now, stale)
+            .await
+        {
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    tracing::info!(tasks = ids.len(), "took over tasks whose replica stopped");
+                }
+                let watcher = Watcher { inner };
+                for id in ids {
+                    watcher.watch(&id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for tasks to take over"),
+        }
+        tokio::time::sleep(jitter(every)).await;
+    }
+}
+
+/// Other replicas' news: a change is published to this replica's waiters, a wake request polls
+/// the task now if this replica watches it. Reconnects after a dropped connection.
+async fn listen(inner: std::sync::Weak<Inner>, journal: Journal) {
+    loop {
+        match journal.listen().await {
+            Ok(Some(mut events)) => {
+                while let Some(event) = events.recv().await {
+                    let Some(inner) = inner.upgrade() else {
+                        return;
+                    };
+                    match event {
+                        crate::journal::Event::Changed(id) => inner.publish(&id).await,
+                        crate::journal::Event::Wake(id) => {
+                            if let Some(n) = inner.active().get(&id) {
+                                n.notify_one();
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(None) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot listen for other replicas' changes"),
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 impl Inner {
+    /// Take or keep this replica's lease on task `id` (always granted on SQLite).
+    async fn lease(&self, id: &str) -> bool {
+        let until = now_ms() + self.cfg.poll.lease.as_millis() as i64;
+        match self.journal.claim(id, &self.owner, until, now_ms()).await {
+            Ok(granted) => granted,
+            Err(e) => {
+                tracing::warn!(task = id, error = %e, "cannot take the task's lease; watching it anyway");
+                true
+            }
+        }
+    }
+
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -27,10 +27,14 @@ use crate::mcp_flow::{assert_downloaded, env_for};
 use crate::support::fakes::{FakeProvider, Kind};
 use crate::support::{Client, Session, Workspace, call, err, ok, within};
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A config pointed at `fake` with fast polling.
-fn config(ws: &Workspace, fake: &FakeProvider, provider: &str) -> i2v_mcp::config::Config {
+pub(crate) fn config(
+    ws: &Workspace,
+    fake: &FakeProvider,
+    provider: &str,
+) -> i2v_mcp::config::Config {
     let env = env_for(fake, provider);
     let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     pairs.extend([
@@ -41,7 +45,7 @@ fn config(ws: &Workspace, fake: &FakeProvider, provider: &str) -> i2v_mcp::confi
 }
 
 /// Serve `core` on 127.0.0.1:0; `edit` sees the options and the address before serving.
-async fn start(
+pub(crate) async fn start(
     core: Arc<Core>,
     edit: impl FnOnce(&mut HttpOptions, SocketAddr),
 ) -> (SocketAddr, ServerHandle) {
@@ -56,7 +60,10 @@ async fn start(
 }
 
 /// An rmcp client over streamable HTTP.
-async fn connect_http(addr: SocketAddr, token: Option<&str>) -> Result<(Session, Client), String> {
+pub(crate) async fn connect_http(
+    addr: SocketAddr,
+    token: Option<&str>,
+) -> Result<(Session, Client), String> {
     let mut cfg = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"));
     if let Some(t) = token {
         cfg = cfg.auth_header(t);

@@ -87,6 +87,14 @@ fn python_sdk() {
     run(ready, "python_sdk.py");
 }
 
+/// Spend consent through elicitation (issue 15), 2026-07-28 rounds and a 2025 session.
+#[test]
+fn python_sdk_consent() {
+    let python = dir().join(".venv/bin/python");
+    let ready = require(".venv/bin/python").map(|()| python);
+    run(ready, "python_consent.py");
+}
+
 #[test]
 fn conformance_server_scenarios() {
     run(

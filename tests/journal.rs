@@ -22,10 +22,24 @@ fn unreachable_core(ws: &Workspace, fake: &FakeProvider) -> Arc<Core> {
     .unwrap()
 }
 
+/// The journals a test runs on: SQLite, then PostgreSQL (a fresh database; SKIPPED when the
+/// package is not installed, outside CI).
+fn backends(test: &str) -> Vec<Option<String>> {
+    let mut all = vec![None];
+    all.extend(crate::support::postgres::database(test).map(Some));
+    all
+}
+
 #[tokio::test]
 async fn a_key_refused_while_the_provider_was_unreachable_makes_a_new_attempt() {
+    for db in backends("a_key_refused_while_the_provider_was_unreachable") {
+        a_key_refused_while_unreachable_makes_a_new_attempt(Workspace::new().with_database(db))
+            .await;
+    }
+}
+
+async fn a_key_refused_while_unreachable_makes_a_new_attempt(ws: Workspace) {
     let fake = FakeProvider::start(Kind::Piapi).await;
-    let ws = Workspace::new();
     let img = ws.png("a.png", 64, 64);
     let args = json!({"image": img, "prompt": "p", "provider": "piapi", "idempotency_key": "k1", "wait_seconds": 60});
     let refused = {
@@ -38,7 +52,7 @@ async fn a_key_refused_while_the_provider_was_unreachable_makes_a_new_attempt() 
         );
         s.cancel().await.unwrap();
         let rows = ws.data().join("journal.sqlite");
-        assert!(rows.exists());
+        assert_eq!(rows.exists(), ws.database.is_none());
         e
     };
     // The provider is back (same journal): the same key is a new attempt that reaches it.
@@ -70,8 +84,14 @@ async fn a_key_refused_while_the_provider_was_unreachable_makes_a_new_attempt() 
 
 #[tokio::test]
 async fn keys_refused_by_the_provider_retry_and_concurrent_retries_create_once() {
+    for db in backends("keys_refused_by_the_provider_retry_and_concurrent_retries_create_once") {
+        refused_keys_retry_and_concurrent_retries_create_once(Workspace::new().with_database(db))
+            .await;
+    }
+}
+
+async fn refused_keys_retry_and_concurrent_retries_create_once(ws: Workspace) {
     let fake = FakeProvider::start(Kind::Piapi).await;
-    let ws = Workspace::new();
     let img = ws.png("a.png", 64, 64);
     let (s, _) = connect(core_for(&ws, &fake, "piapi")).await;
 
@@ -107,9 +127,14 @@ async fn keys_refused_by_the_provider_retry_and_concurrent_retries_create_once()
 
 #[tokio::test]
 async fn a_key_whose_outcome_is_unknown_is_never_resubmitted() {
+    for db in backends("a_key_whose_outcome_is_unknown_is_never_resubmitted") {
+        an_unknown_outcome_is_never_resubmitted(Workspace::new().with_database(db)).await;
+    }
+}
+
+async fn an_unknown_outcome_is_never_resubmitted(ws: Workspace) {
     let fake = FakeProvider::start(Kind::Piapi).await;
     fake.push_create_fault(Fault::AcceptThenServerError);
-    let ws = Workspace::new();
     let img = ws.png("a.png", 64, 64);
     let (s, _) = connect(core_for(&ws, &fake, "piapi")).await;
     let args =
@@ -158,10 +183,16 @@ impl Logs {
 
 #[tokio::test]
 async fn a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_id() {
+    for db in backends("a_journal_write_failing_after_the_provider_accepted_keeps_the_provider_id")
+    {
+        a_failed_submit_write_keeps_the_provider_id(Workspace::new().with_database(db)).await;
+    }
+}
+
+async fn a_failed_submit_write_keeps_the_provider_id(ws: Workspace) {
     let logs = Logs::default();
     let _log = logs.capture();
     let fake = FakeProvider::start(Kind::Piapi).await;
-    let ws = Workspace::new();
     let img = ws.png("a.png", 64, 64);
     let core = core_for(&ws, &fake, "piapi");
     // The disk is full for the create's write and two retries.

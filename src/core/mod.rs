@@ -2,6 +2,7 @@
 //! CLI) call these and only map arguments and render results. One module per concern: pricing
 //! and budgets, client-side rate limits, waiting and progress, submission, webhooks.
 
+mod consent;
 mod pricing;
 mod progress;
 mod ratelimit;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+pub use consent::{Answer, Consent, SpendAsk};
 pub use pricing::{BudgetStatus, Estimate, EstimateRequest, Quote};
 pub use progress::Progress;
 pub use webhook::WebhookOutcome;
@@ -42,6 +44,9 @@ pub struct CallCtx {
     pub progress: Option<UnboundedSender<Progress>>,
     pub cancel: CancellationToken,
     pub roots: Vec<PathBuf>,
+    /// How to ask the person before spending (`[budget] confirm_above_usd`); `None`: the
+    /// caller is the person (the CLI), nobody is asked.
+    pub consent: Option<Arc<dyn Consent>>,
 }
 
 /// `list_models` result.
@@ -119,7 +124,7 @@ impl Core {
             ))
             .with_next_step("set I2V_MCP_OUTPUT_DIR to a writable directory")
         })?;
-        let journal = Journal::open(&cfg.data_dir.join("journal.sqlite"))?;
+        let journal = Journal::open_configured(&cfg)?;
         let http = providers::http::client()?;
         let providers = Arc::new(Providers::new(&cfg, &http, journal.clone()));
         let watcher = Watcher::new(journal.clone(), providers.clone(), cfg.clone(), http);

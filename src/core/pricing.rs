@@ -262,7 +262,7 @@ impl Core {
         }
     }
 
-    async fn spent_today(&self) -> Result<f64> {
+    pub(super) async fn spent_today(&self) -> Result<f64> {
         self.journal.spent_since(start_of_day_ms()).await
     }
 

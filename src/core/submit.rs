@@ -90,7 +90,8 @@ impl Core {
         Ok((provider, spec))
     }
 
-    /// Everything before the journal: images read and checked, price within the budget, a rate
+    /// Everything before the journal: images read and checked, price within the budget (and
+    /// approved when `confirm_above_usd` asks for it), a rate
     /// slot taken (waiting for one at most until `deadline`).
     async fn prepare(
         &self,
@@ -112,6 +113,7 @@ impl Core {
         (provider.decl().preflight)(req, image.as_ref())?;
         let quote = self.quote(spec, req);
         self.check_budget(&quote, req).await?;
+        self.confirm_spend(&quote, req, spec, ctx).await?;
         self.limiters.admit(provider, deadline).await?;
         Ok(Prepared {
             provider,

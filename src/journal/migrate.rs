@@ -18,15 +18,19 @@ fn version(conn: &Connection) -> Result<usize> {
 pub fn check_known(conn: &Connection, migrations: &[&str]) -> Result<usize> {
     let v = version(conn)?;
     if v > migrations.len() {
-        return Err(Error::internal(format!(
-            "the journal is at version {v}, newer than this i2v-mcp knows (version {}): a newer i2v-mcp wrote it; it was left untouched",
-            migrations.len()
-        ))
-        .with_next_step(
-            "use the newer i2v-mcp with this data dir, or give this one its own I2V_MCP_DATA_DIR",
-        ));
+        return Err(too_new(v, migrations.len()));
     }
     Ok(v)
+}
+
+/// A journal at version `v`, newer than the `known` this i2v-mcp has: refused untouched.
+pub fn too_new(v: usize, known: usize) -> Error {
+    Error::internal(format!(
+        "the journal is at version {v}, newer than this i2v-mcp knows (version {known}): a newer i2v-mcp wrote it; it was left untouched"
+    ))
+    .with_next_step(
+        "use the newer i2v-mcp with this journal, or give this one its own I2V_MCP_DATA_DIR or database",
+    )
 }
 
 /// Bring the journal to the newest version, in one IMMEDIATE transaction: of processes opening

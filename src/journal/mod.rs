@@ -6,18 +6,22 @@
 //!
 //! `Journal` is the interface the rest of the program uses: cheap to clone, async, and it names
 //! no provider. Its backend is an enum: SQLite's calls block, so they run on tokio's blocking pool;
-//! a later backend with an async client (PostgreSQL) is one more variant awaited directly.
+//! PostgreSQL's (`--database`, shared by replicas) are awaited directly.
 
 mod lock;
 mod migrate;
+mod postgres;
 mod row;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use lock::ServeLock;
 pub use migrate::MIGRATIONS;
+pub use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub use row::{BadRow, Download, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update};
 
 use crate::error::{Error, Result};
@@ -29,57 +33,129 @@ pub fn inputs_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("inputs")
 }
 
+/// News from other replicas (PostgreSQL's LISTEN/NOTIFY).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Task `id` changed (any replica wrote it).
+    Changed(String),
+    /// Whoever watches task `id` should poll it now.
+    Wake(String),
+}
+
 #[derive(Clone)]
 enum Backend {
     Sqlite(Arc<sqlite::Sqlite>),
+    Postgres(Arc<postgres::Postgres>),
 }
 
 /// The task journal (see the module docs).
 #[derive(Clone)]
 pub struct Journal {
     backend: Backend,
+    /// Provider task ids accepted upstream whose journal write failed (a full disk, a lost
+    /// database): kept here, shown on reads of their task, until the write lands (see
+    /// `Watcher::record_submitted`).
+    unrecorded: Arc<Mutex<HashMap<String, String>>>,
+    /// Test hook: how many `mark_submitted` writes fail next as if the disk were full.
+    submit_write_failures: Arc<AtomicU32>,
+}
+
+/// Dispatch `$call` to the backend: SQLite's on the blocking pool, PostgreSQL's awaited.
+macro_rules! on_backend {
+    ($self:ident, |$db:ident| $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let $db = &*db;
+                    $call
+                })
+                .await
+                .map_err(|e| Error::internal(format!("journal call did not finish: {e}")))?
+            }
+            Backend::Postgres(pg) => {
+                let $db = &**pg;
+                $call.await
+            }
+        }
+    };
 }
 
 impl Journal {
+    fn with(backend: Backend) -> Journal {
+        Journal {
+            backend,
+            unrecorded: Arc::default(),
+            submit_write_failures: Arc::default(),
+        }
+    }
+
     /// Open (or create) the SQLite journal at `path` and bring it to the newest version. Blocks:
     /// call it at startup, or from a blocking thread.
     pub fn open(path: &Path) -> Result<Journal> {
-        Ok(Journal {
-            backend: Backend::Sqlite(Arc::new(sqlite::Sqlite::open(path)?)),
-        })
+        Ok(Journal::with(Backend::Sqlite(Arc::new(
+            sqlite::Sqlite::open(path)?,
+        ))))
     }
 
-    /// Run `f` against the backend off the async workers.
-    async fn call<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&sqlite::Sqlite) -> Result<T> + Send + 'static,
-    {
-        match &self.backend {
-            Backend::Sqlite(db) => {
-                let db = db.clone();
-                tokio::task::spawn_blocking(move || f(&db))
-                    .await
-                    .map_err(|e| Error::internal(format!("journal call did not finish: {e}")))?
-            }
+    /// Connect to the PostgreSQL journal at `url` and bring it to the newest version. Blocks.
+    pub fn open_postgres(url: &str) -> Result<Journal> {
+        Ok(Journal::with(Backend::Postgres(Arc::new(
+            postgres::Postgres::open(url)?,
+        ))))
+    }
+
+    /// The journal the config names: PostgreSQL with a database URL, else SQLite in the data dir.
+    pub fn open_configured(cfg: &crate::config::Config) -> Result<Journal> {
+        use secrecy::ExposeSecret;
+        match &cfg.database_url {
+            Some(url) => Journal::open_postgres(url.expose_secret()),
+            None => Journal::open(&cfg.data_dir.join("journal.sqlite")),
         }
+    }
+
+    /// Whether the journal is a shared database (replicas may run beside this process).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    fn unrecorded(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A row as the application sees it: a provider id accepted but not yet written is filled in
+    /// from memory.
+    fn overlay(&self, mut row: TaskRow) -> TaskRow {
+        if row.provider_task_id.is_none()
+            && row.is_submitting()
+            && let Some(ptid) = self.unrecorded().get(&row.id)
+        {
+            row.provider_task_id = Some(ptid.clone());
+        }
+        row
     }
 
     /// Insert a task, or return the existing one holding the same idempotency key. A key whose
     /// task was refused (nothing accepted upstream) is taken over by the new task. Of concurrent
     /// inserts with one key (in any process) exactly one inserts.
     pub async fn insert(&self, t: NewTask) -> Result<Inserted> {
-        self.call(move |db| db.insert(&t)).await
+        let inserted = on_backend!(self, |db| db.insert(&t))?;
+        Ok(match inserted {
+            Inserted::Existing(row) => Inserted::Existing(Box::new(self.overlay(*row))),
+            new => new,
+        })
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<TaskRow>> {
         let id = id.to_string();
-        self.call(move |db| db.get(&id)).await
+        let row = on_backend!(self, |db| db.get(&id))?;
+        Ok(row.map(|r| self.overlay(r)))
     }
 
     pub async fn find_by_key(&self, key: &str) -> Result<Option<TaskRow>> {
         let key = key.to_string();
-        self.call(move |db| db.find_by_key(&key)).await
+        let row = on_backend!(self, |db| db.find_by_key(&key))?;
+        Ok(row.map(|r| self.overlay(r)))
     }
 
     /// The task with upstream id `ptid` at the first of `providers` that has one: the caller
@@ -90,44 +166,68 @@ impl Journal {
         ptid: &str,
     ) -> Result<Option<TaskRow>> {
         let (providers, ptid) = (providers.to_vec(), ptid.to_string());
-        self.call(move |db| db.find_by_provider_id(&providers, &ptid))
-            .await
+        on_backend!(self, |db| db.find_by_provider_id(&providers, &ptid))
     }
 
     /// `submitting` -> `queued` with the provider's id (see `sqlite::Sqlite::mark_submitted`). If
     /// the write fails, the id is kept in memory and shown on reads until a later call lands.
     pub async fn mark_submitted(&self, id: &str, provider_task_id: &str, now: i64) -> Result<bool> {
-        let (id, ptid) = (id.to_string(), provider_task_id.to_string());
-        self.call(move |db| db.mark_submitted(&id, &ptid, now))
-            .await
+        let written = match self.injected_failure() {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let (id, ptid) = (id.to_string(), provider_task_id.to_string());
+                on_backend!(self, |db| db.mark_submitted(&id, &ptid, now))
+            }
+        };
+        match written {
+            Ok(n) => {
+                self.unrecorded().remove(id);
+                Ok(n)
+            }
+            Err(e) => {
+                self.unrecorded()
+                    .insert(id.to_string(), provider_task_id.to_string());
+                Err(e)
+            }
+        }
     }
 
     /// The provider task id accepted for `id` that the journal has not recorded yet.
     pub fn unrecorded_submit(&self, id: &str) -> Option<String> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.unrecorded_submit(id),
-        }
+        self.unrecorded().get(id).cloned()
     }
 
     /// Fault injection for tests: the next `n` `mark_submitted` writes fail as if the disk were
     /// full. Not for production use.
     #[doc(hidden)]
     pub fn inject_submit_write_failures(&self, n: u32) {
-        match &self.backend {
-            Backend::Sqlite(db) => db.inject_submit_write_failures(n),
+        self.submit_write_failures.store(n, Ordering::SeqCst);
+    }
+
+    fn injected_failure(&self) -> Result<()> {
+        let take =
+            self.submit_write_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match take {
+            Ok(_) => Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full (injected)".into()),
+            )
+            .into()),
+            Err(_) => Ok(()),
         }
     }
 
     /// End an open task as failed. False if it was no longer open.
     pub async fn fail(&self, id: &str, error: &Error, now: i64) -> Result<bool> {
         let (id, error) = (id.to_string(), error.clone());
-        self.call(move |db| db.fail(&id, &error, now)).await
+        on_backend!(self, |db| db.fail(&id, &error, now))
     }
 
     /// Apply a poll result under the guard; false if nothing changed.
     pub async fn apply(&self, id: &str, u: &Update, now: i64) -> Result<bool> {
         let (id, u) = (id.to_string(), u.clone());
-        self.call(move |db| db.apply(&id, &u, now)).await
+        on_backend!(self, |db| db.apply(&id, &u, now))
     }
 
     /// Replace an expired result URL with a fresh one from the provider.
@@ -139,8 +239,7 @@ impl Journal {
         now: i64,
     ) -> Result<()> {
         let (id, url) = (id.to_string(), url.to_string());
-        self.call(move |db| db.refresh_url(&id, &url, expires, now))
-            .await
+        on_backend!(self, |db| db.refresh_url(&id, &url, expires, now))
     }
 
     /// The video is on disk: the task settles, with `note`.
@@ -155,49 +254,56 @@ impl Journal {
     ) -> Result<()> {
         let (id, path, sha) = (id.to_string(), path.to_string(), sha256.to_string());
         let note = note.map(str::to_string);
-        self.call(move |db| db.set_downloaded(&id, &path, bytes, &sha, note.as_deref(), now))
-            .await
+        on_backend!(self, |db| db.set_downloaded(
+            &id,
+            &path,
+            bytes,
+            &sha,
+            note.as_deref(),
+            now
+        ))
     }
 
     pub async fn set_download_failed(&self, id: &str, note: &str, now: i64) -> Result<()> {
         let (id, note) = (id.to_string(), note.to_string());
-        self.call(move |db| db.set_download_failed(&id, &note, now))
-            .await
+        on_backend!(self, |db| db.set_download_failed(&id, &note, now))
     }
 
     /// A download that gave up earlier is tried again.
     pub async fn retry_download(&self, id: &str, now: i64) -> Result<bool> {
         let id = id.to_string();
-        self.call(move |db| db.retry_download(&id, now)).await
+        on_backend!(self, |db| db.retry_download(&id, now))
     }
 
     pub async fn set_note(&self, id: &str, note: Option<&str>, now: i64) -> Result<()> {
         let (id, note) = (id.to_string(), note.map(str::to_string));
-        self.call(move |db| db.set_note(&id, note.as_deref(), now))
-            .await
+        on_backend!(self, |db| db.set_note(&id, note.as_deref(), now))
     }
 
     /// Open task -> cancelled. False if it was already terminal.
     pub async fn cancel(&self, id: &str, note: &str, now: i64) -> Result<bool> {
         let (id, note) = (id.to_string(), note.to_string());
-        self.call(move |db| db.cancel(&id, &note, now)).await
+        on_backend!(self, |db| db.cancel(&id, &note, now))
     }
 
     /// The newest tasks matching `f`; undecodable rows are skipped and named.
     pub async fn list(&self, f: &ListFilter) -> Result<Listed> {
         let f = f.clone();
-        self.call(move |db| db.list(&f)).await
+        let mut listed = on_backend!(self, |db| db.list(&f))?;
+        listed.rows = listed.rows.into_iter().map(|r| self.overlay(r)).collect();
+        Ok(listed)
     }
 
     /// Tasks to pick up after a restart: open ones and unfinished downloads.
     pub async fn unfinished(&self) -> Result<Vec<TaskRow>> {
-        self.call(|db| db.unfinished()).await
+        on_backend!(self, |db| db.unfinished())
     }
 
     /// `unfinished` for startup code that cannot await (`Core::start`). Blocks.
     pub fn unfinished_blocking(&self) -> Result<Vec<TaskRow>> {
         match &self.backend {
             Backend::Sqlite(db) => db.unfinished(),
+            Backend::Postgres(pg) => pg.unfinished_blocking(),
         }
     }
 
@@ -205,12 +311,76 @@ impl Journal {
     pub fn fail_blocking(&self, id: &str, error: &Error, now: i64) -> Result<bool> {
         match &self.backend {
             Backend::Sqlite(db) => db.fail(id, error, now),
+            Backend::Postgres(pg) => pg.fail_blocking(id, error, now),
         }
+    }
+
+    /// Take or keep the lease on task `id` for `owner` until `until` (ms): false while another
+    /// replica's lease runs. Always true on SQLite (one server per journal).
+    pub async fn claim(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(pg) => pg.claim(id, owner, until, now).await,
+        }
+    }
+
+    /// Extend the leases `owner` holds; none on SQLite.
+    pub async fn renew(&self, owner: &str, until: i64) -> Result<u64> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(0),
+            Backend::Postgres(pg) => pg.renew(owner, until).await,
+        }
+    }
+
+    /// Take over tasks whose replica stopped renewing their lease, and tasks never leased since
+    /// `stale` (ms); none on SQLite.
+    pub async fn claim_orphans(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        stale: i64,
+    ) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.claim_orphans(owner, until, now, stale).await,
+        }
+    }
+
+    /// Ask the replica that holds task `id`'s lease to poll it now (no-op on SQLite).
+    pub async fn wake_elsewhere(&self, id: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pg) => pg.notify(postgres::WAKE, id).await,
+        }
+    }
+
+    /// Changes made by any replica, as they commit: `Changed(id)` and `Wake(id)` events until the
+    /// connection drops. `None` on SQLite.
+    pub async fn listen(&self) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<Event>>> {
+        let Backend::Postgres(pg) = &self.backend else {
+            return Ok(None);
+        };
+        let mut raw = pg.listen().await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((channel, id)) = raw.recv().await {
+                let event = if channel == postgres::WAKE {
+                    Event::Wake(id)
+                } else {
+                    Event::Changed(id)
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 
     /// Estimated spend of tasks created since `since_ms` that may have been charged.
     pub async fn spent_since(&self, since_ms: i64) -> Result<f64> {
-        self.call(move |db| db.spent_since(since_ms)).await
+        on_backend!(self, |db| db.spent_since(since_ms))
     }
 
     /// A still-valid upload URL of the image with digest `sha256` at `provider`.
@@ -221,8 +391,7 @@ impl Journal {
         now: i64,
     ) -> Result<Option<String>> {
         let sha = sha256.to_string();
-        self.call(move |db| db.upload_get(provider, &sha, now))
-            .await
+        on_backend!(self, |db| db.upload_get(provider, &sha, now))
     }
 
     pub async fn upload_put(
@@ -233,8 +402,7 @@ impl Journal {
         expires_at: i64,
     ) -> Result<()> {
         let (sha, url) = (sha256.to_string(), url.to_string());
-        self.call(move |db| db.upload_put(provider, &sha, &url, expires_at))
-            .await
+        on_backend!(self, |db| db.upload_put(provider, &sha, &url, expires_at))
     }
 }
 
@@ -243,12 +411,11 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn calls_run_off_the_async_workers() {
+    async fn sqlite_calls_run_off_the_async_workers() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(&dir.path().join("j.sqlite")).unwrap();
         let worker = std::thread::current().id();
-        let seen = j
-            .call(move |_| Ok(std::thread::current().id()))
+        let seen = async { Ok::<_, Error>(on_backend!(j, |db| db.probe_thread())) }
             .await
             .unwrap();
         assert_ne!(seen, worker, "a journal call ran on the async worker");

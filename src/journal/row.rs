@@ -1,8 +1,8 @@
 //! Journal rows and the values they hold, apart from the domain types: a `TaskRow` is read from
-//! SQL (`TryFrom<&Row>`) and becomes a `Task` (`From<&TaskRow>`).
+//! SQL through `Cols` (one impl per backend) and becomes a `Task` (`From<&TaskRow>`).
 
 use rusqlite::Row;
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 
 use crate::error::{Category, Error, Result};
 use crate::model::{ProviderId, Status, Task, Video, rfc3339};
@@ -63,25 +63,9 @@ fn to_sql_name<'a>(name: &'static str) -> ToSqlOutput<'a> {
     ToSqlOutput::Borrowed(ValueRef::Text(name.as_bytes()))
 }
 
-/// Read from its name; an unknown name names itself in the error.
-fn from_sql_name<T: std::str::FromStr>(v: ValueRef<'_>, what: &str) -> FromSqlResult<T> {
-    let s = v.as_str()?;
-    s.parse().map_err(|_| {
-        FromSqlError::Other(
-            format!("unknown {what} '{s}' (written by a newer version of i2v-mcp?)").into(),
-        )
-    })
-}
-
 impl ToSql for State {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(to_sql_name(self.into()))
-    }
-}
-
-impl FromSql for State {
-    fn column_result(v: ValueRef<'_>) -> FromSqlResult<State> {
-        from_sql_name(v, "task status")
     }
 }
 
@@ -122,68 +106,74 @@ pub struct TaskRow {
     pub finished_at: Option<i64>,
 }
 
+/// Reads one column of a journal row by name, whatever the backend: `Err` says what is wrong
+/// with the value, in words a log reader understands.
+pub(super) trait Cols {
+    fn text(&self, name: &str) -> std::result::Result<Option<String>, String>;
+    fn int(&self, name: &str) -> std::result::Result<Option<i64>, String>;
+    fn real(&self, name: &str) -> std::result::Result<Option<f64>, String>;
+    fn flag(&self, name: &str) -> std::result::Result<Option<bool>, String>;
+    /// Whether the query read this column.
+    fn has(&self, name: &str) -> bool;
+}
+
+type ColResult<T> = std::result::Result<T, String>;
+
+fn required<T>(v: Option<T>, name: &str) -> ColResult<T> {
+    v.ok_or_else(|| format!("column {name} is empty"))
+}
+
+/// A stored name read back; an unknown one names itself in the error.
+fn named<T: std::str::FromStr>(s: String, what: &str) -> ColResult<T> {
+    s.parse()
+        .map_err(|_| format!("unknown {what} '{s}' (written by a newer version of i2v-mcp?)"))
+}
+
 /// The error columns of a row, if it has an error.
-fn error_of(r: &Row<'_>) -> rusqlite::Result<Option<Error>> {
-    let category: Option<String> = r.get("error_category")?;
+fn error_of(r: &impl Cols) -> ColResult<Option<Error>> {
+    let category = r.text("error_category")?;
     Ok(category.map(|c| Error {
         category: Category::parse(&c).unwrap_or(Category::Internal),
-        message: r
-            .get::<_, Option<String>>("error_message")
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
-        retryable: r
-            .get::<_, Option<bool>>("error_retryable")
-            .ok()
-            .flatten()
-            .unwrap_or(false),
-        next_step: r.get("error_next_step").ok().flatten(),
+        message: r.text("error_message").ok().flatten().unwrap_or_default(),
+        retryable: r.flag("error_retryable").ok().flatten().unwrap_or(false),
+        next_step: r.text("error_next_step").ok().flatten(),
     }))
 }
 
-impl TryFrom<&Row<'_>> for TaskRow {
-    type Error = rusqlite::Error;
-    fn try_from(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
-        let provider: String = r.get("provider")?;
-        let provider = provider.parse().map_err(|_| {
-            rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                format!("unknown provider '{provider}' (written by a newer version of i2v-mcp?)")
-                    .into(),
-            )
-        })?;
-        let download: Option<String> = r.get("download")?;
+impl TaskRow {
+    /// Decode a row from its columns.
+    fn from_cols(r: &impl Cols) -> ColResult<TaskRow> {
+        let provider = named(required(r.text("provider")?, "provider")?, "provider")?;
+        let status = named(required(r.text("status")?, "status")?, "task status")?;
         Ok(TaskRow {
-            id: r.get("id")?,
+            id: required(r.text("id")?, "id")?,
             provider,
-            model: r.get("model")?,
-            provider_task_id: r.get("provider_task_id")?,
-            status: r.get("status")?,
-            request: match r.as_ref().column_index("request") {
-                Ok(i) => r.get(i)?,
-                Err(_) => None,
+            model: required(r.text("model")?, "model")?,
+            provider_task_id: r.text("provider_task_id")?,
+            status,
+            request: if r.has("request") {
+                r.text("request")?
+            } else {
+                None
             },
-            fingerprint: r.get("fingerprint")?,
-            idempotency_key: r.get("idempotency_key")?,
-            progress: r
-                .get::<_, Option<i64>>("progress")?
-                .map(|v| v.clamp(0, 100) as u8),
-            eta: r.get::<_, Option<i64>>("eta")?.map(|v| v.max(0) as u32),
-            estimated_cost: r.get("estimated_cost")?,
-            video_url: r.get("video_url")?,
-            url_expires_at: r.get("url_expires_at")?,
-            local_path: r.get("local_path")?,
-            bytes: r.get::<_, Option<i64>>("bytes")?.map(|v| v.max(0) as u64),
-            sha256: r.get("sha256")?,
-            download: download.and_then(|d| d.parse().ok()),
+            fingerprint: required(r.text("fingerprint")?, "fingerprint")?,
+            idempotency_key: r.text("idempotency_key")?,
+            progress: r.int("progress")?.map(|v| v.clamp(0, 100) as u8),
+            eta: r.int("eta")?.map(|v| v.max(0) as u32),
+            estimated_cost: r.real("estimated_cost")?,
+            video_url: r.text("video_url")?,
+            url_expires_at: r.int("url_expires_at")?,
+            local_path: r.text("local_path")?,
+            bytes: r.int("bytes")?.map(|v| v.max(0) as u64),
+            sha256: r.text("sha256")?,
+            download: r.text("download")?.and_then(|d| d.parse().ok()),
             error: error_of(r)?,
-            note: r.get("note")?,
-            webhook_secret: r.get("webhook_secret")?,
-            polls: r.get::<_, i64>("polls")?.max(0) as u32,
-            created_at: r.get("created_at")?,
-            updated_at: r.get("updated_at")?,
-            finished_at: r.get("finished_at")?,
+            note: r.text("note")?,
+            webhook_secret: r.text("webhook_secret")?,
+            polls: r.int("polls")?.unwrap_or(0).max(0) as u32,
+            created_at: required(r.int("created_at")?, "created_at")?,
+            updated_at: required(r.int("updated_at")?, "updated_at")?,
+            finished_at: r.int("finished_at")?,
         })
     }
 }
@@ -197,22 +187,6 @@ pub struct BadRow {
 }
 
 impl BadRow {
-    fn of(r: &Row<'_>, e: &rusqlite::Error) -> BadRow {
-        let problem = match e {
-            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => inner.to_string(),
-            rusqlite::Error::InvalidColumnType(_, name, ty) => {
-                format!("column {name} holds a {ty} value this version cannot read")
-            }
-            other => other.to_string(),
-        };
-        BadRow {
-            id: r
-                .get::<_, String>("id")
-                .unwrap_or_else(|_| "(unreadable id)".into()),
-            problem,
-        }
-    }
-
     pub fn error(&self) -> Error {
         Error::internal(format!(
             "journal row of task {} cannot be read by this version: {}; other tasks are unaffected",
@@ -225,8 +199,49 @@ impl BadRow {
 }
 
 /// Decode one row, or say which row cannot be decoded and why.
+pub(super) fn decode_cols(r: &impl Cols) -> std::result::Result<TaskRow, BadRow> {
+    TaskRow::from_cols(r).map_err(|problem| BadRow {
+        id: r
+            .text("id")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "(unreadable id)".into()),
+        problem,
+    })
+}
+
+/// SQLite's rows, read by column name.
+impl Cols for Row<'_> {
+    fn text(&self, name: &str) -> ColResult<Option<String>> {
+        self.get(name).map_err(|e| sqlite_problem(name, &e))
+    }
+    fn int(&self, name: &str) -> ColResult<Option<i64>> {
+        self.get(name).map_err(|e| sqlite_problem(name, &e))
+    }
+    fn real(&self, name: &str) -> ColResult<Option<f64>> {
+        self.get(name).map_err(|e| sqlite_problem(name, &e))
+    }
+    fn flag(&self, name: &str) -> ColResult<Option<bool>> {
+        self.get(name).map_err(|e| sqlite_problem(name, &e))
+    }
+    fn has(&self, name: &str) -> bool {
+        self.as_ref().column_index(name).is_ok()
+    }
+}
+
+fn sqlite_problem(name: &str, e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(_, _, inner) => inner.to_string(),
+        rusqlite::Error::InvalidColumnType(_, _, ty) => {
+            format!("column {name} holds a {ty} value this version cannot read")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Decode one SQLite row, or say which row cannot be decoded and why.
 pub(super) fn decode(r: &Row<'_>) -> rusqlite::Result<std::result::Result<TaskRow, BadRow>> {
-    Ok(TaskRow::try_from(r).map_err(|e| BadRow::of(r, &e)))
+    Ok(decode_cols(r))
 }
 
 /// A decoded single row, or the error that names what is wrong with it.
@@ -329,6 +344,76 @@ pub struct Update {
     pub video_url: Option<String>,
     pub url_expires_at: Option<i64>,
     pub error: Option<Error>,
+}
+
+/// What applying an `Update` writes: the row's next values, and whether a reader sees a change.
+pub(super) struct Applied {
+    pub status: State,
+    pub progress: Option<u8>,
+    pub eta: Option<u32>,
+    pub video_url: Option<String>,
+    pub expires: Option<i64>,
+    pub download: Option<Download>,
+    pub category: Option<&'static str>,
+    pub message: Option<String>,
+    pub retryable: Option<bool>,
+    pub next_step: Option<String>,
+    pub terminal: bool,
+    pub changed: bool,
+}
+
+impl Update {
+    /// The row after this poll result, or `None` if the row may not move. Open tasks move freely
+    /// between queued and running and into a terminal state; a task we stopped watching on timeout
+    /// may still turn out to have succeeded (the provider finished late): that one transition out
+    /// of `failed` is allowed, so a paid video is never lost.
+    pub(super) fn plan(&self, row: &TaskRow) -> Option<Applied> {
+        let u = self;
+        let late_success = row.status == State::Failed
+            && row
+                .error
+                .as_ref()
+                .is_some_and(|e| e.category == Category::Timeout)
+            && u.status == Some(Status::Succeeded);
+        if !(matches!(row.status, State::Queued | State::Running) || late_success) {
+            return None;
+        }
+        let status = u.status.unwrap_or_else(|| row.public_status());
+        let terminal = status.is_terminal();
+        let progress = u.progress.or(row.progress);
+        let eta = if terminal { None } else { u.eta };
+        let video_url = u.video_url.clone().or(row.video_url.clone());
+        let download = if status == Status::Succeeded && row.download != Some(Download::Done) {
+            Some(Download::Pending)
+        } else {
+            row.download
+        };
+        let error = match (&u.error, status) {
+            (Some(e), _) => Some(e),
+            (None, Status::Succeeded) => None,
+            (None, _) => row.error.as_ref(),
+        };
+        let category = error.map(|e| e.category.as_str());
+        let changed = status != row.public_status()
+            || progress != row.progress
+            || eta != row.eta
+            || video_url != row.video_url
+            || category != row.error.as_ref().map(|e| e.category.as_str());
+        Some(Applied {
+            status: State::from(status),
+            progress,
+            eta,
+            video_url,
+            expires: u.url_expires_at.or(row.url_expires_at),
+            download,
+            category,
+            message: error.map(|e| e.message.clone()),
+            retryable: error.map(|e| e.retryable),
+            next_step: error.and_then(|e| e.next_step.clone()),
+            terminal,
+            changed,
+        })
+    }
 }
 
 /// A new task, before it is submitted.

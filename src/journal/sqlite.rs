@@ -2,42 +2,70 @@
 //! State transitions are guarded in SQL (`UPDATE .. WHERE status IN (..)`) so the watcher, a
 //! webhook and a cancel can race safely, across processes too.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::migrate;
-use super::row::{
-    Download, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update, checked, decode,
-};
-use crate::error::{Category, Error, Result};
-use crate::model::{ProviderId, Status};
+use super::row::{Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update, checked, decode};
+use crate::error::{Error, Result};
+use crate::model::ProviderId;
 
 /// The columns a `TaskRow` is read from, all but `request`: that one is read only where it is
 /// needed (`get`), so listing tasks never loads what was sent.
-const ROW: &str = "id, provider, model, provider_task_id, status, fingerprint, idempotency_key,
+pub(super) const ROW: &str =
+    "id, provider, model, provider_task_id, status, fingerprint, idempotency_key,
     progress, eta, estimated_cost, video_url, url_expires_at, local_path, bytes, sha256, download,
     error_category, error_message, error_retryable, error_next_step, note, webhook_secret, polls,
     created_at, updated_at, finished_at";
 
-const OPEN: &str = "('submitting','queued','running')";
+pub(super) const OPEN: &str = "('submitting','queued','running')";
 /// A failed task that surely reached no provider: it has no provider id and its create was refused
 /// (not `submit_unknown`). Nothing was created upstream or charged, so its idempotency key is free
 /// again, and spend counting leaves it out.
+/// `mark_submitted`'s new values (`?2` the provider's id, `?3` now) and guard.
+pub(super) const SUBMITTED: &str = "status = 'queued', provider_task_id = ?2, updated_at = ?3,
+    error_category = NULL, error_message = NULL, error_retryable = NULL, error_next_step = NULL,
+    finished_at = NULL";
+pub(super) const SUBMITTABLE: &str = "(status = 'submitting'
+    OR (status = 'failed' AND error_category = 'submit_unknown' AND provider_task_id IS NULL))";
 pub(super) const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
     AND error_category IS NOT NULL AND error_category <> 'submit_unknown')";
 
+/// A new task's row (`?1`..`?9`: id, provider, model, request, fingerprint, key, cost, webhook
+/// secret, now).
+pub(super) const INSERT: &str = "INSERT INTO tasks (id, provider, model, status, request,
+    fingerprint, idempotency_key, estimated_cost, webhook_secret, created_at, updated_at)
+    VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8, ?9, ?9)";
+
+/// A refused task gives up its idempotency key (`?1` id, `?2` note, `?3` now).
+pub(super) fn release_key() -> String {
+    format!(
+        "UPDATE tasks SET idempotency_key = NULL, note = ?2, updated_at = ?3
+         WHERE id = ?1 AND {REFUSED}"
+    )
+}
+
+/// The note a refused task keeps when task `successor` takes its key over.
+pub(super) fn takeover_note(successor: &str) -> String {
+    format!("refused, nothing was charged; idempotency key retried as task {successor}")
+}
+
+/// After `release_key` changed `n` rows: the takeover went through, or an error to retry.
+pub(super) fn key_taken_over(previous: &str, successor: &str, n: u64) -> Result<()> {
+    if n != 1 {
+        return Err(Error::internal(format!(
+            "task {previous} changed while its idempotency key was being retried: try again"
+        )));
+    }
+    tracing::info!(previous = %previous, task = %successor, "idempotency key of a refused create retried");
+    Ok(())
+}
+
 pub struct Sqlite {
     conn: Mutex<Connection>,
-    /// Test hook: how many `mark_submitted` writes fail next as if the disk were full.
-    submit_write_failures: AtomicU32,
-    /// Provider task ids accepted upstream whose journal write failed (a full disk): kept here,
-    /// shown on reads of their task, until the write lands (see `Watcher::record_submitted`).
-    unrecorded: Mutex<HashMap<String, String>>,
 }
 
 impl Sqlite {
@@ -65,30 +93,13 @@ impl Sqlite {
         migrate::run(&mut conn, migrate::MIGRATIONS)?;
         Ok(Sqlite {
             conn: Mutex::new(conn),
-            submit_write_failures: AtomicU32::new(0),
-            unrecorded: Mutex::new(HashMap::new()),
         })
     }
 
-    fn unrecorded(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A row as the application sees it: a provider id accepted but not yet written is filled in
-    /// from memory.
-    fn overlay(&self, mut row: TaskRow) -> TaskRow {
-        if row.provider_task_id.is_none()
-            && row.is_submitting()
-            && let Some(ptid) = self.unrecorded().get(&row.id)
-        {
-            row.provider_task_id = Some(ptid.clone());
-        }
-        row
-    }
-
-    /// The provider task id accepted for `id` that the journal has not recorded yet.
-    pub fn unrecorded_submit(&self, id: &str) -> Option<String> {
-        self.unrecorded().get(id).cloned()
+    /// The thread a call runs on (tests check that it is not an async worker).
+    #[cfg(test)]
+    pub fn probe_thread(&self) -> std::thread::ThreadId {
+        std::thread::current().id()
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -115,34 +126,15 @@ impl Sqlite {
                 .optional()?;
             if let Some(row) = checked(existing)? {
                 if !row.is_refused() {
-                    drop(tx);
-                    drop(conn);
-                    return Ok(Inserted::Existing(Box::new(self.overlay(row))));
+                    return Ok(Inserted::Existing(Box::new(row)));
                 }
-                let note = format!(
-                    "refused, nothing was charged; idempotency key retried as task {}",
-                    t.id
-                );
-                let n = tx.execute(
-                    &format!(
-                        "UPDATE tasks SET idempotency_key = NULL, note = ?2, updated_at = ?3
-                         WHERE id = ?1 AND {REFUSED}"
-                    ),
-                    params![row.id, note, t.created_at],
-                )?;
-                if n != 1 {
-                    return Err(Error::internal(format!(
-                        "task {} changed while its idempotency key was being retried: try again",
-                        row.id
-                    )));
-                }
-                tracing::info!(previous = %row.id, task = %t.id, "idempotency key of a refused create retried");
+                let note = takeover_note(&t.id);
+                let n = tx.execute(&release_key(), params![row.id, note, t.created_at])?;
+                key_taken_over(&row.id, &t.id, n as u64)?;
             }
         }
         tx.execute(
-            "INSERT INTO tasks (id, provider, model, status, request, fingerprint, idempotency_key,
-                estimated_cost, webhook_secret, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            INSERT,
             params![
                 t.id,
                 t.provider.as_str(),
@@ -168,7 +160,7 @@ impl Sqlite {
                 decode,
             )
             .optional()?;
-        Ok(checked(row)?.map(|r| self.overlay(r)))
+        checked(row)
     }
 
     pub fn find_by_key(&self, key: &str) -> Result<Option<TaskRow>> {
@@ -180,7 +172,7 @@ impl Sqlite {
                 decode,
             )
             .optional()?;
-        Ok(checked(row)?.map(|r| self.overlay(r)))
+        checked(row)
     }
 
     /// The task with upstream id `ptid` at the first of `providers` that has one (providers that
@@ -208,54 +200,15 @@ impl Sqlite {
         Ok(None)
     }
 
-    /// Fault injection for tests: the next `n` `mark_submitted` writes fail with SQLite's
-    /// "database or disk is full". Not for production use.
-    #[doc(hidden)]
-    pub fn inject_submit_write_failures(&self, n: u32) {
-        self.submit_write_failures.store(n, Ordering::SeqCst);
-    }
-
-    fn injected_failure(&self) -> Result<()> {
-        let take =
-            self.submit_write_failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        match take {
-            Ok(_) => Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-                Some("database or disk is full (injected)".into()),
-            )
-            .into()),
-            Err(_) => Ok(()),
-        }
-    }
-
     /// `submitting` -> `queued` with the provider's id. False if the task left `submitting`. A task
     /// another process declared `submit_unknown` meanwhile (a restart's `recover`) is now known to
     /// be accepted: it becomes `queued` too, so its provider id is never dropped.
-    /// If the write fails, the id is kept in memory (and shown on reads) until a later call lands.
     pub fn mark_submitted(&self, id: &str, provider_task_id: &str, now: i64) -> Result<bool> {
-        let written = self.injected_failure().and_then(|()| {
-            Ok(self.conn().execute(
-                "UPDATE tasks SET status = 'queued', provider_task_id = ?2, updated_at = ?3,
-                    error_category = NULL, error_message = NULL, error_retryable = NULL,
-                    error_next_step = NULL, finished_at = NULL
-                 WHERE id = ?1 AND (status = 'submitting'
-                    OR (status = 'failed' AND error_category = 'submit_unknown'
-                        AND provider_task_id IS NULL))",
-                params![id, provider_task_id, now],
-            )?)
-        });
-        match written {
-            Ok(n) => {
-                self.unrecorded().remove(id);
-                Ok(n == 1)
-            }
-            Err(e) => {
-                self.unrecorded()
-                    .insert(id.to_string(), provider_task_id.to_string());
-                Err(e)
-            }
-        }
+        let n = self.conn().execute(
+            &format!("UPDATE tasks SET {SUBMITTED} WHERE id = ?1 AND {SUBMITTABLE}"),
+            params![id, provider_task_id, now],
+        )?;
+        Ok(n == 1)
     }
 
     /// End an open task as failed (submit refused, submit unknown, gave up watching).
@@ -278,10 +231,7 @@ impl Sqlite {
         Ok(n == 1)
     }
 
-    /// Apply a poll result. Open tasks move freely between queued and running and into a
-    /// terminal state; a task we stopped watching on timeout may still turn out to have succeeded
-    /// (the provider finished late): that one transition out of `failed` is allowed, so a paid
-    /// video is never lost. Returns false if nothing changed.
+    /// Apply a poll result under the guard of `Update::plan`. Returns false if nothing changed.
     pub fn apply(&self, id: &str, u: &Update, now: i64) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -295,46 +245,9 @@ impl Sqlite {
         let Some(row) = checked(row)? else {
             return Ok(false);
         };
-        let late_success = row.status == State::Failed
-            && row
-                .error
-                .as_ref()
-                .is_some_and(|e| e.category == Category::Timeout)
-            && u.status == Some(Status::Succeeded);
-        if !(matches!(row.status, State::Queued | State::Running) || late_success) {
+        let Some(a) = u.plan(&row) else {
             return Ok(false);
-        }
-        let status = u.status.unwrap_or_else(|| row.public_status());
-        let terminal = status.is_terminal();
-        let progress = u.progress.or(row.progress);
-        let eta = if terminal { None } else { u.eta };
-        let video_url = u.video_url.clone().or(row.video_url.clone());
-        let expires = u.url_expires_at.or(row.url_expires_at);
-        let download = if status == Status::Succeeded && row.download != Some(Download::Done) {
-            Some(Download::Pending)
-        } else {
-            row.download
         };
-        let (cat, msg, retry, next) = match (&u.error, status) {
-            (Some(e), _) => (
-                Some(e.category.as_str()),
-                Some(e.message.clone()),
-                Some(e.retryable),
-                e.next_step.clone(),
-            ),
-            (None, Status::Succeeded) => (None, None, None, None),
-            (None, _) => (
-                row.error.as_ref().map(|e| e.category.as_str()),
-                row.error.as_ref().map(|e| e.message.clone()),
-                row.error.as_ref().map(|e| e.retryable),
-                row.error.as_ref().and_then(|e| e.next_step.clone()),
-            ),
-        };
-        let changed = status != row.public_status()
-            || progress != row.progress
-            || eta != row.eta
-            || video_url != row.video_url
-            || cat != row.error.as_ref().map(|e| e.category.as_str());
         tx.execute(
             "UPDATE tasks SET status = ?2, progress = ?3, eta = ?4, video_url = ?5, url_expires_at = ?6,
                 download = ?7, error_category = ?8, error_message = ?9, error_retryable = ?10,
@@ -343,22 +256,22 @@ impl Sqlite {
              WHERE id = ?1",
             params![
                 id,
-                State::from(status),
-                progress,
-                eta,
-                video_url,
-                expires,
-                download,
-                cat,
-                msg,
-                retry,
-                next,
+                a.status,
+                a.progress,
+                a.eta,
+                a.video_url,
+                a.expires,
+                a.download,
+                a.category,
+                a.message,
+                a.retryable,
+                a.next_step,
                 now,
-                terminal
+                a.terminal
             ],
         )?;
         tx.commit()?;
-        Ok(changed)
+        Ok(a.changed)
     }
 
     /// Replace an expired result URL with a fresh one from the provider.
@@ -446,7 +359,7 @@ impl Sqlite {
         let mut listed = Listed::default();
         for row in rows {
             match row? {
-                Ok(row) => listed.rows.push(self.overlay(row)),
+                Ok(row) => listed.rows.push(row),
                 Err(bad) => {
                     tracing::warn!(task = %bad.id, problem = %bad.problem, "journal row cannot be decoded; skipped");
                     listed.unreadable.push(bad);
@@ -523,6 +436,8 @@ impl Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Category;
+    use crate::model::Status;
 
     fn new_task(id: &str, key: Option<&str>) -> NewTask {
         NewTask {

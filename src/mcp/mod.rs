@@ -4,8 +4,10 @@
 //! show the model only the text).
 
 pub mod apps;
+mod consent;
 mod schema;
 pub mod stdio;
+pub mod tasks;
 pub mod tools;
 
 use std::collections::HashSet;
@@ -16,12 +18,13 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
-    CustomResult, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    CustomRequest, CustomResult, DiscoverResult, GetTaskParams, GetTaskResult, Implementation,
+    InitializeRequestParams, InitializeResult, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
     ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
     ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequestParams,
+    UnsubscribeRequestParams, UpdateTaskParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
@@ -155,6 +158,7 @@ impl Server {
             progress: None,
             cancel: rc.ct.clone(),
             roots,
+            consent: None,
         };
         // Only a client that sent a token gets progress: never invent one.
         let forwarder = rc.meta.get_progress_token().map(|token| {
@@ -297,7 +301,7 @@ impl IntoCallToolResult for Error {
 #[tool_handler(router = tools::router())]
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = if self.subscribe {
+        let mut capabilities = if self.subscribe {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
@@ -309,6 +313,7 @@ impl ServerHandler for Server {
                 .enable_resources()
                 .build()
         };
+        tasks::advertise(&mut capabilities);
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("i2v-mcp", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
@@ -326,9 +331,57 @@ impl ServerHandler for Server {
         Ok(ListToolsResult::with_all_items(list))
     }
 
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let mut result = self.negotiate_initialize(&request)?;
+        // Tasks are for 2026-07-28 requests only (see `tasks::declared`).
+        tasks::hide(&mut result.capabilities);
+        Ok(result)
+    }
+
+    async fn discover(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, McpError> {
+        let mut info = self.get_info();
+        if !tasks::declared(&context) {
+            tasks::hide(&mut info.capabilities);
+        }
+        let versions = self.supported_protocol_versions().into_owned();
+        Ok(DiscoverResult::from_server_info(versions, info))
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        tasks::get(self, request).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::cancel(self, request).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tasks::update(self, request).await
+    }
+
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         // An unknown tool is a protocol error (-32602), as the spec lists it, told in our words
@@ -344,9 +397,17 @@ impl ServerHandler for Server {
                 None,
             ));
         }
-        router
+        let as_task = tasks::wanted(&request, &context);
+        if as_task {
+            tasks::no_wait(&mut request);
+        }
+        let response = router
             .call(ToolCallContext::new(self, request, context))
-            .await
+            .await?;
+        if as_task {
+            return tasks::handle(self, response).await;
+        }
+        Ok(response)
     }
 
     async fn list_resources(
@@ -609,6 +670,9 @@ const KNOWN_METHODS: &[&str] = &[
     "initialize",
     "ping",
     "server/discover",
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
 ];
 
 /// `i2v://tasks/{id}/contact-sheet.jpg` or `.../poster.jpg` -> (id, which file).

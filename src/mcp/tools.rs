@@ -5,8 +5,10 @@
 
 use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::ToolCallContext;
-use rmcp::model::{CallToolResult, Tool};
+use std::sync::Arc;
+
+use rmcp::handler::server::tool::{InputResponses, RequestState, ToolCallContext};
+use rmcp::model::{CallToolResponse, CallToolResult, Tool};
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
@@ -14,9 +16,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::consent::CallConsent;
 use super::schema::{input, output, without_nested_descriptions};
 use super::{Server, structured, task_result};
-use crate::core::{Estimate, EstimateRequest, LoraList, ModelList, TaskList};
+use crate::core::{CallCtx, Consent, Estimate, EstimateRequest, LoraList, ModelList, TaskList};
 use crate::error::Error;
 use crate::model::{CreateRequest, ProviderId, Status, Task};
 
@@ -98,14 +101,24 @@ impl Server {
     async fn create_i2v_task(
         &self,
         Args(req): Args<CreateRequest>,
+        RequestState(state): RequestState,
+        InputResponses(responses): InputResponses,
         rc: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, Error> {
+    ) -> Result<CallToolResponse, Error> {
         let core = self.core().await?;
         let req = req?;
-        let task = self
-            .with_ctx(&rc, true, |ctx| core.create(req, ctx))
-            .await?;
-        Ok(self.task_result(&core, task).await)
+        // Stateless HTTP (no subscriptions) has no way back for a 2025 client's answer.
+        let consent = CallConsent::new(&rc, req.fingerprint(), responses, state, !self.subscribe);
+        let asker: Arc<dyn Consent> = consent.clone();
+        let create = |mut ctx: CallCtx| {
+            ctx.consent = Some(asker);
+            core.create(req, ctx)
+        };
+        match self.with_ctx(&rc, true, create).await {
+            Ok(task) => Ok(self.task_result(&core, task).await.into()),
+            // 2026-07-28: the question goes back as the result; the retry carries the answer.
+            Err(e) => consent.input_required().map(Into::into).ok_or(e),
+        }
     }
 
     #[tool(

@@ -516,16 +516,15 @@ async def main() -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    if not BIN or not os.path.exists(BIN):
-        print("usage: python python_sdk.py <path to i2v-mcp>", file=sys.stderr)
-        sys.exit(2)
+def run(main, label: str, seconds: float) -> None:
+    """Run `main` under a watchdog (a hung client can never hang `cargo test`), kill what it
+    started, and exit with its code."""
+
     async def bounded() -> int:
-        # A hard stop for the whole script, so a hung client can never hang `cargo test`.
-        with anyio.move_on_after(200) as scope:
+        with anyio.move_on_after(seconds) as scope:
             return await main()
         if scope.cancelled_caught:
-            log("FAIL python: watchdog fired after 200 s")
+            log(f"FAIL {label}: watchdog fired after {seconds:.0f} s")
         return 1
 
     try:
@@ -535,3 +534,10 @@ if __name__ == "__main__":
             if p.poll() is None:
                 p.kill()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    if not BIN or not os.path.exists(BIN):
+        print("usage: python python_sdk.py <path to i2v-mcp>", file=sys.stderr)
+        sys.exit(2)
+    run(main, "python", 200)

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test module uses a subset
 
 pub mod fakes;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,6 +30,8 @@ pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
 /// A temp workspace: data dir, output dir, and an allowed dir with images.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL journal's URL (`with_database`); `None`: SQLite in the data dir.
+    pub database: Option<String>,
 }
 
 impl Workspace {
@@ -39,7 +42,15 @@ impl Workspace {
         }
         // An empty config file, so no user config leaks into a test.
         std::fs::write(dir.path().join("no-config.toml"), "").unwrap();
-        Workspace { dir }
+        Workspace {
+            dir,
+            database: None,
+        }
+    }
+    /// The same workspace with its journal in PostgreSQL at `url` (None: SQLite).
+    pub fn with_database(mut self, url: Option<String>) -> Self {
+        self.database = url;
+        self
     }
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
@@ -75,6 +86,9 @@ impl Workspace {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if let Some(url) = &self.database {
+            m.insert("I2V_MCP_DATABASE_URL".into(), url.clone());
+        }
         for (k, v) in extra {
             m.insert(k.to_string(), v.to_string());
         }
@@ -354,6 +368,18 @@ pub fn run_script(
     setup: &str,
     limit: Duration,
 ) {
+    run_script_env(program, dir, script, setup, limit, &[]);
+}
+
+/// [`run_script`] with extra environment for the script (say, the base URLs of fakes).
+pub fn run_script_env(
+    program: Result<PathBuf, String>,
+    dir: &Path,
+    script: &str,
+    setup: &str,
+    limit: Duration,
+    env: &[(String, String)],
+) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let program = match program {
@@ -374,6 +400,7 @@ pub fn run_script(
         .arg(dir.join(script))
         .arg(env!("CARGO_BIN_EXE_i2v-mcp"))
         .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.reopen().unwrap())
         .stderr(log.reopen().unwrap())

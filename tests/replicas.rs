@@ -1,0 +1,436 @@
+//! The PostgreSQL journal (issue 16): the journal's guarantees on both backends, its migrations,
+//! and a whole server on PostgreSQL through a fake provider (create, poll, download, restart).
+
+use i2v_mcp::error::{Category, Error};
+use i2v_mcp::journal::{Inserted, Journal, NewTask, State, Update};
+use i2v_mcp::model::{ProviderId, Status};
+use serde_json::json;
+
+use crate::mcp_flow::{assert_downloaded, core_for, env_for};
+use crate::mcp_stdio::Proc;
+use crate::support::fakes::{FakeProvider, Kind, Outcome, TaskPlan};
+use crate::support::postgres;
+use crate::support::{Workspace, call, connect, ok, within};
+
+fn new_task(id: &str, key: Option<&str>) -> NewTask {
+    NewTask {
+        id: id.into(),
+        provider: ProviderId::Piapi,
+        model: "wan2.1-i2v-14b".into(),
+        request: "{}".into(),
+        fingerprint: "fp".into(),
+        idempotency_key: key.map(String::from),
+        estimated_cost: Some(0.28),
+        webhook_secret: None,
+        created_at: 1_000,
+    }
+}
+
+/// Two handles on one journal (as two processes would have), on SQLite and on PostgreSQL.
+fn journals(ws: &Workspace, test: &str) -> Vec<(Journal, Journal)> {
+    let path = ws.data().join("journal.sqlite");
+    let mut all = vec![(Journal::open(&path).unwrap(), Journal::open(&path).unwrap())];
+    if let Some(url) = postgres::database(test) {
+        all.push((
+            Journal::open_postgres(&url).unwrap(),
+            Journal::open_postgres(&url).unwrap(),
+        ));
+    }
+    all
+}
+
+#[tokio::test]
+async fn the_journal_guards_hold_on_both_backends() {
+    let ws = Workspace::new();
+    for (j, other) in journals(&ws, "the_journal_guards_hold_on_both_backends") {
+        lifecycle_and_guards(&j).await;
+        refused_keys_are_taken_over_once(&j, &other).await;
+        late_success_after_timeout_is_kept(&j).await;
+    }
+}
+
+async fn lifecycle_and_guards(j: &Journal) {
+    assert!(matches!(
+        j.insert(new_task("t1", Some("k"))).await.unwrap(),
+        Inserted::New
+    ));
+    match j.insert(new_task("t2", Some("k"))).await.unwrap() {
+        Inserted::Existing(row) => assert_eq!(row.id, "t1"),
+        Inserted::New => panic!("same key inserted twice"),
+    }
+    let row = j.get("t1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.request.as_deref()),
+        (State::Submitting, Some("{}"))
+    );
+    assert!(j.mark_submitted("t1", "up-1", 2_000).await.unwrap());
+    assert!(!j.mark_submitted("t1", "up-2", 2_000).await.unwrap());
+    let found = j
+        .find_by_provider_id(&[ProviderId::Piapi], "up-1")
+        .await
+        .unwrap();
+    assert_eq!(found.unwrap().id, "t1");
+    let run = Update {
+        status: Some(Status::Running),
+        progress: Some(40),
+        ..Update::default()
+    };
+    assert!(j.apply("t1", &run, 3_000).await.unwrap());
+    assert!(!j.apply("t1", &run, 3_100).await.unwrap(), "no change");
+    let done = Update {
+        status: Some(Status::Succeeded),
+        video_url: Some("http://x/v.mp4".into()),
+        ..Update::default()
+    };
+    assert!(j.apply("t1", &done, 4_000).await.unwrap());
+    let t = j.get("t1").await.unwrap().unwrap().to_task();
+    assert!(t.download_pending && !t.is_settled());
+    assert_eq!(j.unfinished().await.unwrap().len(), 1);
+    assert!(!j.cancel("t1", "x", 5_000).await.unwrap());
+    assert!(!j.apply("t1", &run, 5_000).await.unwrap());
+    j.set_downloaded("t1", "/v.mp4", 10, "abc", Some("n"), 6_000)
+        .await
+        .unwrap();
+    let t = j.get("t1").await.unwrap().unwrap().to_task();
+    assert!(t.is_settled());
+    assert_eq!(t.video.unwrap().bytes, Some(10));
+    assert_eq!(j.unfinished().await.unwrap().len(), 0);
+    assert!((j.spent_since(0).await.unwrap() - 0.28).abs() < 1e-9);
+    let listed = j
+        .list(&i2v_mcp::journal::ListFilter {
+            status: Some(Status::Succeeded),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.rows.len(), 1);
+    j.upload_put(ProviderId::Piapi, "sha", "http://u", 9_000)
+        .await
+        .unwrap();
+    j.upload_put(ProviderId::Piapi, "sha", "http://u2", 9_000)
+        .await
+        .unwrap();
+    let url = j.upload_get(ProviderId::Piapi, "sha", 8_000).await.unwrap();
+    assert_eq!(url.as_deref(), Some("http://u2"));
+    assert_eq!(
+        j.upload_get(ProviderId::Piapi, "sha", 9_500).await.unwrap(),
+        None
+    );
+}
+
+async fn refused_keys_are_taken_over_once(j: &Journal, other: &Journal) {
+    j.insert(new_task("r0", Some("rk"))).await.unwrap();
+    let refused = Error::new(Category::ProviderUnavailable, "cannot connect");
+    assert!(j.fail("r0", &refused, 1_500).await.unwrap());
+    // Two "processes" retry the key at once, a few times: exactly one new task.
+    let mut news = 0;
+    for round in 0..3 {
+        let (a, b) = tokio::join!(
+            j.insert(new_task(&format!("r{round}a"), Some("rk"))),
+            other.insert(new_task(&format!("r{round}b"), Some("rk")))
+        );
+        news += [a.unwrap(), b.unwrap()]
+            .iter()
+            .filter(|i| matches!(i, Inserted::New))
+            .count();
+    }
+    assert_eq!(news, 1);
+    let holder = j.find_by_key("rk").await.unwrap().unwrap();
+    let old = j.get("r0").await.unwrap().unwrap();
+    assert_eq!(old.idempotency_key, None);
+    assert!(old.note.unwrap().contains(&holder.id));
+    // An unknown outcome keeps its key; a late provider id resolves it.
+    j.insert(new_task("u0", Some("u"))).await.unwrap();
+    j.fail("u0", &Error::new(Category::SubmitUnknown, "?"), 2_000)
+        .await
+        .unwrap();
+    assert!(matches!(
+        other.insert(new_task("u1", Some("u"))).await.unwrap(),
+        Inserted::Existing(_)
+    ));
+    assert!(j.mark_submitted("u0", "up-u", 2_500).await.unwrap());
+    let u0 = j.get("u0").await.unwrap().unwrap();
+    assert_eq!((u0.status, u0.error), (State::Queued, None));
+}
+
+async fn late_success_after_timeout_is_kept(j: &Journal) {
+    j.insert(new_task("l1", None)).await.unwrap();
+    j.mark_submitted("l1", "up-l", 1).await.unwrap();
+    j.fail("l1", &Error::new(Category::Timeout, "gave up"), 2)
+        .await
+        .unwrap();
+    let done = Update {
+        status: Some(Status::Succeeded),
+        video_url: Some("http://x".into()),
+        ..Update::default()
+    };
+    assert!(j.apply("l1", &done, 3).await.unwrap());
+    let t = j.get("l1").await.unwrap().unwrap().to_task();
+    assert_eq!((t.status, t.error.is_none()), (Status::Succeeded, true));
+}
+
+#[tokio::test]
+async fn a_postgres_journal_migrates_once_and_a_newer_one_is_refused_untouched() {
+    let test = "a_postgres_journal_migrates_once";
+    let Some(server) = postgres::server(test) else {
+        return;
+    };
+    let url = server.database();
+    // Replicas starting at once: one migrates, the others find it done.
+    let opens: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || Journal::open_postgres(&url).map(|_| ()))
+        })
+        .collect();
+    for o in opens {
+        o.join().unwrap().unwrap();
+    }
+    let newest = i2v_mcp::journal::POSTGRES_MIGRATIONS.len();
+    let version = server.psql(&url, "SELECT version FROM schema_version");
+    assert_eq!(version, newest.to_string());
+    server.psql(&url, "UPDATE schema_version SET version = version + 1");
+    let e = match Journal::open_postgres(&url) {
+        Ok(_) => panic!("a journal from a newer version was opened"),
+        Err(e) => e,
+    };
+    assert!(e.message.contains("newer"), "{e:?}");
+    let version = server.psql(&url, "SELECT version FROM schema_version");
+    assert_eq!(version, (newest + 1).to_string());
+    // A URL that is not PostgreSQL's is refused when the config is read.
+    let ws = Workspace::new();
+    let env = ws.env(&[("I2V_MCP_DATABASE_URL", "mysql://x")]);
+    let bad = i2v_mcp::config::Config::resolve(&Default::default(), &env).unwrap_err();
+    assert!(bad.message.contains("postgres://"), "{bad:?}");
+}
+
+#[tokio::test]
+async fn a_server_on_postgres_creates_polls_downloads_and_resumes_after_sigkill() {
+    let test = "a_server_on_postgres_creates_polls_downloads";
+    let Some(url) = postgres::database(test) else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new().with_database(Some(url.clone()));
+    let img = ws.png("a.png", 64, 64);
+    let (s, _) = connect(core_for(&ws, &fake, "piapi")).await;
+    let args = json!({"image": img, "prompt": "p", "provider": "piapi", "wait_seconds": 60});
+    let first = ok(&call(&s, "create_i2v_task", args).await);
+    assert_downloaded(&first);
+    s.cancel().await.unwrap();
+    assert!(
+        !ws.data().join("journal.sqlite").exists(),
+        "SQLite was used"
+    );
+    // The binary on the same database, killed while its task is open, then started again.
+    fake.set_plan(TaskPlan::Polls {
+        pending: 15,
+        processing: 3,
+        outcome: Outcome::Succeed,
+    });
+    let mut env = ws.env(&[
+        ("I2V_MCP_POLL_FIRST_MS", "30"),
+        ("I2V_MCP_POLL_MAX_MS", "100"),
+    ]);
+    env.extend(env_for(&fake, "piapi"));
+    let mut p = Proc::spawn(&env);
+    p.init("2025-06-18").await;
+    let t = p
+        .call(1, "create_i2v_task", json!({"image": img, "prompt": "q"}))
+        .await;
+    let id = t["structuredContent"]["task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{t}"))
+        .to_string();
+    p.kill().await;
+    let mut p = Proc::spawn(&env);
+    p.init("2025-06-18").await;
+    let done = p
+        .call(2, "get_task", json!({"task_id": id, "wait_seconds": 60}))
+        .await;
+    assert_downloaded(&done["structuredContent"]);
+    p.close().await;
+    assert_eq!(
+        fake.accepted_creates(),
+        2,
+        "no create repeated after the kill"
+    );
+    assert_eq!(fake.downloads(), 2);
+    // The CLI reads the same journal with --database.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_i2v-mcp"))
+        .args(["--json", "--database", &url, "tasks"])
+        .env_clear()
+        .envs(
+            ws.env(&[])
+                .into_iter()
+                .filter(|(k, _)| k != "I2V_MCP_DATABASE_URL"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&id) && stdout.contains(first["task_id"].as_str().unwrap()),
+        "{stdout}"
+    );
+}
+
+/// Environment for replicas on database `url` and `fake`: fast polls, 2 s leases.
+fn replica_env(ws: &Workspace, fake: &FakeProvider) -> std::collections::BTreeMap<String, String> {
+    let mut env = ws.env(&[
+        ("I2V_MCP_POLL_FIRST_MS", "30"),
+        ("I2V_MCP_POLL_MAX_MS", "150"),
+        ("I2V_MCP_LEASE_MS", "2000"),
+    ]);
+    env.extend(env_for(fake, "piapi"));
+    env
+}
+
+#[tokio::test]
+async fn three_replicas_finish_sixty_tasks_when_one_is_killed_mid_way() {
+    let Some(url) = postgres::database("three_replicas_finish_sixty_tasks") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    // Long enough that nothing is downloading when the replica dies.
+    fake.set_plan(TaskPlan::Duration {
+        total: std::time::Duration::from_secs(8),
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let img = ws.png("a.png", 64, 64);
+    let env = replica_env(&ws, &fake);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let mut p = Proc::spawn(&env);
+        p.init("2025-06-18").await;
+        replicas.push(Some(p));
+    }
+    let (mut ids, mut orphans) = (Vec::new(), Vec::<String>::new());
+    let (mut killed_at, mut before) = (None, Vec::<usize>::new());
+    for i in 0..60usize {
+        if i == 30 {
+            // Mid-way: replica 0 dies with its tasks open.
+            replicas[0].take().unwrap().kill().await;
+            killed_at = Some(std::time::Instant::now());
+            before = orphans.iter().map(|p| fake.polls(p)).collect();
+        }
+        // A "random" live replica: a fixed scatter, so a failure replays.
+        let r = if killed_at.is_some() {
+            1 + (i * 7) % 2
+        } else {
+            (i * 7) % 3
+        };
+        let p = replicas[r].as_mut().unwrap();
+        let t = p
+            .call(
+                i as i64 + 1,
+                "create_i2v_task",
+                json!({"image": img, "prompt": format!("t{i}")}),
+            )
+            .await;
+        let id = t["structuredContent"]["task_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{t}"))
+            .to_string();
+        if r == 0 {
+            let ptid = t["structuredContent"]["provider_task_id"].as_str().unwrap();
+            orphans.push(ptid.to_string());
+        }
+        ids.push(id);
+    }
+    // Takeover: every task of the dead replica is polled again by a live one.
+    let killed_at = killed_at.unwrap();
+    let took = within(60, "the takeover", async {
+        loop {
+            let now: Vec<usize> = orphans.iter().map(|p| fake.polls(p)).collect();
+            if now.iter().zip(&before).all(|(n, b)| n > b) {
+                return killed_at.elapsed();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    eprintln!(
+        "takeover: all {} tasks of the killed replica polled by another {took:?} after the kill (lease 2 s)",
+        orphans.len()
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let p = replicas[1 + n % 2].as_mut().unwrap();
+        let done = p
+            .call(
+                100 + n as i64,
+                "get_task",
+                json!({"task_id": id, "wait_seconds": 50}),
+            )
+            .await;
+        assert_downloaded(&done["structuredContent"]);
+    }
+    assert!(orphans.len() >= 5, "the killed replica held too few tasks");
+    assert_eq!(fake.accepted_creates(), 60, "one upstream create per task");
+    assert_eq!(fake.downloads(), 60, "no download twice");
+    for p in replicas.into_iter().flatten() {
+        p.close().await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_racing_one_idempotency_key_create_once_and_hear_each_other() {
+    let Some(url) = postgres::database("two_replicas_racing_one_idempotency_key") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(TaskPlan::Duration {
+        total: std::time::Duration::from_secs(60),
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let img = ws.png("a.png", 64, 64);
+    let (a, b) = (core_for(&ws, &fake, "piapi"), core_for(&ws, &fake, "piapi"));
+    let ((sa, _), (sb, _)) = (connect(a.clone()).await, connect(b.clone()).await);
+    for round in 0..5 {
+        let args = json!({"image": img, "prompt": "p", "provider": "piapi", "idempotency_key": format!("k{round}")});
+        let (ra, rb) = tokio::join!(
+            call(&sa, "create_i2v_task", args.clone()),
+            call(&sb, "create_i2v_task", args)
+        );
+        assert_eq!(ok(&ra)["task_id"], ok(&rb)["task_id"]);
+        assert_eq!(
+            fake.accepted_creates(),
+            round + 1,
+            "one upstream create per key"
+        );
+    }
+    // A caller waiting on B hears at once of a change A makes (LISTEN/NOTIFY), not at its deadline.
+    let t = ok(&call(
+        &sa,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "w", "provider": "piapi"}),
+    )
+    .await);
+    let id = t["task_id"].as_str().unwrap().to_string();
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = call(&sb, "get_task", json!({"task_id": id, "wait_seconds": 30})).await;
+        (ok(&r), started.elapsed(), sb)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cancelled = ok(&call(&sa, "cancel_task", json!({"task_id": t["task_id"]})).await);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let (seen, took, sb) = waiter.await.unwrap();
+    assert_eq!(seen["status"], "cancelled", "{seen}");
+    eprintln!(
+        "a waiter on replica B heard of A's cancel after {took:?} (waiting since 0.5 s before it)"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "B heard only at its deadline: {took:?}"
+    );
+    sa.cancel().await.unwrap();
+    sb.cancel().await.unwrap();
+}
