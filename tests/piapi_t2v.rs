@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::mcp_flow::{assert_downloaded, core_for};
 use crate::providers::{png_and_data_uri, quote_keys, run, wire};
-use crate::support::fakes::{FakeProvider, Kind, Outcome, TaskPlan};
+use crate::support::fakes::{FakeProvider, Kind};
 use crate::support::{Workspace, call, connect, err, ok};
 
 /// The create body the fake received (the only POST).
@@ -124,12 +124,7 @@ async fn wan26_text_to_video() {
 /// Cancel for Wan tasks is unconfirmed upstream: the WanX DELETE is tried while queued.
 #[tokio::test]
 async fn wan26_cancel_while_queued() {
-    let fake = FakeProvider::start(Kind::Piapi).await;
-    fake.set_plan(TaskPlan::Polls {
-        pending: 1000,
-        processing: 1,
-        outcome: Outcome::Succeed,
-    });
+    let fake = FakeProvider::start_queued(Kind::Piapi).await;
     let ws = Workspace::new();
     let (s, _) = connect(core_for(&ws, &fake, "piapi")).await;
     let t = ok(&call(
