@@ -305,6 +305,20 @@ pub fn find_key(key: &str) -> Option<&'static ModelSpec> {
 }
 
 impl ModelSpec {
+    /// This model as text-to-video: it takes no image (`validate` refuses one), so it lists no
+    /// image limits, and it needs a prompt.
+    pub fn text_only(self) -> ModelSpec {
+        ModelSpec {
+            text_to_video: true,
+            image_formats: Vec::new(),
+            image_max_bytes: 0,
+            image_px: None,
+            no_alpha: false,
+            prompt_optional: false,
+            ..self
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.provider, self.model)
     }

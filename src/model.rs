@@ -120,6 +120,14 @@ pub enum AspectRatio {
 }
 
 impl AspectRatio {
+    /// Every value, `auto` first.
+    pub const ALL: [AspectRatio; 4] = [
+        AspectRatio::Auto,
+        AspectRatio::Landscape,
+        AspectRatio::Portrait,
+        AspectRatio::Square,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AspectRatio::Auto => "auto",

@@ -176,14 +176,7 @@ fn models() -> Vec<ModelSpec> {
 
 /// What every DashScope text-to-video model shares (A.5): no image; a prompt is required.
 fn t2v_spec(model: &str) -> ModelSpec {
-    ModelSpec {
-        text_to_video: true,
-        image_formats: Vec::new(),
-        image_max_bytes: 0,
-        image_px: None,
-        prompt_optional: false,
-        ..spec(model)
-    }
+    spec(model).text_only()
 }
 
 /// A.5, A.12. Legacy (`size`) models offer 16:9 only: the other sizes per tier are [SECONDARY]
@@ -195,12 +188,7 @@ fn t2v_models() -> Vec<ModelSpec> {
             description: "Wan 2.7 text-to-video: 2-15 s, 720p/1080p, 16:9, 9:16 or 1:1, audio always (generated, or audio_url).".into(),
             resolutions: vec![Resolution::P720, Resolution::P1080],
             default_resolution: Resolution::P1080,
-            aspect_ratios: vec![
-                AspectRatio::Auto,
-                AspectRatio::Landscape,
-                AspectRatio::Portrait,
-                AspectRatio::Square,
-            ],
+            aspect_ratios: AspectRatio::ALL.to_vec(),
             durations: (2..=15).collect(),
             prompt_max: Some(5000),
             audio_url: true,

@@ -85,17 +85,9 @@ fn wan27_spec() -> ModelSpec {
 fn wan27_t2v_spec() -> ModelSpec {
     ModelSpec {
         description: "Wan 2.7 text-to-video on Novita: 2-15 s, 720p/1080p, 16:9, 9:16 or 1:1, always with sound (generated, or audio_url).".into(),
-        text_to_video: true,
-        image_formats: Vec::new(),
-        image_max_bytes: 0,
         resolutions: vec![Resolution::P720, Resolution::P1080],
         default_resolution: Resolution::P1080,
-        aspect_ratios: vec![
-            AspectRatio::Auto,
-            AspectRatio::Landscape,
-            AspectRatio::Portrait,
-            AspectRatio::Square,
-        ],
+        aspect_ratios: AspectRatio::ALL.to_vec(),
         durations: (2..=15).collect(),
         // B.3: 1500 here (DashScope allows 5000 for the same model); longer is truncated upstream.
         prompt_max: Some(1500),
@@ -111,6 +103,7 @@ fn wan27_t2v_spec() -> ModelSpec {
         note: Some("4:3 and 3:4 sizes exist upstream but have no aspect_ratio value here.".into()),
         ..ModelSpec::base(ProviderId::Novita, WAN27_T2V)
     }
+    .text_only()
 }
 
 /// CONTRACTS.md 2.2, 2.7

@@ -136,9 +136,6 @@ fn wanx_t2v_14b(provider: ProviderId) -> ModelSpec {
     ModelSpec {
         description: "Wan 2.1 14B text-to-video (Qubico/wanx): 5 s, 480p. loras -> lora variant."
             .into(),
-        text_to_video: true,
-        image_formats: Vec::new(),
-        image_max_bytes: 0,
         aspect_ratios: vec![AspectRatio::Landscape, AspectRatio::Portrait],
         negative_prompt: true,
         // As for image-to-video (1.2/1.3): one LoRA, strength 0-1 [SECONDARY].
@@ -153,6 +150,7 @@ fn wanx_t2v_14b(provider: ProviderId) -> ModelSpec {
         note: Some("Cancel works only while queued (WanX support unconfirmed).".into()),
         ..ModelSpec::base(provider, WANX_T2V_14B)
     }
+    .text_only()
 }
 
 /// CONTRACTS.md 1.2: `txt2video-1.3b`, $0.12 per generation; no LoRA variant.

@@ -106,16 +106,8 @@ pub(super) fn models() -> Vec<ModelSpec> {
         },
         ModelSpec {
             description: "Wan 2.6 text-to-video (PiAPI model Wan): 5/10/15 s, 720p/1080p, 16:9, 9:16 or 1:1, audio.".into(),
-            text_to_video: true,
-            image_formats: Vec::new(),
-            image_max_bytes: 0,
-            aspect_ratios: vec![
-                AspectRatio::Auto,
-                AspectRatio::Landscape,
-                AspectRatio::Portrait,
-                AspectRatio::Square,
-            ],
-            ..spec(T2V)
+            aspect_ratios: AspectRatio::ALL.to_vec(),
+            ..spec(T2V).text_only()
         },
     ]
 }
