@@ -434,3 +434,81 @@ async fn two_replicas_racing_one_idempotency_key_create_once_and_hear_each_other
     sa.cancel().await.unwrap();
     sb.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn replicas_keep_to_one_rate_limit_and_one_daily_budget_together() {
+    let Some(server) = postgres::server("replicas_keep_to_one_rate_limit") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Qubico).await;
+    fake.set_plan(TaskPlan::Polls {
+        pending: 1,
+        processing: 1,
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(server.database()));
+    // Qubico's 10 per minute, in a 10 s window so the test is quick.
+    std::fs::write(
+        ws.path("no-config.toml"),
+        "[providers.qubico.rate_limit]\nper_10_seconds = 3\nper_minute = 10\n",
+    )
+    .unwrap();
+    let img = ws.png("a.png", 64, 64);
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(connect(core_for(&ws, &fake, "qubico")).await.0);
+    }
+    // Two creates on each replica at once, none waiting: three slots in all, the others refused
+    // before the provider is called (per-process windows would let all six through).
+    let creates = sessions
+        .iter()
+        .flat_map(|s| [s, s])
+        .enumerate()
+        .map(|(i, s)| {
+            call(
+                s,
+                "create_i2v_task",
+                json!({"image": img, "prompt": format!("r{i}"), "provider": "qubico"}),
+            )
+        });
+    let results = futures::future::join_all(creates).await;
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|r| r.is_error == Some(true))
+        .collect();
+    assert_eq!(refused.len(), 3, "{results:?}");
+    for r in refused {
+        assert_eq!(crate::support::err(r)["category"], "rate_limited", "{r:?}");
+    }
+    assert_eq!(fake.creates(), 3, "the provider saw more than the limit");
+    // A create allowed to wait gets the first slot that frees, ~10 s later.
+    let started = std::time::Instant::now();
+    let args = json!({"image": img, "prompt": "later", "provider": "qubico", "wait_seconds": 20});
+    let t = ok(&call(&sessions[2], "create_i2v_task", args).await);
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(5),
+        "no wait"
+    );
+    assert_eq!(fake.creates(), 4);
+    for s in sessions {
+        s.cancel().await.unwrap();
+    }
+
+    // The daily budget counts what every replica spent: $0.28 a task, $0.60 a day.
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new().with_database(Some(server.database()));
+    std::fs::write(ws.path("no-config.toml"), "[budget]\ndaily_usd = 0.6\n").unwrap();
+    let img = ws.png("a.png", 64, 64);
+    let (a, _) = connect(core_for(&ws, &fake, "piapi")).await;
+    let (b, _) = connect(core_for(&ws, &fake, "piapi")).await;
+    let args = json!({"image": img, "prompt": "p", "provider": "piapi"});
+    ok(&call(&a, "create_i2v_task", args.clone()).await);
+    ok(&call(&b, "create_i2v_task", args.clone()).await);
+    let e = crate::support::err(&call(&a, "create_i2v_task", args.clone()).await);
+    assert_eq!(e["category"], "budget", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("0.84"), "{e}");
+    assert_eq!(fake.creates(), 2);
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}

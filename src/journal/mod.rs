@@ -378,6 +378,20 @@ impl Journal {
         Ok(Some(rx))
     }
 
+    /// Take a create slot at `provider` in every window `(max, period ms)`, counted in the shared
+    /// database: `Err((wait ms, window index))` when one is full. `None` on SQLite (one process:
+    /// its windows are kept in memory).
+    pub async fn take_rate_slot(
+        &self,
+        provider: ProviderId,
+        windows: &[(i64, i64)],
+    ) -> Result<Option<std::result::Result<(), (i64, usize)>>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(pg) => pg.take_rate_slot(provider, windows).await.map(Some),
+        }
+    }
+
     /// Estimated spend of tasks created since `since_ms` that may have been charged.
     pub async fn spent_since(&self, since_ms: i64) -> Result<f64> {
         on_backend!(self, |db| db.spent_since(since_ms))

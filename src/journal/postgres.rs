@@ -23,6 +23,7 @@ use crate::model::ProviderId;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_leases.sql"),
+    include_str!("migrations/postgres/0003_rate_events.sql"),
 ];
 
 /// Channels: every task change (payload: the task id), and "poll this task now" for the replica
@@ -504,6 +505,65 @@ impl Postgres {
             drop(client);
         });
         Ok(rx)
+    }
+
+    /// Take a create slot at `provider` in every window `(max, period ms)` at the database's clock
+    /// (replicas' clocks may differ), or say how long until all of them admit one (ms) and which
+    /// window is the reason. Replicas taking slots at one provider are serialised by an advisory
+    /// lock, so each counts every slot committed before its own.
+    pub async fn take_rate_slot(
+        &self,
+        provider: ProviderId,
+        windows: &[(i64, i64)],
+    ) -> Result<std::result::Result<(), (i64, usize)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let p = provider.as_str();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
+            &[&format!("rate:{p}")],
+        )
+        .await?;
+        let now: i64 = tx
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        let mut wait: Option<(i64, usize)> = None;
+        for (i, (max, period)) in windows.iter().enumerate() {
+            // The max-th newest slot still inside the window: while there is one, it is full.
+            let nth = tx
+                .query_opt(
+                    "SELECT at FROM rate_events WHERE provider = $1 AND at > $2
+                     ORDER BY at DESC OFFSET $3 LIMIT 1",
+                    &[&p, &(now - period), &(max - 1)],
+                )
+                .await?;
+            if let Some(row) = nth {
+                let d = row.try_get::<_, i64>(0)? + period - now;
+                if wait.is_none_or(|(cur, _)| d > cur) {
+                    wait = Some((d, i));
+                }
+            }
+        }
+        if let Some(w) = wait {
+            return Ok(Err(w));
+        }
+        let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
+        tx.execute(
+            "DELETE FROM rate_events WHERE provider = $1 AND at <= $2",
+            &[&p, &(now - longest)],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO rate_events (provider, at) VALUES ($1, $2)",
+            &[&p, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     pub async fn spent_since(&self, since_ms: i64) -> Result<f64> {
