@@ -454,6 +454,7 @@ impl Inner {
             video_url: snap.video_url.clone(),
             url_expires_at: snap.url_expires_at,
             error: snap.error.clone(),
+            billed_seconds: snap.billed_seconds,
         };
         match self.journal.apply(id, &update, now).await {
             Ok(_) => {

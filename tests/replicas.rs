@@ -512,3 +512,39 @@ async fn replicas_keep_to_one_rate_limit_and_one_daily_budget_together() {
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
 }
+
+/// Version 4 adds billed seconds: a journal at version 3 with a task in it migrates, its task
+/// reads back without them, and a poll that carries them stores them.
+#[tokio::test]
+async fn a_postgres_journal_at_version_3_gains_billed_seconds() {
+    let Some(server) = postgres::server("a_postgres_journal_at_version_3") else {
+        return;
+    };
+    let url = server.database();
+    drop(Journal::open_postgres(&url).unwrap());
+    // Back to version 3, with a task written at that version.
+    server.psql(
+        &url,
+        "ALTER TABLE tasks DROP COLUMN billed_seconds; UPDATE schema_version SET version = 3;
+         INSERT INTO tasks (id, provider, model, provider_task_id, status, request, fingerprint,
+            created_at, updated_at) VALUES ('old', 'dashscope', 'wan2.2-i2v-flash', 'up', 'running',
+            '{}', 'fp', 1, 1)",
+    );
+    let j = Journal::open_postgres(&url).unwrap();
+    let version = server.psql(&url, "SELECT version FROM schema_version");
+    assert_eq!(
+        version,
+        i2v_mcp::journal::POSTGRES_MIGRATIONS.len().to_string()
+    );
+    let t = j.get("old").await.unwrap().unwrap().to_task();
+    assert_eq!((t.status, t.billed_seconds), (Status::Running, None));
+    let done = Update {
+        status: Some(Status::Succeeded),
+        video_url: Some("http://x/v.mp4".into()),
+        billed_seconds: Some(5.13),
+        ..Update::default()
+    };
+    assert!(j.apply("old", &done, 2).await.unwrap());
+    let t = j.get("old").await.unwrap().unwrap().to_task();
+    assert_eq!(t.billed_seconds, Some(5.13));
+}

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_leases.sql"),
     include_str!("migrations/postgres/0003_rate_events.sql"),
+    include_str!("migrations/postgres/0004_billed_seconds.sql"),
 ];
 
 /// Channels: every task change (payload: the task id), and "poll this task now" for the replica
@@ -286,7 +287,8 @@ impl Postgres {
             "UPDATE tasks SET status = $2, progress = $3, eta = $4, video_url = $5, url_expires_at = $6,
                 download = $7, error_category = $8, error_message = $9, error_retryable = $10,
                 error_next_step = $11, polls = polls + 1, updated_at = $12,
-                finished_at = CASE WHEN $13 THEN COALESCE(finished_at, $12) ELSE NULL END
+                finished_at = CASE WHEN $13 THEN COALESCE(finished_at, $12) ELSE NULL END,
+                billed_seconds = $14
              WHERE id = $1",
             &[
                 &id,
@@ -302,6 +304,7 @@ impl Postgres {
                 &a.next_step,
                 &now,
                 &a.terminal,
+                &a.billed_seconds,
             ],
         )
         .await?;
