@@ -548,3 +548,70 @@ async fn a_postgres_journal_at_version_3_gains_billed_seconds() {
     let t = j.get("old").await.unwrap().unwrap().to_task();
     assert_eq!(t.billed_seconds, Some(5.13));
 }
+
+/// A provider's webhook may reach any replica behind the load balancer: the one that gets it asks
+/// the replica watching the task to poll now, and a caller waiting there hears at once (polls are
+/// 10 minutes apart here, so only the webhook can explain a prompt answer).
+#[tokio::test]
+async fn a_webhook_on_another_replica_reaches_the_waiter_at_once() {
+    use i2v_mcp::core::{CallCtx, Core};
+    use std::time::{Duration, Instant};
+    let Some(url) = postgres::database("a_webhook_on_another_replica") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(TaskPlan::Duration {
+        total: Duration::from_secs(600),
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let slow = |ws: &Workspace| {
+        crate::http::config(ws, &fake, "piapi")
+            .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600))
+    };
+    let (a, b) = (
+        Core::start(slow(&ws)).unwrap(),
+        Core::start(slow(&ws)).unwrap(),
+    );
+    let (b_addr, b_handle) = crate::http::start(b.clone(), |_, _| {}).await;
+    // A's webhooks point at B, as a load balancer may route them.
+    let (_, a_handle) = crate::http::start(a.clone(), |o, _| {
+        o.public_url = Some(format!("http://{b_addr}"));
+    })
+    .await;
+    let req = i2v_mcp::model::CreateRequest {
+        image: Some("https://example.com/cat.png".into()),
+        prompt: "p".into(),
+        provider: Some(ProviderId::Piapi),
+        ..Default::default()
+    };
+    let task = a.create(req, CallCtx::default()).await.unwrap();
+    let (id, ptid) = (task.task_id.clone(), task.provider_task_id.clone().unwrap());
+    assert!(a.watcher().is_watching(&id) && !b.watcher().is_watching(&id));
+    let waiter = {
+        let (a, id) = (a.clone(), id.clone());
+        tokio::spawn(async move { a.get(&id, Some(30), CallCtx::default()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.complete_now(&ptid));
+    let delivered = Instant::now();
+    let deliveries = fake.wait_webhooks(1, Duration::from_secs(10)).await;
+    assert_eq!(deliveries[0].status, Some(200), "{:?}", deliveries[0]);
+    assert!(deliveries[0].url.contains(&b_addr.to_string()));
+    let done = within(20, "the waiter on A", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    let took = delivered.elapsed();
+    assert_downloaded(&serde_json::to_value(&done).unwrap());
+    eprintln!(
+        "a webhook on replica B reached the waiter on A {took:?} after the provider finished"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "heard only at a poll: {took:?}"
+    );
+    assert!(!b.watcher().is_watching(&id), "B took the task over");
+    within(15, "shutdown", a_handle.shutdown()).await;
+    within(15, "shutdown", b_handle.shutdown()).await;
+}
