@@ -615,3 +615,70 @@ async fn a_webhook_on_another_replica_reaches_the_waiter_at_once() {
     within(15, "shutdown", a_handle.shutdown()).await;
     within(15, "shutdown", b_handle.shutdown()).await;
 }
+
+/// A replica that dies while its provider has not yet answered a create leaves the task
+/// `submitting`: another replica settles it as `submit_unknown` once the lease lapses (2 s here),
+/// not only at a restart 10 minutes later, and never submits it again.
+#[tokio::test]
+async fn a_submit_cut_off_by_a_dead_replica_is_settled_after_its_lease() {
+    let Some(url) = postgres::database("a_submit_cut_off_by_a_dead_replica") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.push_create_fault(crate::support::fakes::Fault::Hang {
+        after_accept: false,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let img = ws.png("a.png", 64, 64);
+    let env = replica_env(&ws, &fake);
+    let pairs: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("I2V_MCP_LEASE")
+                || k.starts_with("PIAPI")
+                || k.starts_with("I2V_MCP_PIAPI")
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let other = i2v_mcp::core::Core::start(ws.config(&pairs)).unwrap();
+    let mut p = Proc::spawn(&env);
+    p.init("2025-06-18").await;
+    p.send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "create_i2v_task", "arguments": {"image": img, "prompt": "cut off"}}}),
+    )
+    .await;
+    let journal = other.journal().clone();
+    let submitting = |j: Journal| async move {
+        let listed = j.list(&Default::default()).await.unwrap();
+        listed
+            .rows
+            .into_iter()
+            .find(|r| r.is_submitting())
+            .map(|r| r.id)
+    };
+    let id = within(10, "the create to reach the provider", async {
+        loop {
+            if fake.creates() == 1
+                && let Some(id) = submitting(journal.clone()).await
+            {
+                return id;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    p.kill().await;
+    let t = within(15, "the cut-off submit to be settled", async {
+        loop {
+            let t = other.task(&id).await.unwrap();
+            if t.status == Status::Failed {
+                return t;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(t.error.unwrap().category, Category::SubmitUnknown);
+    assert_eq!(fake.creates(), 1, "the cut-off create was sent again");
+}

@@ -347,6 +347,15 @@ impl Journal {
         }
     }
 
+    /// Tasks left `submitting` by a replica that died (its lease on them lapsed before `now`);
+    /// none on SQLite, where a restart settles them.
+    pub async fn cut_off_submits(&self, now: i64) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.cut_off_submits(now).await,
+        }
+    }
+
     /// Ask the replica that holds task `id`'s lease to poll it now (no-op on SQLite).
     pub async fn wake_elsewhere(&self, id: &str) -> Result<()> {
         match &self.backend {

@@ -436,11 +436,27 @@ impl Postgres {
         Ok(n == 1)
     }
 
-    /// Extend every lease `owner` holds on tasks that still need work.
+    /// Extend every lease `owner` holds on tasks that still need work or are being submitted.
     pub async fn renew(&self, owner: &str, until: i64) -> Result<u64> {
-        let sql =
-            format!("UPDATE tasks SET lease_until = $2 WHERE lease_owner = $1 AND {NEEDS_WORK}");
+        let sql = format!(
+            "UPDATE tasks SET lease_until = $2
+             WHERE lease_owner = $1 AND ({NEEDS_WORK} OR status = 'submitting')"
+        );
         self.exec(&sql, &[&owner, &until]).await
+    }
+
+    /// Tasks still `submitting` whose replica stopped renewing their lease: it died mid-create.
+    pub async fn cut_off_submits(&self, now: i64) -> Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM tasks WHERE status = 'submitting' AND lease_until < $1
+                 ORDER BY created_at LIMIT $2",
+                &[&now, &ORPHANS_PER_SWEEP],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
     }
 
     /// Take over up to `limit` tasks that need work and whose lease lapsed, or that never had one
