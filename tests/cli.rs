@@ -62,7 +62,8 @@ fn models_and_estimates() {
     assert_eq!(code, 0);
     assert!(out.contains("novita/wan2.6-i2v: unpriced"), "{out}");
     assert!(out.contains("local/camera-preview: $0"), "{out}");
-    assert!(!out.contains("piapi"), "piapi cannot do 10 s: {out}");
+    assert!(!out.contains("wan2.1"), "WanX cannot do 10 s: {out}");
+    assert!(out.contains("piapi/wan2.6-t2v: $0.8"), "{out}");
 
     let (code, out, err) = cli(&env, &["doctor"]);
     assert_eq!(code, 0);

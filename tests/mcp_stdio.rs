@@ -213,7 +213,12 @@ async fn bad_input_is_a_clear_tool_error_and_the_server_keeps_serving() {
     let mut p = Proc::spawn(&env);
     p.init("2025-06-18").await;
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("create_i2v_task", json!({"prompt": "x"}), "invalid_input"),
+        // No image on an image-to-video model (piapi's default t2v model would take it).
+        (
+            "create_i2v_task",
+            json!({"prompt": "x", "provider": "piapi", "model": "wan2.1-i2v-14b"}),
+            "invalid_input",
+        ),
         (
             "create_i2v_task",
             json!({"image": 5, "prompt": "x"}),

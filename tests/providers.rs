@@ -33,7 +33,7 @@ fn redact(v: &Value) -> Value {
 }
 
 /// Method, path, auth header and redacted body of every non-GET request the fake received.
-fn wire(fake: &FakeProvider) -> Vec<Value> {
+pub(crate) fn wire(fake: &FakeProvider) -> Vec<Value> {
     fake.requests()
         .into_iter()
         .filter(|r| r.method != "GET")
@@ -48,7 +48,7 @@ fn wire(fake: &FakeProvider) -> Vec<Value> {
         .collect()
 }
 
-async fn run(
+pub(crate) async fn run(
     kind: Kind,
     provider: &str,
     model: &str,
@@ -238,13 +238,24 @@ async fn novita_wan27_by_url_with_last_frame_and_driving_audio() {
     insta::assert_json_snapshot!("novita_wan27_wire", wire(&fake));
 }
 
-/// Novita 2.7 needs public URLs: local files and data URIs are refused before anything is sent,
-/// naming the models that take them; an upstream refusal and a failed task read as such.
-#[tokio::test]
-async fn novita_wan27_refusals_and_failures() {
-    let fake = FakeProvider::start(Kind::Novita).await;
-    let ws = Workspace::new();
-    let (s, _) = connect(core_for(&ws, &fake, "novita")).await;
+/// `provider/model` of every quote of an `estimate_cost` answer, in its order.
+pub(crate) fn quote_keys(est: &Value) -> Vec<String> {
+    est["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            format!(
+                "{}/{}",
+                q["provider"].as_str().unwrap(),
+                q["model"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// A local PNG and the same image as a data URI, for URL-only refusals.
+pub(crate) fn png_and_data_uri(ws: &Workspace) -> (Value, Value) {
     let png = ws.png("a.png", 400, 400);
     let data = format!(
         "data:image/png;base64,{}",
@@ -253,10 +264,21 @@ async fn novita_wan27_refusals_and_failures() {
             std::fs::read(&png).unwrap()
         )
     );
+    (json!(png), json!(data))
+}
+
+/// Novita 2.7 needs public URLs: local files and data URIs are refused before anything is sent,
+/// naming the models that take them; an upstream refusal and a failed task read as such.
+#[tokio::test]
+async fn novita_wan27_refusals_and_failures() {
+    let fake = FakeProvider::start(Kind::Novita).await;
+    let ws = Workspace::new();
+    let (s, _) = connect(core_for(&ws, &fake, "novita")).await;
+    let (png, data) = png_and_data_uri(&ws);
     for (image, end) in [
-        (json!(png), json!(null)),
-        (json!(data), json!(null)),
-        (json!("https://example.com/a.png"), json!(png)),
+        (png.clone(), json!(null)),
+        (data, json!(null)),
+        (json!("https://example.com/a.png"), png),
     ] {
         let mut args = json!({"image": image, "prompt": "p", "provider": "novita"});
         if !end.is_null() {
@@ -318,18 +340,7 @@ async fn retired_novita_models_refused_unless_allowed() {
     assert_eq!(list["tasks"], json!([]), "nothing journaled: {list}");
 
     let est = ok(&call(&s, "estimate_cost", json!({"compare": true})).await);
-    let ranked: Vec<String> = est["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| {
-            format!(
-                "{}/{}",
-                q["provider"].as_str().unwrap(),
-                q["model"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let ranked: Vec<String> = quote_keys(&est);
     assert!(
         ranked.contains(&"novita/wan2.7-i2v".to_string()),
         "{ranked:?}"
@@ -646,18 +657,7 @@ async fn text_to_video_surface() {
         json!({"compare": true, "prompt": "p", "duration_seconds": 10}),
     )
     .await);
-    let keys: Vec<String> = est["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| {
-            format!(
-                "{}/{}",
-                q["provider"].as_str().unwrap(),
-                q["model"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let keys: Vec<String> = quote_keys(&est);
     assert!(
         keys.contains(&"dashscope/wan2.6-t2v".to_string())
             && keys.contains(&"dashscope/wan2.6-i2v".to_string()),

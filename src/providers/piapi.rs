@@ -1,8 +1,11 @@
-//! PiAPI and Qubico: model `Qubico/wanx`, image-to-video task types chosen from the request.
+//! PiAPI and Qubico: model `Qubico/wanx`, image-to-video task types chosen from the request, and
+//! text-to-video (`txt2video-14b`, `-14b-lora`, `txt2video-1.3b`); on PiAPI also Wan 2.6
+//! (`model: "Wan"`, in `wan26`).
 //!
 //! Docs: https://piapi.ai/docs/wanx-api/create-task, https://api.qubico.ai (WanX 2.1 img2video),
-//! unified schema https://piapi.ai/docs/unified-api-schema. Pricing: $0.28 per 14B generation
-//! (same pages). Contract: `shared/providers/CONTRACTS.md` section 1.
+//! unified schema https://piapi.ai/docs/unified-api-schema. Pricing: $0.28 per 14B generation,
+//! $0.12 per 1.3B generation (same pages). Contract: `shared/providers/CONTRACTS.md` section 1
+//! (C.1 of CONTRACTS-2026-12.md: WanX still documented, liveness in late 2026 UNVERIFIED).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,7 +21,12 @@ use crate::error::{Category, Error, snippet};
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, CreateRequest, ProviderId, Status};
 
+mod wan26;
+
 const MODEL: &str = "Qubico/wanx";
+const WANX_I2V: &str = "wan2.1-i2v-14b";
+const WANX_T2V_14B: &str = "wan2.1-t2v-14b";
+const WANX_T2V_1_3B: &str = "wan2.1-t2v-1.3b";
 
 /// PiAPI and Qubico: one upstream, two hosts.
 const WANX: &[ProviderId] = &[ProviderId::Piapi, ProviderId::Qubico];
@@ -41,10 +49,16 @@ const PIAPI_DECL: Declaration = Declaration {
     auth: Auth::Header("x-api-key"),
     // PiAPI publishes no numbers (UNKNOWN): no client-side limit; its 429s are honoured.
     rate_limits: RateLimits::UNLIMITED,
-    models: || vec![wanx(ProviderId::Piapi)],
+    // WanX first: its image-to-video model stays the default, its 14B text-to-video model the
+    // text-to-video default (first-hand documented, unlike Wan 2.6's fields).
+    models: || {
+        let mut m = wanx_models(ProviderId::Piapi);
+        m.extend(wan26::models());
+        m
+    },
     loras: || loras(ProviderId::Piapi),
     lora_note: Some("PiAPI/Qubico take other LoRA type names as given"),
-    check: one_variant,
+    check,
     preflight: super::no_preflight,
     cancels: true,
     webhook: Some(WEBHOOK),
@@ -66,7 +80,8 @@ pub static QUBICO: Declaration = Declaration {
         per_hour: Some(100),
         per_day: Some(1000),
     },
-    models: || vec![wanx(ProviderId::Qubico)],
+    // Qubico documents WanX only: no Wan 2.6 there.
+    models: || wanx_models(ProviderId::Qubico),
     loras: || loras(ProviderId::Qubico),
     lora_note: None,
     ..PIAPI_DECL
@@ -74,6 +89,15 @@ pub static QUBICO: Declaration = Declaration {
 
 fn build(b: &Build<'_>) -> Provider {
     Provider::Wanx(Client::new(b.id, b.provider, b.http.clone()))
+}
+
+/// The WanX models of `provider`, the image-to-video one first (the provider default).
+fn wanx_models(provider: ProviderId) -> Vec<ModelSpec> {
+    vec![
+        wanx(provider),
+        wanx_t2v_14b(provider),
+        wanx_t2v_1_3b(provider),
+    ]
 }
 
 fn wanx(provider: ProviderId) -> ModelSpec {
@@ -102,28 +126,86 @@ fn wanx(provider: ProviderId) -> ModelSpec {
             source: "PiAPI/Qubico WanX docs: $0.28 per 14B generation".into(),
         },
         note: Some("One of end_image, loras, camera_motion per request. Cancel works only while queued (WanX support unconfirmed).".into()),
-        ..ModelSpec::base(provider, "wan2.1-i2v-14b")
+        ..ModelSpec::base(provider, WANX_I2V)
+    }
+}
+
+/// CONTRACTS.md 1.2: `txt2video-14b` ($0.28) takes `prompt`, `negative_prompt`, `aspect_ratio`;
+/// with LoRAs it becomes `txt2video-14b-lora`. Fixed 5 s (85 frames), 480p, like img2video.
+fn wanx_t2v_14b(provider: ProviderId) -> ModelSpec {
+    ModelSpec {
+        description: "Wan 2.1 14B text-to-video (Qubico/wanx): 5 s, 480p. loras -> lora variant."
+            .into(),
+        text_to_video: true,
+        image_formats: Vec::new(),
+        image_max_bytes: 0,
+        aspect_ratios: vec![AspectRatio::Landscape, AspectRatio::Portrait],
+        negative_prompt: true,
+        // As for image-to-video (1.2/1.3): one LoRA, strength 0-1 [SECONDARY].
+        max_loras: 1,
+        lora_strength: range(0.0, 1.0),
+        cancel: true,
+        price: Price {
+            usd_per_video: Some(0.28),
+            source: "PiAPI/Qubico WanX docs: $0.28 per 14B generation".into(),
+            ..Price::default()
+        },
+        note: Some("Cancel works only while queued (WanX support unconfirmed).".into()),
+        ..ModelSpec::base(provider, WANX_T2V_14B)
+    }
+}
+
+/// CONTRACTS.md 1.2: `txt2video-1.3b`, $0.12 per generation; no LoRA variant.
+fn wanx_t2v_1_3b(provider: ProviderId) -> ModelSpec {
+    ModelSpec {
+        description: "Wan 2.1 1.3B text-to-video (Qubico/wanx): 5 s, 480p, cheapest.".into(),
+        max_loras: 0,
+        lora_strength: None,
+        price: Price {
+            usd_per_video: Some(0.12),
+            source: "PiAPI/Qubico WanX docs: $0.12 per 1.3B generation".into(),
+            ..Price::default()
+        },
+        ..ModelSpec {
+            model: WANX_T2V_1_3B.into(),
+            ..wanx_t2v_14b(provider)
+        }
     }
 }
 
 /// CONTRACTS.md 1.3: `ghibli` is official; `inflate-effect` is [SECONDARY]. Other names are
-/// passed through as free strings, never refused locally.
+/// passed through as free strings, never refused locally. Which names work on txt2video and which
+/// on img2video only is UNKNOWN, so both 14B models list both.
 fn loras(provider: ProviderId) -> Vec<Lora> {
-    let lora = |name: &str, description: &str| Lora {
+    let lora = |model: &str, name: &str, description: &str| Lora {
         provider,
-        model: "wan2.1-i2v-14b".into(),
+        model: model.into(),
         name: name.into(),
         description: description.into(),
         default_strength: 1.0,
         strength_range: Range { min: 0.0, max: 1.0 },
     };
-    vec![
-        lora("ghibli", "Studio Ghibli look"),
-        lora(
-            "inflate-effect",
-            "objects inflate like balloons (unconfirmed name)",
-        ),
-    ]
+    [WANX_I2V, WANX_T2V_14B]
+        .into_iter()
+        .flat_map(|model| {
+            [
+                lora(model, "ghibli", "Studio Ghibli look"),
+                lora(
+                    model,
+                    "inflate-effect",
+                    "objects inflate like balloons (unconfirmed name)",
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// The checks beyond `validate`: one WanX variant per request, and Wan 2.6's audio flags.
+fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<(), Error> {
+    if wan26::is_wan26(&spec.model) {
+        return wan26::check(req, spec);
+    }
+    one_variant(req, spec)
 }
 
 /// CONTRACTS.md 1.2: the variant is a task type; each takes one of end_image, loras and
@@ -155,12 +237,20 @@ pub struct Client {
 // ---- wire types (private to this provider) ----
 
 #[derive(Debug, Serialize)]
-pub(crate) struct CreateBody<'a> {
-    model: &'a str,
+pub(crate) struct CreateBody {
+    model: &'static str,
     task_type: &'static str,
-    input: Input,
+    input: Inputs,
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<TaskConfig>,
+}
+
+/// The `input` of one model family.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Inputs {
+    Wanx(Input),
+    Wan26(wan26::Input),
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -246,7 +336,13 @@ pub(crate) struct WireError {
 
 /// The WanX task type a request needs (CONTRACTS.md 1.2). `validate` already refused combinations.
 fn task_type(s: &Submission<'_>) -> &'static str {
-    if s.end_image.is_some() {
+    if s.spec.model == WANX_T2V_1_3B {
+        "txt2video-1.3b"
+    } else if s.spec.text_to_video && s.req.loras.is_empty() {
+        "txt2video-14b"
+    } else if s.spec.text_to_video {
+        "txt2video-14b-lora"
+    } else if s.end_image.is_some() {
         "img2video-14b-keyframe"
     } else if !s.req.loras.is_empty() {
         "img2video-14b-lora"
@@ -267,7 +363,10 @@ fn image_value(img: &ImageInput) -> String {
 }
 
 /// The create body for a submission.
-pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody<'static> {
+pub(crate) fn create_body(s: &Submission<'_>) -> Result<CreateBody, Error> {
+    if wan26::is_wan26(&s.spec.model) {
+        return wan26::create_body(s);
+    }
     let tt = task_type(s);
     let mut input = Input {
         prompt: s.req.prompt.clone(),
@@ -301,16 +400,35 @@ pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody<'static> {
             motion_speed: cm.speed.unwrap_or(0.2),
         }];
     }
-    CreateBody {
+    Ok(CreateBody {
         model: MODEL,
         task_type: tt,
-        input,
+        input: Inputs::Wanx(input),
         config: s.webhook.map(|w| TaskConfig {
             webhook_config: WebhookConfig {
                 endpoint: w.url.clone(),
                 secret: w.secret.clone(),
             },
         }),
+    })
+}
+
+/// Where a finished task's video may be, in order: WanX documents `output.video_url` (1.6); the
+/// Wan 2.6 key is UNKNOWN (C.4), so a few other likely keys are tried too.
+const VIDEO_KEYS: [&str; 6] = ["video_url", "video", "url", "video_urls", "videos", "urls"];
+
+/// The first http(s) URL in `v`: a string, the first hit under `VIDEO_KEYS` of an object, or the
+/// first hit in an array.
+fn video_url_in(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if s.starts_with("https://") || s.starts_with("http://") => {
+            Some(s.clone())
+        }
+        Value::Object(m) => VIDEO_KEYS
+            .iter()
+            .find_map(|k| m.get(*k).and_then(video_url_in)),
+        Value::Array(a) => a.iter().find_map(video_url_in),
+        _ => None,
     }
 }
 
@@ -367,16 +485,14 @@ pub(crate) fn parse_task(t: &WireTask) -> Snapshot {
     };
     let mut snap = Snapshot::new(status, raw);
     if status == Status::Succeeded {
-        let url = t
-            .output
-            .as_ref()
-            .and_then(|o| o.get("video_url"))
-            .and_then(Value::as_str)
-            .map(String::from);
+        let url = t.output.as_ref().and_then(video_url_in);
         snap.require_video(url, || {
             Error::new(
                 Category::GenerationFailed,
-                "the provider reported completion without a video_url",
+                format!(
+                    "the provider reported completion without a video URL (looked for output.{{{}}})",
+                    VIDEO_KEYS.join(",")
+                ),
             )
         });
     }
@@ -435,10 +551,8 @@ impl Client {
     }
 
     pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
-        let reply = self
-            .api
-            .post("/task", &create_body(s), Stage::Create)
-            .await?;
+        let body = create_body(s).map_err(ProviderError::rejected)?;
+        let reply = self.api.post("/task", &body, Stage::Create).await?;
         if !reply.is_success() {
             return Err(failure(self.api.id, &reply, "create"));
         }
@@ -509,7 +623,7 @@ mod tests {
 
     /// The body as sent, for comparing with the contract's JSON.
     fn create_body(s: &Submission<'_>) -> Value {
-        serde_json::to_value(super::create_body(s)).unwrap()
+        serde_json::to_value(super::create_body(s).unwrap()).unwrap()
     }
 
     fn sub<'a>(
@@ -563,6 +677,95 @@ mod tests {
         assert_eq!(b["input"]["start_image"], "https://x.test/a.jpg");
         assert_eq!(b["input"]["end_image"], "https://x.test/b.jpg");
         assert!(b["input"].get("image").is_none());
+    }
+
+    #[test]
+    fn text_to_video_task_types_follow_the_model_and_loras() {
+        let mut req = CreateRequest {
+            prompt: "p".into(),
+            negative_prompt: Some("blur".into()),
+            ..CreateRequest::default()
+        };
+        let t2v = |key: &str, req: &CreateRequest| {
+            create_body(&crate::providers::submission(key, req, None, None, None))
+        };
+        assert_eq!(
+            t2v("qubico/wan2.1-t2v-14b", &req),
+            serde_json::json!({"model":"Qubico/wanx","task_type":"txt2video-14b",
+                "input":{"prompt":"p","negative_prompt":"blur"}})
+        );
+        assert_eq!(
+            t2v("piapi/wan2.1-t2v-1.3b", &req)["task_type"],
+            "txt2video-1.3b"
+        );
+        req.loras = vec![LoraRef {
+            name: "ghibli".into(),
+            strength: None,
+        }];
+        req.aspect_ratio = Some(AspectRatio::Landscape);
+        assert_eq!(
+            t2v("piapi/wan2.1-t2v-14b", &req),
+            serde_json::json!({"model":"Qubico/wanx","task_type":"txt2video-14b-lora",
+                "input":{"prompt":"p","negative_prompt":"blur","aspect_ratio":"16:9",
+                    "lora_settings":[{"lora_type":"ghibli"}]}})
+        );
+    }
+
+    #[test]
+    fn text_to_video_models_per_host() {
+        let keys = |p: ProviderId| -> Vec<String> {
+            crate::catalog::models()
+                .iter()
+                .filter(|m| m.provider == p)
+                .map(|m| format!("{}{}", m.model, if m.text_to_video { "*" } else { "" }))
+                .collect()
+        };
+        assert_eq!(
+            keys(ProviderId::Piapi),
+            [
+                "wan2.1-i2v-14b",
+                "wan2.1-t2v-14b*",
+                "wan2.1-t2v-1.3b*",
+                "wan2.6-i2v",
+                "wan2.6-t2v*"
+            ]
+        );
+        assert_eq!(
+            keys(ProviderId::Qubico),
+            ["wan2.1-i2v-14b", "wan2.1-t2v-14b*", "wan2.1-t2v-1.3b*"]
+        );
+        let t2v = crate::catalog::default_t2v_model(ProviderId::Piapi).unwrap();
+        assert_eq!(t2v.model, "wan2.1-t2v-14b");
+        let lora_models: Vec<String> = loras(ProviderId::Qubico)
+            .into_iter()
+            .filter(|l| l.name == "ghibli")
+            .map(|l| l.model)
+            .collect();
+        assert_eq!(lora_models, ["wan2.1-i2v-14b", "wan2.1-t2v-14b"]);
+    }
+
+    #[test]
+    fn the_video_url_is_read_from_any_likely_key() {
+        let url = |output: Value| {
+            let v = serde_json::json!({"status":"completed","output":output});
+            parse_task(&serde_json::from_value(v).unwrap()).video_url
+        };
+        let u = "https://img.theapi.app/temp/v.mp4";
+        for output in [
+            serde_json::json!({"video_url": u}),
+            serde_json::json!({"video": u}),
+            serde_json::json!({"video": {"url": u}}),
+            serde_json::json!({"videos": [{"video_url": u}]}),
+            serde_json::json!({"video_urls": [u]}),
+            serde_json::json!({"thumbnail": "x", "url": u}),
+            serde_json::json!(u),
+        ] {
+            assert_eq!(url(output.clone()).as_deref(), Some(u), "{output}");
+        }
+        let none = serde_json::json!({"status":"completed","output":{"video_url":"","note":"x"}});
+        let snap = parse_task(&serde_json::from_value(none).unwrap());
+        assert_eq!(snap.status, Status::Failed);
+        assert!(snap.error.unwrap().message.contains("output.{video_url,"));
     }
 
     #[test]

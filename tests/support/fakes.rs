@@ -269,6 +269,17 @@ impl FakeProvider {
         }
     }
 
+    /// A fake whose tasks stay queued for 1000 polls (cancel tests).
+    pub async fn start_queued(kind: Kind) -> FakeProvider {
+        let fake = FakeProvider::start(kind).await;
+        fake.set_plan(TaskPlan::Polls {
+            pending: 1000,
+            processing: 1,
+            outcome: Outcome::Succeed,
+        });
+        fake
+    }
+
     pub async fn try_start(kind: Kind) -> std::io::Result<FakeProvider> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let root = format!("http://{}", listener.local_addr()?);

@@ -1,5 +1,6 @@
 //! PiAPI / Qubico WanX wire shapes (CONTRACTS.md section 1): create validation (1.2-1.4), the
-//! unified task envelope (1.5, 1.6) and the webhook body (1.8). Pure functions.
+//! unified task envelope (1.5, 1.6) and the webhook body (1.8); on PiAPI also Wan 2.6
+//! (`model: "Wan"`, CONTRACTS-2026-12.md C.2, fields [SECONDARY]). Pure functions.
 
 use std::time::SystemTime;
 
@@ -12,14 +13,21 @@ use super::{Hook, Kind, Phase, TaskRec, video_url};
 
 pub(super) const MODEL: &str = "Qubico/wanx";
 
-/// The documented image-to-video task types (seed:piapi-wanx). `wan22-img2video-14b` exists only in
-/// a secondary catalogue, so the fake rejects it like any unknown type.
-const TASK_TYPES: [&str; 4] = [
+/// The documented task types (seed:piapi-wanx). `wan22-img2video-14b` exists only in a secondary
+/// catalogue, so the fake rejects it like any unknown type.
+const TASK_TYPES: [&str; 7] = [
     "img2video-14b",
     "img2video-14b-lora",
     "img2video-14b-keyframe",
     "img2video-14b-control-camera",
+    "txt2video-14b",
+    "txt2video-14b-lora",
+    "txt2video-1.3b",
 ];
+
+/// PiAPI Wan 2.6 (C.2); Qubico documents none, so its fake refuses the model.
+const WAN: &str = "Wan";
+const WAN_TASK_TYPES: [&str; 2] = ["wan26-img2video", "wan26-txt2video"];
 
 const ASPECT_RATIOS: [&str; 2] = ["16:9", "9:16"];
 
@@ -48,6 +56,9 @@ fn bad(message: String) -> Rejection {
 pub(super) fn validate(kind: Kind, body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
     let model = check::req_str(root, "model", "model").map_err(bad)?;
+    if model == WAN && kind == Kind::Piapi {
+        return validate_wan26(root);
+    }
     if model != MODEL {
         return Err(bad(format!("model must be {MODEL:?}, got {model:?}")));
     }
@@ -62,16 +73,19 @@ pub(super) fn validate(kind: Kind, body: &Value) -> Result<Accepted, Rejection> 
     check::req_str(input, "prompt", "input.prompt").map_err(bad)?;
     check::opt_str(input, "negative_prompt", "input.negative_prompt").map_err(bad)?;
     check::opt_enum(input, "aspect_ratio", "input.aspect_ratio", &ASPECT_RATIOS).map_err(bad)?;
-    let image_fields: &[&str] = if task_type == "img2video-14b-keyframe" {
-        &["start_image", "end_image"]
-    } else {
-        &["image"]
+    let image_fields: &[&str] = match task_type {
+        "img2video-14b-keyframe" => &["start_image", "end_image"],
+        t if t.starts_with("txt2video") => &[],
+        _ => &["image"],
     };
     for field in image_fields {
         check_image(kind, input, field)?;
     }
+    if image_fields.is_empty() {
+        no_image(input, task_type)?;
+    }
     match task_type {
-        "img2video-14b-lora" => check_loras(input)?,
+        "img2video-14b-lora" | "txt2video-14b-lora" => check_loras(input, task_type)?,
         "img2video-14b-control-camera" => check_camera(input)?,
         _ => {}
     }
@@ -115,13 +129,75 @@ fn check_image(kind: Kind, input: &Obj, field: &str) -> Result<(), Rejection> {
     }
 }
 
-fn check_loras(input: &Obj) -> Result<(), Rejection> {
+/// Text-to-video takes no image at all.
+fn no_image(input: &Obj, task_type: &str) -> Result<(), Rejection> {
+    for field in ["image", "start_image", "end_image"] {
+        if input.contains_key(field) {
+            return Err(bad(format!("input.{field} is not accepted by {task_type}")));
+        }
+    }
+    Ok(())
+}
+
+/// Wan 2.6 (C.2): the fields public clients send; the image by URL (base64 is UNVERIFIED, so the
+/// fake refuses it); `aspect_ratio` on text-to-video only.
+fn validate_wan26(root: &Obj) -> Result<Accepted, Rejection> {
+    let task_type = check::opt_enum(root, "task_type", "task_type", &WAN_TASK_TYPES)
+        .map_err(bad)?
+        .ok_or_else(|| bad("task_type is required".into()))?;
+    let input = check::object(root.get("input"), "input").map_err(bad)?;
+    check::req_str(input, "prompt", "input.prompt").map_err(bad)?;
+    check::opt_str(input, "negative_prompt", "input.negative_prompt").map_err(bad)?;
+    check::opt_enum(input, "resolution", "input.resolution", &["720p", "1080p"]).map_err(bad)?;
+    if let Some(d) = check::opt_int(input, "duration", "input.duration", 5, 15).map_err(bad)?
+        && d % 5 != 0
+    {
+        return Err(bad(format!("input.duration must be 5, 10 or 15, got {d}")));
+    }
+    check::opt_enum(input, "shot_type", "input.shot_type", &["single", "multi"]).map_err(bad)?;
+    for flag in ["prompt_extend", "audio", "watermark"] {
+        check::opt_bool(input, flag, &format!("input.{flag}")).map_err(bad)?;
+    }
+    if let Some(a) = check::opt_str(input, "audio_url", "input.audio_url").map_err(bad)?
+        && !check::is_http_url(a)
+    {
+        return Err(bad("input.audio_url must be an http(s) URL".into()));
+    }
+    if task_type == "wan26-img2video" {
+        let image = check::req_str(input, "image", "input.image").map_err(bad)?;
+        if !check::is_http_url(image) {
+            return Err(bad("input.image must be a public image URL".into()));
+        }
+        if input.contains_key("aspect_ratio") {
+            return Err(bad(
+                "input.aspect_ratio is not accepted by wan26-img2video".into()
+            ));
+        }
+    } else {
+        no_image(input, task_type)?;
+        check::opt_enum(
+            input,
+            "aspect_ratio",
+            "input.aspect_ratio",
+            &["16:9", "9:16", "1:1", "4:3", "3:4"],
+        )
+        .map_err(bad)?;
+    }
+    Ok(Accepted {
+        hook: webhook(root)?,
+        test_mode: None,
+    })
+}
+
+fn check_loras(input: &Obj, task_type: &str) -> Result<(), Rejection> {
     let items = input
         .get("lora_settings")
         .and_then(Value::as_array)
         .filter(|a| !a.is_empty())
         .ok_or_else(|| {
-            bad("input.lora_settings (a non-empty array) is required for img2video-14b-lora".into())
+            bad(format!(
+                "input.lora_settings (a non-empty array) is required for {task_type}"
+            ))
         })?;
     for (i, item) in items.iter().enumerate() {
         let name = format!("input.lora_settings[{i}]");
@@ -234,7 +310,7 @@ pub(super) fn task_data(task: &TaskRec, phase: &Phase, root: &str) -> Value {
     let time = |t: Option<SystemTime>| t.map_or_else(|| GO_ZERO_TIME.to_string(), rfc3339);
     json!({
         "task_id": task.id,
-        "model": MODEL,
+        "model": task.body.get("model").cloned().unwrap_or(Value::Null),
         "task_type": task.body.get("task_type").cloned().unwrap_or(Value::Null),
         "status": status(phase),
         "config": {"service_mode": "", "webhook_config": {"endpoint": endpoint, "secret": secret}},
