@@ -298,6 +298,9 @@ pub struct Task {
     /// Null when the price is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_cost_usd: Option<f64>,
+    /// Seconds the provider billed, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<Video>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

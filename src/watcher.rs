@@ -118,6 +118,14 @@ impl Watcher {
         });
     }
 
+    /// Lease task `id` while this replica submits it, so that if the replica dies mid-create
+    /// another settles the task once the lease lapses. No-op on SQLite.
+    pub async fn hold_submit(&self, id: &str) {
+        if self.inner.journal.is_shared() {
+            self.inner.lease(id).await;
+        }
+    }
+
     /// Poll a watched task now (a waiting caller wants fresh news, or a webhook arrived).
     /// Returns false if the task is not being watched.
     pub fn wake(&self, id: &str) -> bool {
@@ -190,12 +198,9 @@ impl Watcher {
                 continue;
             }
             if row.is_submitting() {
-                let e = Error::new(
-                    Category::SubmitUnknown,
-                    "the server stopped while this task was being submitted; whether the provider accepted it is unknown",
-                )
-                .with_next_step("check the provider dashboard before creating again: it may exist and be charged");
-                self.inner.journal.fail_blocking(&row.id, &e, now_ms())?;
+                self.inner
+                    .journal
+                    .fail_blocking(&row.id, &cut_off(), now_ms())?;
                 continue;
             }
             self.watch(&row.id);
@@ -258,8 +263,34 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.9..1.1))
 }
 
-/// Renew this replica's leases every fifth of a lease, and take over tasks whose lease lapsed
-/// (their replica died) or that never had one. Ends with the watcher.
+/// A task cut off between the journal write and the provider's answer.
+fn cut_off() -> Error {
+    Error::new(
+        Category::SubmitUnknown,
+        "the server stopped while this task was being submitted; whether the provider accepted it is unknown",
+    )
+    .with_next_step("check the provider dashboard before creating again: it may exist and be charged")
+}
+
+/// Settle the tasks a dead replica left `submitting`: whether the provider took them is unknown
+/// (never resubmitted). If that replica was only slow, its late provider id still lands.
+async fn settle_cut_off_submits(journal: &Journal, now: i64) {
+    match journal.cut_off_submits(now).await {
+        Ok(ids) => {
+            for id in ids {
+                tracing::warn!(task = %id, "a replica stopped while submitting this task");
+                if let Err(e) = journal.fail(&id, &cut_off(), now).await {
+                    tracing::warn!(task = %id, error = %e, "cannot settle a cut-off submit");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look for cut-off submits"),
+    }
+}
+
+/// Renew this replica's leases every fifth of a lease, take over tasks whose lease lapsed
+/// (their replica died) or that never had one, and settle submits a dead replica cut off. Ends
+/// with the watcher.
 async fn leases(inner: std::sync::Weak<Inner>, lease: Duration) {
     let every = lease / 5;
     loop {
@@ -270,6 +301,7 @@ async fn leases(inner: std::sync::Weak<Inner>, lease: Duration) {
         if let Err(e) = inner.journal.renew(&inner.owner, until).await {
             tracing::warn!(error = %e, "cannot renew this replica's task leases");
         }
+        settle_cut_off_submits(&inner.journal, now).await;
         let stale = now - lease.as_millis() as i64;
         match inner
             .journal
@@ -454,6 +486,7 @@ impl Inner {
             video_url: snap.video_url.clone(),
             url_expires_at: snap.url_expires_at,
             error: snap.error.clone(),
+            billed_seconds: snap.billed_seconds,
         };
         match self.journal.apply(id, &update, now).await {
             Ok(_) => {

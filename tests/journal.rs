@@ -603,6 +603,7 @@ async fn a_journal_written_by_main_161175c_opens_migrates_and_serves_its_tasks()
         assert_eq!(t["status"], "succeeded", "{t}");
         assert_eq!(t["video"]["sha256"], video, "{t}");
         assert_eq!(t["provider"], "local", "{t}");
+        assert!(t.get("billed_seconds").is_none(), "{t}");
     }
     let t = ok(&call(
         &s,

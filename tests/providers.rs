@@ -393,6 +393,8 @@ async fn dashscope_wan27_first_and_last_frame_with_driving_audio() {
         task["video"]["url_expires_at"].is_string(),
         "24 h result URL kept as expiry: {task}"
     );
+    // The seconds DashScope billed (its poll's usage.duration) are shown on the task.
+    assert_eq!(task["billed_seconds"], 8.0, "{task}");
     let body = dashscope_create(&fake);
     assert!(
         body["input"]["media"][0]["url"]
@@ -553,6 +555,7 @@ async fn novita_wan27_text_to_video() {
     )
     .await;
     assert_eq!(task["model"], "wan2.7-t2v", "{task}");
+    assert!(task.get("billed_seconds").is_none(), "{task}");
     let body = &fake
         .requests()
         .into_iter()

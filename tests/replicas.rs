@@ -434,3 +434,251 @@ async fn two_replicas_racing_one_idempotency_key_create_once_and_hear_each_other
     sa.cancel().await.unwrap();
     sb.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn replicas_keep_to_one_rate_limit_and_one_daily_budget_together() {
+    let Some(server) = postgres::server("replicas_keep_to_one_rate_limit") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Qubico).await;
+    fake.set_plan(TaskPlan::Polls {
+        pending: 1,
+        processing: 1,
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(server.database()));
+    // Qubico's 10 per minute, in a 10 s window so the test is quick.
+    std::fs::write(
+        ws.path("no-config.toml"),
+        "[providers.qubico.rate_limit]\nper_10_seconds = 3\nper_minute = 10\n",
+    )
+    .unwrap();
+    let img = ws.png("a.png", 64, 64);
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(connect(core_for(&ws, &fake, "qubico")).await.0);
+    }
+    // Two creates on each replica at once, none waiting: three slots in all, the others refused
+    // before the provider is called (per-process windows would let all six through).
+    let creates = sessions
+        .iter()
+        .flat_map(|s| [s, s])
+        .enumerate()
+        .map(|(i, s)| {
+            call(
+                s,
+                "create_i2v_task",
+                json!({"image": img, "prompt": format!("r{i}"), "provider": "qubico"}),
+            )
+        });
+    let results = futures::future::join_all(creates).await;
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|r| r.is_error == Some(true))
+        .collect();
+    assert_eq!(refused.len(), 3, "{results:?}");
+    for r in refused {
+        assert_eq!(crate::support::err(r)["category"], "rate_limited", "{r:?}");
+    }
+    assert_eq!(fake.creates(), 3, "the provider saw more than the limit");
+    // A create allowed to wait gets the first slot that frees, ~10 s later.
+    let started = std::time::Instant::now();
+    let args = json!({"image": img, "prompt": "later", "provider": "qubico", "wait_seconds": 20});
+    let t = ok(&call(&sessions[2], "create_i2v_task", args).await);
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(5),
+        "no wait"
+    );
+    assert_eq!(fake.creates(), 4);
+    for s in sessions {
+        s.cancel().await.unwrap();
+    }
+
+    // The daily budget counts what every replica spent: $0.28 a task, $0.60 a day.
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new().with_database(Some(server.database()));
+    std::fs::write(ws.path("no-config.toml"), "[budget]\ndaily_usd = 0.6\n").unwrap();
+    let img = ws.png("a.png", 64, 64);
+    let (a, _) = connect(core_for(&ws, &fake, "piapi")).await;
+    let (b, _) = connect(core_for(&ws, &fake, "piapi")).await;
+    let args = json!({"image": img, "prompt": "p", "provider": "piapi"});
+    ok(&call(&a, "create_i2v_task", args.clone()).await);
+    ok(&call(&b, "create_i2v_task", args.clone()).await);
+    let e = crate::support::err(&call(&a, "create_i2v_task", args.clone()).await);
+    assert_eq!(e["category"], "budget", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("0.84"), "{e}");
+    assert_eq!(fake.creates(), 2);
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}
+
+/// Version 4 adds billed seconds: a journal at version 3 with a task in it migrates, its task
+/// reads back without them, and a poll that carries them stores them.
+#[tokio::test]
+async fn a_postgres_journal_at_version_3_gains_billed_seconds() {
+    let Some(server) = postgres::server("a_postgres_journal_at_version_3") else {
+        return;
+    };
+    let url = server.database();
+    drop(Journal::open_postgres(&url).unwrap());
+    // Back to version 3, with a task written at that version.
+    server.psql(
+        &url,
+        "ALTER TABLE tasks DROP COLUMN billed_seconds; UPDATE schema_version SET version = 3;
+         INSERT INTO tasks (id, provider, model, provider_task_id, status, request, fingerprint,
+            created_at, updated_at) VALUES ('old', 'dashscope', 'wan2.2-i2v-flash', 'up', 'running',
+            '{}', 'fp', 1, 1)",
+    );
+    let j = Journal::open_postgres(&url).unwrap();
+    let version = server.psql(&url, "SELECT version FROM schema_version");
+    assert_eq!(
+        version,
+        i2v_mcp::journal::POSTGRES_MIGRATIONS.len().to_string()
+    );
+    let t = j.get("old").await.unwrap().unwrap().to_task();
+    assert_eq!((t.status, t.billed_seconds), (Status::Running, None));
+    let done = Update {
+        status: Some(Status::Succeeded),
+        video_url: Some("http://x/v.mp4".into()),
+        billed_seconds: Some(5.13),
+        ..Update::default()
+    };
+    assert!(j.apply("old", &done, 2).await.unwrap());
+    let t = j.get("old").await.unwrap().unwrap().to_task();
+    assert_eq!(t.billed_seconds, Some(5.13));
+}
+
+/// A provider's webhook may reach any replica behind the load balancer: the one that gets it asks
+/// the replica watching the task to poll now, and a caller waiting there hears at once (polls are
+/// 10 minutes apart here, so only the webhook can explain a prompt answer).
+#[tokio::test]
+async fn a_webhook_on_another_replica_reaches_the_waiter_at_once() {
+    use i2v_mcp::core::{CallCtx, Core};
+    use std::time::{Duration, Instant};
+    let Some(url) = postgres::database("a_webhook_on_another_replica") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(TaskPlan::Duration {
+        total: Duration::from_secs(600),
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let slow = |ws: &Workspace| {
+        crate::http::config(ws, &fake, "piapi")
+            .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600))
+    };
+    let (a, b) = (
+        Core::start(slow(&ws)).unwrap(),
+        Core::start(slow(&ws)).unwrap(),
+    );
+    let (b_addr, b_handle) = crate::http::start(b.clone(), |_, _| {}).await;
+    // A's webhooks point at B, as a load balancer may route them.
+    let (_, a_handle) = crate::http::start(a.clone(), |o, _| {
+        o.public_url = Some(format!("http://{b_addr}"));
+    })
+    .await;
+    let req = i2v_mcp::model::CreateRequest {
+        image: Some("https://example.com/cat.png".into()),
+        prompt: "p".into(),
+        provider: Some(ProviderId::Piapi),
+        ..Default::default()
+    };
+    let task = a.create(req, CallCtx::default()).await.unwrap();
+    let (id, ptid) = (task.task_id.clone(), task.provider_task_id.clone().unwrap());
+    assert!(a.watcher().is_watching(&id) && !b.watcher().is_watching(&id));
+    let waiter = {
+        let (a, id) = (a.clone(), id.clone());
+        tokio::spawn(async move { a.get(&id, Some(30), CallCtx::default()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.complete_now(&ptid));
+    let delivered = Instant::now();
+    let deliveries = fake.wait_webhooks(1, Duration::from_secs(10)).await;
+    assert_eq!(deliveries[0].status, Some(200), "{:?}", deliveries[0]);
+    assert!(deliveries[0].url.contains(&b_addr.to_string()));
+    let done = within(20, "the waiter on A", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    let took = delivered.elapsed();
+    assert_downloaded(&serde_json::to_value(&done).unwrap());
+    eprintln!(
+        "a webhook on replica B reached the waiter on A {took:?} after the provider finished"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "heard only at a poll: {took:?}"
+    );
+    assert!(!b.watcher().is_watching(&id), "B took the task over");
+    within(15, "shutdown", a_handle.shutdown()).await;
+    within(15, "shutdown", b_handle.shutdown()).await;
+}
+
+/// A replica that dies while its provider has not yet answered a create leaves the task
+/// `submitting`: another replica settles it as `submit_unknown` once the lease lapses (2 s here),
+/// not only at a restart 10 minutes later, and never submits it again.
+#[tokio::test]
+async fn a_submit_cut_off_by_a_dead_replica_is_settled_after_its_lease() {
+    let Some(url) = postgres::database("a_submit_cut_off_by_a_dead_replica") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.push_create_fault(crate::support::fakes::Fault::Hang {
+        after_accept: false,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let img = ws.png("a.png", 64, 64);
+    let env = replica_env(&ws, &fake);
+    let pairs: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("I2V_MCP_LEASE")
+                || k.starts_with("PIAPI")
+                || k.starts_with("I2V_MCP_PIAPI")
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let other = i2v_mcp::core::Core::start(ws.config(&pairs)).unwrap();
+    let mut p = Proc::spawn(&env);
+    p.init("2025-06-18").await;
+    p.send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "create_i2v_task", "arguments": {"image": img, "prompt": "cut off"}}}),
+    )
+    .await;
+    let journal = other.journal().clone();
+    let submitting = |j: Journal| async move {
+        let listed = j.list(&Default::default()).await.unwrap();
+        listed
+            .rows
+            .into_iter()
+            .find(|r| r.is_submitting())
+            .map(|r| r.id)
+    };
+    let id = within(10, "the create to reach the provider", async {
+        loop {
+            if fake.creates() == 1
+                && let Some(id) = submitting(journal.clone()).await
+            {
+                return id;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    p.kill().await;
+    let t = within(15, "the cut-off submit to be settled", async {
+        loop {
+            let t = other.task(&id).await.unwrap();
+            if t.status == Status::Failed {
+                return t;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(t.error.unwrap().category, Category::SubmitUnknown);
+    assert_eq!(fake.creates(), 1, "the cut-off create was sent again");
+}

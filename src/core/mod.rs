@@ -128,7 +128,7 @@ impl Core {
         let http = providers::http::client()?;
         let providers = Arc::new(Providers::new(&cfg, &http, journal.clone()));
         let watcher = Watcher::new(journal.clone(), providers.clone(), cfg.clone(), http);
-        let limiters = RateLimiters::new(&cfg);
+        let limiters = RateLimiters::new(&cfg, &journal);
         let core = Arc::new(Core {
             cfg,
             journal,

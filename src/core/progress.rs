@@ -263,6 +263,7 @@ mod tests {
             progress_percent: progress,
             eta_seconds: None,
             estimated_cost_usd: None,
+            billed_seconds: None,
             video: None,
             error: None,
             note: None,

@@ -1,6 +1,7 @@
 //! Client-side create limits, per provider: exact sliding windows ("at most 10 in any 60 s"), as
 //! providers state them. (A token bucket with burst n lets up to 2n-1 through in one window,
-//! which would meet the provider's own limit with a 429.)
+//! which would meet the provider's own limit with a 429.) On a shared PostgreSQL journal the
+//! windows are counted in the database, so replicas together keep to the provider's limits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -8,28 +9,58 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, RateLimits};
 use crate::error::{Category, Error, Result};
+use crate::journal::Journal;
 use crate::model::ProviderId;
 
 /// The limiters of every configured provider.
-pub(super) struct RateLimiters(BTreeMap<ProviderId, Limiter>);
+pub(super) struct RateLimiters {
+    limiters: BTreeMap<ProviderId, Limiter>,
+    /// The journal, when it is shared by replicas: windows are counted there.
+    shared: Option<Journal>,
+}
 
 impl RateLimiters {
-    pub(super) fn new(cfg: &Config) -> Self {
-        RateLimiters(
-            cfg.providers
+    pub(super) fn new(cfg: &Config, journal: &Journal) -> Self {
+        RateLimiters {
+            limiters: cfg
+                .providers
                 .iter()
                 .map(|(id, pc)| (*id, Limiter::new(&pc.rate_limit)))
                 .collect(),
-        )
+            shared: journal.is_shared().then(|| journal.clone()),
+        }
+    }
+
+    /// A slot in every window of `limiter`, or how long until one and which window says so.
+    async fn try_take(
+        &self,
+        provider: ProviderId,
+        limiter: &Limiter,
+    ) -> Result<std::result::Result<(), (Duration, &'static str)>> {
+        let Some(journal) = &self.shared else {
+            return Ok(limiter.try_take(Instant::now()));
+        };
+        let (windows, names) = limiter.specs();
+        if windows.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(journal
+            .take_rate_slot(provider, &windows)
+            .await?
+            .unwrap_or(Ok(()))
+            .map_err(|(ms, i)| {
+                let name = names.get(i).copied().unwrap_or("window");
+                (Duration::from_millis(ms.max(1) as u64), name)
+            }))
     }
 
     /// Wait for a create slot within `deadline`, or say when to retry.
     pub(super) async fn admit(&self, provider: ProviderId, deadline: Instant) -> Result<()> {
-        let Some(limiter) = self.0.get(&provider) else {
+        let Some(limiter) = self.limiters.get(&provider) else {
             return Ok(());
         };
         loop {
-            let Err((wait, window)) = limiter.try_take(Instant::now()) else {
+            let Err((wait, window)) = self.try_take(provider, limiter).await? else {
                 return Ok(());
             };
             if Instant::now() + wait > deadline {
@@ -82,6 +113,15 @@ impl Limiter {
         Limiter {
             windows: Mutex::new(windows),
         }
+    }
+
+    /// The windows as `(max, period ms)`, and their names.
+    fn specs(&self) -> (Vec<(i64, i64)>, Vec<&'static str>) {
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows
+            .iter()
+            .map(|w| ((w.max as i64, w.period.as_millis() as i64), w.name))
+            .unzip()
     }
 
     /// Take a slot in every window at `now`, or say how long until all of them admit one (and
@@ -160,7 +200,10 @@ mod tests {
             per_10_seconds: Some(1),
             ..RateLimits::default()
         };
-        let r = RateLimiters([(p, Limiter::new(&one_per_10s))].into_iter().collect());
+        let r = RateLimiters {
+            limiters: [(p, Limiter::new(&one_per_10s))].into_iter().collect(),
+            shared: None,
+        };
         r.admit(p, Instant::now()).await.unwrap();
         // The next slot is 10 s away: a 2 s deadline is refused at once, with a retry hint.
         let started = Instant::now();

@@ -55,6 +55,7 @@ impl Core {
             Journaled::New { id, webhook } => (id, webhook),
             Journaled::Existing(task) => return self.finish_wait(*task, wait, started, &ctx).await,
         };
+        self.watcher.hold_submit(&id).await;
         let sub = Submission {
             task_id: &id,
             req: &req,

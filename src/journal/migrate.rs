@@ -7,7 +7,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// Every migration, in order. Append only: a released migration is never edited.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_billed_seconds.sql"),
+];
 
 fn version(conn: &Connection) -> Result<usize> {
     let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -105,7 +108,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(version(&conn).unwrap(), 0);
-        run(&mut conn, MIGRATIONS).unwrap();
+        run(&mut conn, &MIGRATIONS[..1]).unwrap();
         assert_eq!(version(&conn).unwrap(), 1);
         // Migration 1 is not run again (it would fail on a non-idempotent schema); 2 is.
         run(&mut conn, &["CREATE TABLE tasks (x);", V2]).unwrap();
@@ -118,10 +121,32 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_journal_gains_billed_seconds_and_keeps_its_tasks() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        run(&mut conn, &MIGRATIONS[..1]).unwrap();
+        conn.execute(
+            "INSERT INTO tasks (id, provider, model, status, request, fingerprint, created_at, updated_at)
+             VALUES ('t1', 'local', 'm', 'queued', '{}', 'fp', 1, 1)",
+            [],
+        )
+        .unwrap();
+        run(&mut conn, MIGRATIONS).unwrap();
+        assert_eq!(version(&conn).unwrap(), 2);
+        let billed: Option<f64> = conn
+            .query_row(
+                "SELECT billed_seconds FROM tasks WHERE id = 't1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(billed, None);
+    }
+
+    #[test]
     fn a_newer_journal_is_refused_untouched() {
         let mut conn = Connection::open_in_memory().unwrap();
         run(&mut conn, &[MIGRATIONS[0], V2]).unwrap();
-        let e = run(&mut conn, MIGRATIONS).unwrap_err();
+        let e = run(&mut conn, &MIGRATIONS[..1]).unwrap_err();
         assert!(e.message.contains("version 2"), "{e:?}");
         assert!(e.message.contains("newer"), "{e:?}");
         assert_eq!(version(&conn).unwrap(), 2);

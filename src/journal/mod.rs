@@ -347,6 +347,15 @@ impl Journal {
         }
     }
 
+    /// Tasks left `submitting` by a replica that died (its lease on them lapsed before `now`);
+    /// none on SQLite, where a restart settles them.
+    pub async fn cut_off_submits(&self, now: i64) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.cut_off_submits(now).await,
+        }
+    }
+
     /// Ask the replica that holds task `id`'s lease to poll it now (no-op on SQLite).
     pub async fn wake_elsewhere(&self, id: &str) -> Result<()> {
         match &self.backend {
@@ -376,6 +385,20 @@ impl Journal {
             }
         });
         Ok(Some(rx))
+    }
+
+    /// Take a create slot at `provider` in every window `(max, period ms)`, counted in the shared
+    /// database: `Err((wait ms, window index))` when one is full. `None` on SQLite (one process:
+    /// its windows are kept in memory).
+    pub async fn take_rate_slot(
+        &self,
+        provider: ProviderId,
+        windows: &[(i64, i64)],
+    ) -> Result<Option<std::result::Result<(), (i64, usize)>>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(pg) => pg.take_rate_slot(provider, windows).await.map(Some),
+        }
     }
 
     /// Estimated spend of tasks created since `since_ms` that may have been charged.

@@ -23,6 +23,8 @@ use crate::model::ProviderId;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_leases.sql"),
+    include_str!("migrations/postgres/0003_rate_events.sql"),
+    include_str!("migrations/postgres/0004_billed_seconds.sql"),
 ];
 
 /// Channels: every task change (payload: the task id), and "poll this task now" for the replica
@@ -285,7 +287,8 @@ impl Postgres {
             "UPDATE tasks SET status = $2, progress = $3, eta = $4, video_url = $5, url_expires_at = $6,
                 download = $7, error_category = $8, error_message = $9, error_retryable = $10,
                 error_next_step = $11, polls = polls + 1, updated_at = $12,
-                finished_at = CASE WHEN $13 THEN COALESCE(finished_at, $12) ELSE NULL END
+                finished_at = CASE WHEN $13 THEN COALESCE(finished_at, $12) ELSE NULL END,
+                billed_seconds = $14
              WHERE id = $1",
             &[
                 &id,
@@ -301,6 +304,7 @@ impl Postgres {
                 &a.next_step,
                 &now,
                 &a.terminal,
+                &a.billed_seconds,
             ],
         )
         .await?;
@@ -432,11 +436,27 @@ impl Postgres {
         Ok(n == 1)
     }
 
-    /// Extend every lease `owner` holds on tasks that still need work.
+    /// Extend every lease `owner` holds on tasks that still need work or are being submitted.
     pub async fn renew(&self, owner: &str, until: i64) -> Result<u64> {
-        let sql =
-            format!("UPDATE tasks SET lease_until = $2 WHERE lease_owner = $1 AND {NEEDS_WORK}");
+        let sql = format!(
+            "UPDATE tasks SET lease_until = $2
+             WHERE lease_owner = $1 AND ({NEEDS_WORK} OR status = 'submitting')"
+        );
         self.exec(&sql, &[&owner, &until]).await
+    }
+
+    /// Tasks still `submitting` whose replica stopped renewing their lease: it died mid-create.
+    pub async fn cut_off_submits(&self, now: i64) -> Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM tasks WHERE status = 'submitting' AND lease_until < $1
+                 ORDER BY created_at LIMIT $2",
+                &[&now, &ORPHANS_PER_SWEEP],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
     }
 
     /// Take over up to `limit` tasks that need work and whose lease lapsed, or that never had one
@@ -504,6 +524,65 @@ impl Postgres {
             drop(client);
         });
         Ok(rx)
+    }
+
+    /// Take a create slot at `provider` in every window `(max, period ms)` at the database's clock
+    /// (replicas' clocks may differ), or say how long until all of them admit one (ms) and which
+    /// window is the reason. Replicas taking slots at one provider are serialised by an advisory
+    /// lock, so each counts every slot committed before its own.
+    pub async fn take_rate_slot(
+        &self,
+        provider: ProviderId,
+        windows: &[(i64, i64)],
+    ) -> Result<std::result::Result<(), (i64, usize)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let p = provider.as_str();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
+            &[&format!("rate:{p}")],
+        )
+        .await?;
+        let now: i64 = tx
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        let mut wait: Option<(i64, usize)> = None;
+        for (i, (max, period)) in windows.iter().enumerate() {
+            // The max-th newest slot still inside the window: while there is one, it is full.
+            let nth = tx
+                .query_opt(
+                    "SELECT at FROM rate_events WHERE provider = $1 AND at > $2
+                     ORDER BY at DESC OFFSET $3 LIMIT 1",
+                    &[&p, &(now - period), &(max - 1)],
+                )
+                .await?;
+            if let Some(row) = nth {
+                let d = row.try_get::<_, i64>(0)? + period - now;
+                if wait.is_none_or(|(cur, _)| d > cur) {
+                    wait = Some((d, i));
+                }
+            }
+        }
+        if let Some(w) = wait {
+            return Ok(Err(w));
+        }
+        let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
+        tx.execute(
+            "DELETE FROM rate_events WHERE provider = $1 AND at <= $2",
+            &[&p, &(now - longest)],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO rate_events (provider, at) VALUES ($1, $2)",
+            &[&p, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     pub async fn spent_since(&self, since_ms: i64) -> Result<f64> {

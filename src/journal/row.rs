@@ -104,6 +104,8 @@ pub struct TaskRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// Seconds the provider billed, when its poll answer said.
+    pub billed_seconds: Option<f64>,
 }
 
 /// Reads one column of a journal row by name, whatever the backend: `Err` says what is wrong
@@ -174,6 +176,7 @@ impl TaskRow {
             created_at: required(r.int("created_at")?, "created_at")?,
             updated_at: required(r.int("updated_at")?, "updated_at")?,
             finished_at: r.int("finished_at")?,
+            billed_seconds: r.real("billed_seconds")?,
         })
     }
 }
@@ -322,6 +325,7 @@ impl From<&TaskRow> for Task {
             },
             eta_seconds: if status.is_terminal() { None } else { row.eta },
             estimated_cost_usd: row.estimated_cost,
+            billed_seconds: row.billed_seconds,
             video,
             error: row.error.clone(),
             note: row.note.clone(),
@@ -344,6 +348,7 @@ pub struct Update {
     pub video_url: Option<String>,
     pub url_expires_at: Option<i64>,
     pub error: Option<Error>,
+    pub billed_seconds: Option<f64>,
 }
 
 /// What applying an `Update` writes: the row's next values, and whether a reader sees a change.
@@ -360,6 +365,7 @@ pub(super) struct Applied {
     pub next_step: Option<String>,
     pub terminal: bool,
     pub changed: bool,
+    pub billed_seconds: Option<f64>,
 }
 
 impl Update {
@@ -394,11 +400,13 @@ impl Update {
             (None, _) => row.error.as_ref(),
         };
         let category = error.map(|e| e.category.as_str());
+        let billed_seconds = u.billed_seconds.or(row.billed_seconds);
         let changed = status != row.public_status()
             || progress != row.progress
             || eta != row.eta
             || video_url != row.video_url
-            || category != row.error.as_ref().map(|e| e.category.as_str());
+            || category != row.error.as_ref().map(|e| e.category.as_str())
+            || billed_seconds != row.billed_seconds;
         Some(Applied {
             status: State::from(status),
             progress,
@@ -412,6 +420,7 @@ impl Update {
             next_step: error.and_then(|e| e.next_step.clone()),
             terminal,
             changed,
+            billed_seconds,
         })
     }
 }

@@ -19,7 +19,7 @@ pub(super) const ROW: &str =
     "id, provider, model, provider_task_id, status, fingerprint, idempotency_key,
     progress, eta, estimated_cost, video_url, url_expires_at, local_path, bytes, sha256, download,
     error_category, error_message, error_retryable, error_next_step, note, webhook_secret, polls,
-    created_at, updated_at, finished_at";
+    created_at, updated_at, finished_at, billed_seconds";
 
 pub(super) const OPEN: &str = "('submitting','queued','running')";
 /// A failed task that surely reached no provider: it has no provider id and its create was refused
@@ -252,7 +252,8 @@ impl Sqlite {
             "UPDATE tasks SET status = ?2, progress = ?3, eta = ?4, video_url = ?5, url_expires_at = ?6,
                 download = ?7, error_category = ?8, error_message = ?9, error_retryable = ?10,
                 error_next_step = ?11, polls = polls + 1, updated_at = ?12,
-                finished_at = CASE WHEN ?13 THEN COALESCE(finished_at, ?12) ELSE NULL END
+                finished_at = CASE WHEN ?13 THEN COALESCE(finished_at, ?12) ELSE NULL END,
+                billed_seconds = ?14
              WHERE id = ?1",
             params![
                 id,
@@ -267,7 +268,8 @@ impl Sqlite {
                 a.retryable,
                 a.next_step,
                 now,
-                a.terminal
+                a.terminal,
+                a.billed_seconds
             ],
         )?;
         tx.commit()?;

@@ -308,6 +308,9 @@ struct Envelope {
     message: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    /// A.7: only on success, shape by model family: read leniently (`billed_seconds`).
+    #[serde(default)]
+    usage: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -520,6 +523,21 @@ fn expires_at(url: &str, now: i64) -> i64 {
     signed.unwrap_or(now + URL_LIFETIME_MS)
 }
 
+/// A.7/A.12: the billed seconds in `usage` (`duration`; wan2.1: `video_duration`), a number or
+/// a numeric string. Anything else reads as unknown: `usage` never fails a poll.
+fn billed_seconds(usage: Option<&serde_json::Value>) -> Option<f64> {
+    let usage = usage?.as_object()?;
+    let v = usage
+        .get("duration")
+        .or_else(|| usage.get("video_duration"))?;
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }?;
+    (secs.is_finite() && secs >= 0.0).then_some(secs)
+}
+
 /// A.7: a task envelope as a snapshot. `UNKNOWN` (expired or not found) is a `not_found`
 /// error, so the watcher fails the task only after several in a row (a task may be briefly
 /// unknown right after create, UNVERIFIED). An envelope without `output` is an error body.
@@ -549,6 +567,7 @@ fn parse_task(reply: &Reply, now: i64) -> Result<Snapshot, ProviderError> {
     let mut snap = Snapshot::new(status, raw);
     match status {
         Status::Succeeded => {
+            snap.billed_seconds = billed_seconds(env.usage.as_ref());
             snap.url_expires_at = out.video_url.as_deref().map(|u| expires_at(u, now));
             snap.require_video(out.video_url, || {
                 http::no_video(
@@ -755,9 +774,11 @@ mod tests {
         assert_eq!(st("SOMETHING_NEW"), Status::Running);
         let ok = poll(r#"{"request_id":"2ca1","output":{"task_id":"af6e","task_status":"SUCCEEDED","video_url":"https://r.test/x.mp4?Expires=1700000000&Signature=s"},"usage":{"duration":10,"SR":720}}"#).unwrap();
         assert_eq!(ok.status, Status::Succeeded);
+        assert_eq!(ok.billed_seconds, Some(10.0));
         assert_eq!(ok.url_expires_at, Some(1_700_000_000_000));
         let ok = poll(r#"{"output":{"task_status":"SUCCEEDED","video_url":"https://r.test/x.mp4"},"usage":{"duration":5.13,"SR":"720"}}"#).unwrap();
         assert_eq!(ok.url_expires_at, Some(1_000 + URL_LIFETIME_MS));
+        assert_eq!(ok.billed_seconds, Some(5.13));
         let none = poll(r#"{"output":{"task_status":"SUCCEEDED"}}"#).unwrap();
         assert_eq!(none.status, Status::Failed);
         let failed = poll(r#"{"request_id":"e5d7","output":{"task_id":"86ec","task_status":"FAILED","code":"InvalidParameter","message":"The size is not match xxxxxx"}}"#).unwrap();
@@ -770,6 +791,38 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn billed_seconds_are_read_leniently_and_never_fail_a_poll() {
+        let secs = |usage: &str| {
+            let body = format!(
+                r#"{{"output":{{"task_status":"SUCCEEDED","video_url":"https://r.test/x.mp4"}},"usage":{usage}}}"#
+            );
+            let snap = poll(&body).unwrap();
+            assert_eq!(snap.status, Status::Succeeded, "{usage}");
+            snap.billed_seconds
+        };
+        assert_eq!(secs(r#"{"duration":"13.24"}"#), Some(13.24));
+        assert_eq!(
+            secs(r#"{"video_duration":4,"video_ratio":"standard"}"#),
+            Some(4.0)
+        );
+        for odd in [
+            r#"{"duration":"soon"}"#,
+            r#"{"duration":-1}"#,
+            r#"{"duration":null}"#,
+            "[1]",
+            "7",
+            "null",
+            "{}",
+        ] {
+            assert_eq!(secs(odd), None, "{odd}");
+        }
+        let none =
+            poll(r#"{"output":{"task_status":"SUCCEEDED","video_url":"https://r.test/x.mp4"}}"#)
+                .unwrap();
+        assert_eq!(none.billed_seconds, None);
     }
 
     #[test]

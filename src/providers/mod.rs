@@ -321,6 +321,8 @@ pub struct Snapshot {
     pub local_file: Option<LocalFile>,
     /// The provider's own status string, for logs.
     pub raw_status: String,
+    /// Seconds billed, when the poll answer says (DashScope's `usage.duration`).
+    pub billed_seconds: Option<f64>,
 }
 
 /// A task status string this adapter does not know (a provider may add one): logged, and read as
@@ -341,6 +343,7 @@ impl Snapshot {
             error: None,
             local_file: None,
             raw_status: raw_status.into(),
+            billed_seconds: None,
         }
     }
 
