@@ -93,7 +93,13 @@ impl Reader {
     }
 }
 
-async fn call26(addr: SocketAddr, id: i64, tool: &str, args: Value, caps: Value) -> Value {
+pub(crate) async fn call26(
+    addr: SocketAddr,
+    id: i64,
+    tool: &str,
+    args: Value,
+    caps: Value,
+) -> Value {
     let params = json!({"name": tool, "arguments": args});
     post(addr, id, "tools/call", params, caps)
         .await

@@ -682,3 +682,96 @@ async fn a_submit_cut_off_by_a_dead_replica_is_settled_after_its_lease() {
     assert_eq!(t.error.unwrap().category, Category::SubmitUnknown);
     assert_eq!(fake.creates(), 1, "the cut-off create was sent again");
 }
+
+/// Behind a load balancer (issue 16 item 3): two HTTP replicas on one database, and clients whose
+/// requests land on either one in turn. A 2026-07-28 client (stateless by design) creates on A,
+/// waits with `get_task` on B, and fetches the video from A and B; a 2025 client on `--stateless`
+/// replicas does the same with no session to stick to.
+#[tokio::test]
+async fn stateless_requests_round_robin_over_two_http_replicas() {
+    let Some(url) = postgres::database("stateless_round_robin") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(TaskPlan::Polls {
+        pending: 2,
+        processing: 4,
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new().with_database(Some(url));
+    let img = ws.png("a.png", 64, 64);
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let core = i2v_mcp::core::Core::start(crate::http::config(&ws, &fake, "piapi")).unwrap();
+        let (addr, handle) = crate::http::start(core, |o, _| o.stateless = true).await;
+        replicas.push((addr, handle));
+    }
+    let (a, b) = (replicas[0].0, replicas[1].0);
+
+    // 2026-07-28: every request names its revision and capabilities itself.
+    let created = crate::http_2026::call26(
+        a,
+        1,
+        "create_i2v_task",
+        json!({"image": img, "prompt": "lb-2026"}),
+        json!({}),
+    )
+    .await;
+    let id = created["structuredContent"]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = crate::http_2026::call26(
+        b,
+        2,
+        "get_task",
+        json!({"task_id": id, "wait_seconds": 30}),
+        json!({}),
+    )
+    .await;
+    assert_downloaded(&done["structuredContent"]);
+
+    // 2025 over stateless replicas: a fresh connection per call, alternating.
+    let mut ids = vec![id];
+    for (i, addr) in [a, b].into_iter().enumerate() {
+        let (s, _) = crate::http::connect_http(addr, Some(crate::http::TOKEN))
+            .await
+            .unwrap();
+        let t = ok(&call(
+            &s,
+            "create_i2v_task",
+            json!({"image": img, "prompt": format!("lb-2025-{i}")}),
+        )
+        .await);
+        ids.push(t["task_id"].as_str().unwrap().to_string());
+        s.cancel().await.unwrap();
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let other = [b, a][i % 2];
+        let (s, _) = crate::http::connect_http(other, Some(crate::http::TOKEN))
+            .await
+            .unwrap();
+        let done = ok(&call(&s, "get_task", json!({"task_id": id, "wait_seconds": 30})).await);
+        assert_downloaded(&done);
+        s.cancel().await.unwrap();
+        // The shared output dir: either replica serves the file.
+        for addr in [a, b] {
+            let r = reqwest::Client::new()
+                .get(format!("http://{addr}/videos/{id}.mp4"))
+                .bearer_auth(crate::http::TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{addr} /videos/{id}.mp4");
+            assert_eq!(
+                r.bytes().await.unwrap().len() as u64,
+                done["video"]["bytes"].as_u64().unwrap()
+            );
+        }
+    }
+    assert_eq!(fake.accepted_creates(), 3, "one upstream create per task");
+    assert_eq!(fake.downloads(), 3, "no download twice");
+    for (_, h) in replicas {
+        drop(h);
+    }
+}
