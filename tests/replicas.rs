@@ -23,6 +23,7 @@ fn new_task(id: &str, key: Option<&str>) -> NewTask {
         estimated_cost: Some(0.28),
         webhook_secret: None,
         created_at: 1_000,
+        daily_budget: None,
     }
 }
 
@@ -46,6 +47,31 @@ async fn the_journal_guards_hold_on_both_backends() {
         lifecycle_and_guards(&j).await;
         refused_keys_are_taken_over_once(&j, &other).await;
         late_success_after_timeout_is_kept(&j).await;
+    }
+}
+
+/// The daily budget is checked again inside the insert's transaction: eight creates at once over
+/// two handles (two processes, or two replicas) with room for three: three are journaled.
+#[tokio::test]
+async fn the_daily_budget_holds_for_concurrent_inserts_on_both_backends() {
+    let ws = Workspace::new();
+    for (j, other) in journals(&ws, "the_daily_budget_holds_for_concurrent_inserts") {
+        let inserts = (0..8).map(|i| {
+            let j = if i % 2 == 0 { j.clone() } else { other.clone() };
+            let mut t = new_task(&format!("budget-{i}"), None);
+            t.daily_budget = Some(i2v_mcp::journal::DailyBudget {
+                since_ms: 0,
+                limit_usd: 1.0,
+            });
+            async move { j.insert(t).await }
+        });
+        let results = futures::future::join_all(inserts).await;
+        let journaled = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(journaled, 3, "$0.28 each within $1.00");
+        for e in results.into_iter().filter_map(|r| r.err()) {
+            assert_eq!(e.category, Category::Budget, "{e:?}");
+            assert!(e.message.contains("daily_usd"), "{}", e.message);
+        }
     }
 }
 
@@ -509,6 +535,38 @@ async fn replicas_keep_to_one_rate_limit_and_one_daily_budget_together() {
     assert_eq!(e["category"], "budget", "{e}");
     assert!(e["message"].as_str().unwrap().contains("0.84"), "{e}");
     assert_eq!(fake.creates(), 2);
+
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}
+
+/// Six creates at the very same moment over two replicas, with a daily budget that fits three:
+/// three are sent and three refused (the budget is checked again inside the insert, under one
+/// lock for all replicas).
+#[tokio::test]
+async fn concurrent_creates_over_replicas_keep_to_the_daily_budget() {
+    let Some(url) = postgres::database("concurrent_creates_keep_to_the_daily_budget") else {
+        return;
+    };
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new().with_database(Some(url));
+    std::fs::write(ws.path("no-config.toml"), "[budget]\ndaily_usd = 1.0\n").unwrap();
+    let img = ws.png("a.png", 64, 64);
+    let (a, _) = connect(core_for(&ws, &fake, "piapi")).await;
+    let (b, _) = connect(core_for(&ws, &fake, "piapi")).await;
+    let calls = (0..6).map(|i| {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let args = json!({"image": img, "prompt": format!("race {i}"), "provider": "piapi"});
+        async move { call(s, "create_i2v_task", args).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    let refused = results
+        .iter()
+        .filter(|r| r.is_error == Some(true))
+        .inspect(|r| assert_eq!(crate::support::err(r)["category"], "budget"))
+        .count();
+    assert_eq!(refused, 3, "$0.28 each: three fit in $1.00");
+    assert_eq!(fake.creates(), 3);
     a.cancel().await.unwrap();
     b.cancel().await.unwrap();
 }

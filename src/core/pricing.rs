@@ -186,13 +186,15 @@ fn check_daily(quote: &Quote, spent: f64, daily: f64) -> Result<()> {
             quote.provider, quote.model
         ))
     })?;
-    if spent + usd > daily + 1e-9 {
-        return Err(Error::budget(format!(
-            "this ${usd} task would bring today's spend to ${:.2}, over [budget].daily_usd ${daily}: wait until 00:00 UTC or raise the budget",
-            spent + usd
-        )));
+    daily_budget(daily).check(spent, usd)
+}
+
+/// `[budget].daily_usd` for today, as the journal checks it again when it inserts the task.
+pub(super) fn daily_budget(limit_usd: f64) -> crate::journal::DailyBudget {
+    crate::journal::DailyBudget {
+        since_ms: start_of_day_ms(),
+        limit_usd,
     }
-    Ok(())
 }
 
 fn start_of_day_ms() -> i64 {

@@ -141,6 +141,7 @@ impl Core {
             idempotency_key: req.idempotency_key.clone(),
             estimated_cost: p.quote.usd,
             webhook_secret: webhook.as_ref().map(|w| w.secret.clone()),
+            daily_budget: self.cfg.budget.daily_usd.map(super::pricing::daily_budget),
             created_at: now_ms(),
         };
         Ok(match self.journal.insert(new).await? {

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use lock::ServeLock;
 pub use migrate::MIGRATIONS;
 pub use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
-pub use row::{BadRow, Download, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update};
+pub use row::{
+    BadRow, DailyBudget, Download, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update,
+};
 
 use crate::error::{Error, Result};
 use crate::model::ProviderId;

@@ -14,7 +14,8 @@ use super::row::{
     Cols, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update, checked, decode_cols,
 };
 use super::sqlite::{
-    INSERT, OPEN, REFUSED, ROW, SUBMITTABLE, SUBMITTED, key_taken_over, release_key, takeover_note,
+    INSERT, OPEN, ROW, SUBMITTABLE, SUBMITTED, key_taken_over, release_key, spent_sql,
+    takeover_note,
 };
 use crate::error::{Error, Result};
 use crate::model::ProviderId;
@@ -197,6 +198,17 @@ impl Postgres {
                     .await?;
                 key_taken_over(&row.id, &t.id, n)?;
             }
+        }
+        // One budget lock for every replica: the spend read here cannot miss a concurrent insert.
+        if let Some(budget) = &t.daily_budget {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('i2v:daily-budget', 0))",
+                &[],
+            )
+            .await?;
+            let row = tx.query_one(&spent_sql("$1"), &[&budget.since_ms]).await?;
+            let spent = row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0);
+            budget.check(spent, t.estimated_cost.unwrap_or(0.0))?;
         }
         tx.execute(
             &pg(INSERT),
@@ -586,10 +598,11 @@ impl Postgres {
     }
 
     pub async fn spent_since(&self, since_ms: i64) -> Result<f64> {
-        let sql = format!(
-            "SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= $1 AND NOT {REFUSED}"
-        );
-        let row = self.client().await?.query_one(&sql, &[&since_ms]).await?;
+        let row = self
+            .client()
+            .await?
+            .query_one(&spent_sql("$1"), &[&since_ms])
+            .await?;
         Ok(row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0))
     }
 

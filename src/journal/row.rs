@@ -437,6 +437,30 @@ pub struct NewTask {
     pub estimated_cost: Option<f64>,
     pub webhook_secret: Option<String>,
     pub created_at: i64,
+    /// Checked in the insert's own transaction, so creates at the same moment (in one process or
+    /// on several replicas) cannot pass it together.
+    pub daily_budget: Option<DailyBudget>,
+}
+
+/// `[budget].daily_usd` and the start of today.
+#[derive(Debug, Clone, Copy)]
+pub struct DailyBudget {
+    pub since_ms: i64,
+    pub limit_usd: f64,
+}
+
+impl DailyBudget {
+    /// A `budget` error when `cost` on top of `spent` goes over the limit.
+    pub fn check(&self, spent: f64, cost: f64) -> Result<()> {
+        if spent + cost > self.limit_usd + 1e-9 {
+            return Err(Error::budget(format!(
+                "this ${cost} task would bring today's spend to ${:.2}, over [budget].daily_usd ${}: wait until 00:00 UTC or raise the budget",
+                spent + cost,
+                self.limit_usd
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub enum Inserted {

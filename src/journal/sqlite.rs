@@ -31,6 +31,11 @@ pub(super) const SUBMITTED: &str = "status = 'queued', provider_task_id = ?2, up
     finished_at = NULL";
 pub(super) const SUBMITTABLE: &str = "(status = 'submitting'
     OR (status = 'failed' AND error_category = 'submit_unknown' AND provider_task_id IS NULL))";
+/// Today's spend: the estimates of every task since `since` (a placeholder), refused ones left out.
+pub(super) fn spent_sql(since: &str) -> String {
+    format!("SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= {since} AND NOT {REFUSED}")
+}
+
 pub(super) const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
     AND error_category IS NOT NULL AND error_category <> 'submit_unknown')";
 
@@ -132,6 +137,12 @@ impl Sqlite {
                 let n = tx.execute(&release_key(), params![row.id, note, t.created_at])?;
                 key_taken_over(&row.id, &t.id, n as u64)?;
             }
+        }
+        // Under the IMMEDIATE transaction's write lock: no other insert can land in between.
+        if let Some(budget) = &t.daily_budget {
+            let spent: Option<f64> =
+                tx.query_row(&spent_sql("?1"), [budget.since_ms], |r| r.get(0))?;
+            budget.check(spent.unwrap_or(0.0), t.estimated_cost.unwrap_or(0.0))?;
         }
         tx.execute(
             INSERT,
@@ -393,13 +404,9 @@ impl Sqlite {
 
     /// Estimated spend of tasks created since `since_ms` that may have been charged.
     pub fn spent_since(&self, since_ms: i64) -> Result<f64> {
-        let v: Option<f64> = self.conn().query_row(
-            &format!(
-                "SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= ?1 AND NOT {REFUSED}"
-            ),
-            [since_ms],
-            |r| r.get(0),
-        )?;
+        let v: Option<f64> = self
+            .conn()
+            .query_row(&spent_sql("?1"), [since_ms], |r| r.get(0))?;
         Ok(v.unwrap_or(0.0))
     }
 
@@ -451,6 +458,7 @@ mod tests {
             idempotency_key: key.map(String::from),
             estimated_cost: Some(0.28),
             webhook_secret: None,
+            daily_budget: None,
             created_at: 1_000,
         }
     }
