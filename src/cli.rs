@@ -138,7 +138,7 @@ struct ServeFlags {
 
 #[derive(Args, Debug, Default)]
 struct CreateArgs {
-    /// Image: path, https URL or data: URI.
+    /// Image: path, https URL or data: URI; leave out for text-to-video.
     #[arg(long)]
     image: Option<String>,
     #[arg(long)]
