@@ -84,7 +84,11 @@ impl Core {
             provider: quote.provider.to_string(),
             model: quote.model.clone(),
             duration_seconds: req.duration_seconds.unwrap_or(spec.default_duration),
-            resolution: label(req.resolution.unwrap_or(spec.default_resolution)),
+            resolution: req
+                .resolution
+                .unwrap_or(spec.default_resolution)
+                .as_str()
+                .to_string(),
             usd: quote.usd,
             basis: quote.basis.clone(),
             spent_today_usd: (self.spent_today().await? * 100.0).round() / 100.0,
@@ -121,13 +125,5 @@ fn next_step(ask: &SpendAsk) -> String {
             "if the person already approved this spend, call again with max_cost_usd {usd} (or more): a cap at or above the quote counts as approval; or raise [budget].confirm_above_usd (I2V_MCP_CONFIRM_ABOVE_USD); or use a client that supports elicitation"
         ),
         None => "set this model's price under [pricing] (then max_cost_usd at or above the quote counts as approval), raise or unset [budget].confirm_above_usd (I2V_MCP_CONFIRM_ABOVE_USD), or use a client that supports elicitation".to_string(),
-    }
-}
-
-/// `480p`, as the schema spells it.
-fn label(r: crate::model::Resolution) -> String {
-    match serde_json::to_value(r) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => format!("{r:?}"),
     }
 }
