@@ -306,7 +306,18 @@ pub fn main() -> ExitCode {
         }
     };
     let json = cli.json;
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(async {
+        let result = run(cli).await;
+        // Whatever ended the command, this process's task leases go back to the journal now,
+        // so another server there takes the tasks over at once (not when the leases lapse).
+        crate::watcher::release_all().await;
+        result
+    });
+    // Do not wait for work on the blocking pool (a render, a journal call): its task is journaled
+    // and resumes in another server. A framework that starts a server per call waits for the
+    // exit before its next call.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json && !serve {
@@ -376,12 +387,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 /// `serve`: stdio, or HTTP with `--http`.
 async fn serve(cfg: Config, flags: ServeFlags) -> Result<(), Error> {
-    // Held until this server ends; a second server on the data dir fails here, at once. With a
-    // database, replicas share the work through leases in it and may share the dirs: no lock.
-    let _lock = match cfg.database_url {
-        None => crate::journal::ServeLock::acquire(&cfg.data_dir)?,
-        Some(_) => None,
-    };
+    // Any number of servers share a data dir (or a database): each task is watched by the one
+    // holding its lease in the journal, and the others hear of its changes there.
     let Some(addr) = flags.http.clone() else {
         return serve_stdio(cfg).await;
     };
@@ -555,10 +562,18 @@ async fn serve_stdio(cfg: Config) -> Result<(), Error> {
         }
         Err(e) => return Err(Error::internal(format!("MCP session failed to start: {e}"))),
     };
-    running
-        .waiting()
-        .await
-        .map_err(|e| Error::internal(format!("MCP session ended with an error: {e}")))?;
+    // The session ends when the client closes stdin, or at SIGTERM/SIGINT (hosts and frameworks
+    // that start a server per call stop it so): either way `main` hands the leases back.
+    let cancel = running.cancellation_token();
+    tokio::select! {
+        ended = running.waiting() => {
+            ended.map_err(|e| Error::internal(format!("MCP session ended with an error: {e}")))?;
+        }
+        () = shutdown_signal() => {
+            tracing::info!("stopping at a signal; open tasks go on in another server or at the next start");
+            cancel.cancel();
+        }
+    }
     // The last answers reach stdout before the process exits.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
     Ok(())

@@ -29,8 +29,11 @@ const PERMANENT_POLL_FAILURES: u32 = 3;
 /// Backoff of journal writes that must land (a provider id accepted upstream): first and longest.
 const RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
 const RECORD_MAX_RETRY: Duration = Duration::from_secs(30);
-/// With replicas, a `submitting` task older than this was cut off by a replica that died.
+/// A `submitting` task never leased and older than this was cut off by a process that died (a
+/// submit lasts minutes at most; a leased one is settled when its lease lapses).
 const SUBMIT_CUT_OFF_MS: i64 = 10 * 60 * 1000;
+/// How often a download held by another process is looked at again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// Polls in flight at once, across all tasks.
 const MAX_CONCURRENT_POLLS: usize = 32;
 /// Contact-sheet decoder children at once (each decodes a whole video).
@@ -45,9 +48,19 @@ struct Inner {
     active: Mutex<HashMap<String, Arc<Notify>>>,
     polls: Semaphore,
     sheets: Semaphore,
-    /// This process among replicas: the owner name of the leases it holds.
+    /// This process among the others on the journal (servers on one data dir, replicas on one
+    /// database): the owner name of the leases it holds.
     owner: String,
+    /// The lease and news loops run (started by the first `watch` or by `recover`).
+    loops: std::sync::Once,
+    /// Take over other processes' tasks when their leases lapse (servers do; one-shot commands
+    /// watch only the task they touch).
+    takes_over: std::sync::atomic::AtomicBool,
 }
+
+/// Every watcher of this process, so that its leases can be handed back when the process exits
+/// (`release_all`).
+static LIVE: Mutex<Vec<std::sync::Weak<Inner>>> = Mutex::new(Vec::new());
 
 #[derive(Clone)]
 pub struct Watcher {
@@ -73,6 +86,8 @@ impl Watcher {
                 polls: Semaphore::new(MAX_CONCURRENT_POLLS),
                 sheets: Semaphore::new(MAX_CONCURRENT_SHEETS),
                 owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+                loops: std::sync::Once::new(),
+                takes_over: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -98,11 +113,12 @@ impl Watcher {
             active.insert(id.to_string(), n.clone());
             n
         };
+        self.start_loops();
         let inner = self.inner.clone();
         let id = id.to_string();
         tokio::spawn(async move {
             if !inner.lease(&id).await {
-                // Another replica watches it: ask it to poll now, and hear of it by `listen`.
+                // Another process watches it: ask it to poll now, and hear of it by `listen`.
                 inner.active().remove(&id);
                 let _ = inner.journal.wake_elsewhere(&id).await;
                 return;
@@ -118,12 +134,11 @@ impl Watcher {
         });
     }
 
-    /// Lease task `id` while this replica submits it, so that if the replica dies mid-create
-    /// another settles the task once the lease lapses. No-op on SQLite.
+    /// Lease task `id` while this process submits it, so that if the process dies mid-create
+    /// another settles the task once the lease lapses.
     pub async fn hold_submit(&self, id: &str) {
-        if self.inner.journal.is_shared() {
-            self.inner.lease(id).await;
-        }
+        self.start_loops();
+        self.inner.lease(id).await;
     }
 
     /// Poll a watched task now (a waiting caller wants fresh news, or a webhook arrived).
@@ -173,43 +188,87 @@ impl Watcher {
         self.inner.active().contains_key(id)
     }
 
-    /// Replicas: renew this process's leases and take over lapsed ones, and hear other replicas'
-    /// changes (waiters are told at once) and wake requests. Nothing to do on SQLite.
-    fn start_replica_loops(&self) {
-        if !self.inner.journal.is_shared() {
-            return;
-        }
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(leases(weak.clone(), self.inner.cfg.poll.lease));
-        tokio::spawn(listen(weak, self.inner.journal.clone()));
+    /// Renew this process's leases, and hear other processes' changes (waiters are told at
+    /// once), wake requests and hand-backs; with `takes_over`, also take over tasks whose lease
+    /// lapsed and settle submits a dead process cut off. Once per watcher.
+    fn start_loops(&self) {
+        self.inner.loops.call_once(|| {
+            live().push(Arc::downgrade(&self.inner));
+            let weak = Arc::downgrade(&self.inner);
+            tokio::spawn(leases(weak.clone(), self.inner.cfg.poll.lease));
+            tokio::spawn(listen(weak, self.inner.journal.clone()));
+        });
     }
 
-    /// Resume after a restart. A task still `submitting` was cut off between the journal write and
-    /// the provider's answer: whether the provider took it is unknown, so it is never resubmitted.
+    /// Resume after a restart, and from then on share the journal's open tasks with the other
+    /// processes on it (servers call this; one-shot commands do not). A task still `submitting`
+    /// whose process is gone was cut off between the journal write and the provider's answer:
+    /// whether the provider took it is unknown, so it is never resubmitted. One whose process
+    /// still holds its lease is another server's create in flight, and is left alone.
     pub fn recover(&self) -> Result<usize, Error> {
-        self.start_replica_loops();
+        self.inner
+            .takes_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let now = now_ms();
+        for id in self
+            .inner
+            .journal
+            .cut_off_submits_blocking(now, now - SUBMIT_CUT_OFF_MS)?
+        {
+            self.inner.journal.fail_blocking(&id, &cut_off(), now)?;
+        }
+        self.start_loops();
         let rows = self.inner.journal.unfinished_blocking()?;
         let mut resumed = 0;
-        let shared = self.inner.journal.is_shared();
-        for row in rows {
-            // Beside other replicas, a young `submitting` task may be another one's create in
-            // flight: only one cut off long ago (a submit lasts minutes at most) is given up.
-            if shared && row.is_submitting() && now_ms() - row.created_at < SUBMIT_CUT_OFF_MS {
-                continue;
-            }
-            if row.is_submitting() {
-                self.inner
-                    .journal
-                    .fail_blocking(&row.id, &cut_off(), now_ms())?;
-                continue;
-            }
+        for row in rows.iter().filter(|r| !r.is_submitting()) {
             self.watch(&row.id);
             resumed += 1;
         }
         if resumed > 0 {
-            tracing::info!(resumed, "resumed watching open tasks");
+            tracing::info!(
+                resumed,
+                "resuming open tasks (those another server watches stay with it)"
+            );
         }
         Ok(resumed)
+    }
+
+    /// Hand back this watcher's leases: the process is exiting, and another process on the
+    /// journal takes its tasks over now.
+    pub async fn release(&self) {
+        match self
+            .inner
+            .journal
+            .release(&self.inner.owner, now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "handed the task leases back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand the task leases back; they lapse by themselves")
+            }
+        }
+    }
+}
+
+fn live() -> std::sync::MutexGuard<'static, Vec<std::sync::Weak<Inner>>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hand back the leases of every watcher of this process (at exit): bounded, so a journal that
+/// does not answer cannot hold the exit up.
+pub async fn release_all() {
+    let watchers: Vec<Watcher> = live()
+        .drain(..)
+        .filter_map(|w| w.upgrade())
+        .map(|inner| Watcher { inner })
+        .collect();
+    let all = futures::future::join_all(watchers.iter().map(Watcher::release));
+    if tokio::time::timeout(Duration::from_secs(3), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("handing the task leases back took too long; they lapse by themselves");
     }
 }
 
@@ -275,7 +334,7 @@ fn cut_off() -> Error {
 /// Settle the tasks a dead replica left `submitting`: whether the provider took them is unknown
 /// (never resubmitted). If that replica was only slow, its late provider id still lands.
 async fn settle_cut_off_submits(journal: &Journal, now: i64) {
-    match journal.cut_off_submits(now).await {
+    match journal.cut_off_submits(now, now - SUBMIT_CUT_OFF_MS).await {
         Ok(ids) => {
             for id in ids {
                 tracing::warn!(task = %id, "a replica stopped while submitting this task");
@@ -288,47 +347,57 @@ async fn settle_cut_off_submits(journal: &Journal, now: i64) {
     }
 }
 
-/// Renew this replica's leases every fifth of a lease, take over tasks whose lease lapsed
-/// (their replica died) or that never had one, and settle submits a dead replica cut off. Ends
-/// with the watcher.
+/// Renew this process's leases every fifth of a lease; a process that takes over also settles
+/// submits a dead process cut off and takes over tasks whose lease lapsed (their process died)
+/// or that never had one. Ends with the watcher.
 async fn leases(inner: std::sync::Weak<Inner>, lease: Duration) {
     let every = lease / 5;
     loop {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let (now, until) = (now_ms(), now_ms() + lease.as_millis() as i64);
+        let until = now_ms() + lease.as_millis() as i64;
         if let Err(e) = inner.journal.renew(&inner.owner, until).await {
-            tracing::warn!(error = %e, "cannot renew this replica's task leases");
+            tracing::warn!(error = %e, "cannot renew this process's task leases");
         }
-        settle_cut_off_submits(&inner.journal, now).await;
-        let stale = now - lease.as_millis() as i64;
-        match inner
-            .journal
-            .claim_orphans(&inner.owner, until, now, stale)
-            .await
-        {
-            Ok(ids) => {
-                if !ids.is_empty() {
-                    tracing::info!(tasks = ids.len(), "took over tasks whose replica stopped");
-                }
-                let watcher = Watcher { inner };
-                for id in ids {
-                    watcher.watch(&id);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot look for tasks to take over"),
-        }
+        sweep(inner).await;
         tokio::time::sleep(jitter(every)).await;
     }
 }
 
-/// Other replicas' news: a change is published to this replica's waiters, a wake request polls
-/// the task now if this replica watches it. Reconnects after a dropped connection.
+/// Settle cut-off submits and take over orphaned tasks, if this process takes over.
+async fn sweep(inner: Arc<Inner>) {
+    if !inner.takes_over.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let lease = inner.cfg.poll.lease.as_millis() as i64;
+    let now = now_ms();
+    settle_cut_off_submits(&inner.journal, now).await;
+    match inner
+        .journal
+        .claim_orphans(&inner.owner, now + lease, now, now - lease)
+        .await
+    {
+        Ok(ids) => {
+            if !ids.is_empty() {
+                tracing::info!(tasks = ids.len(), "took over tasks whose process stopped");
+            }
+            let watcher = Watcher { inner };
+            for id in ids {
+                watcher.watch(&id);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look for tasks to take over"),
+    }
+}
+
+/// Other processes' news: a change is published to this process's waiters, a wake request polls
+/// the task now if this process watches it, a hand-back is taken over now. Reconnects after a
+/// dropped connection.
 async fn listen(inner: std::sync::Weak<Inner>, journal: Journal) {
     loop {
         match journal.listen().await {
-            Ok(Some(mut events)) => {
+            Ok(mut events) => {
                 while let Some(event) = events.recv().await {
                     let Some(inner) = inner.upgrade() else {
                         return;
@@ -340,11 +409,13 @@ async fn listen(inner: std::sync::Weak<Inner>, journal: Journal) {
                                 n.notify_one();
                             }
                         }
+                        crate::journal::Event::Released => {
+                            tokio::spawn(sweep(inner));
+                        }
                     }
                 }
             }
-            Ok(None) => return,
-            Err(e) => tracing::warn!(error = %e, "cannot listen for other replicas' changes"),
+            Err(e) => tracing::warn!(error = %e, "cannot listen for other processes' changes"),
         }
         if inner.strong_count() == 0 {
             return;
@@ -354,7 +425,7 @@ async fn listen(inner: std::sync::Weak<Inner>, journal: Journal) {
 }
 
 impl Inner {
-    /// Take or keep this replica's lease on task `id` (always granted on SQLite).
+    /// Take or keep this process's lease on task `id`.
     async fn lease(&self, id: &str) -> bool {
         let until = now_ms() + self.cfg.poll.lease.as_millis() as i64;
         match self.journal.claim(id, &self.owner, until, now_ms()).await {
@@ -386,8 +457,12 @@ impl Inner {
                 return;
             };
             if row.status == State::Succeeded {
-                if row.download == Some(Download::Pending) {
-                    self.download(&row).await;
+                match row.download {
+                    Some(Download::Pending) if row.video_url.is_some() => self.download(&row).await,
+                    // Made here, not downloaded (the local renderer), by a process that stopped
+                    // before recording the file: make it again.
+                    Some(Download::Pending) => self.remake(&row).await,
+                    _ => {}
                 }
                 return;
             }
@@ -512,10 +587,64 @@ impl Inner {
         self.publish(id).await;
     }
 
+    /// A succeeded task whose video a provider makes on this machine (no URL to download) but
+    /// whose file was never recorded: poll until the provider has made it again, then record it.
+    async fn remake(&self, row: &TaskRow) {
+        let Ok(provider) = self.providers.get(row.provider) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.cfg.poll.give_up_after;
+        while tokio::time::Instant::now() < deadline {
+            match provider.poll(row).await {
+                Ok(snap) if snap.local_file.is_some() => {
+                    self.record(&row.id, &snap).await;
+                    return;
+                }
+                Ok(snap) if snap.status == Status::Failed => break,
+                Ok(_) => {}
+                Err(pe) => tracing::warn!(task = %row.id, error = %pe.error, "poll failed"),
+            }
+            let every = row
+                .provider
+                .decl()
+                .poll_interval
+                .unwrap_or(self.cfg.poll.first);
+            tokio::time::sleep(every).await;
+        }
+        let note = "the video was made but its file was not recorded, and making it again failed; create the task again";
+        let _ = self
+            .journal
+            .set_download_failed(&row.id, note, now_ms())
+            .await;
+        self.publish(&row.id).await;
+    }
+
     /// Download a succeeded task's video: streamed to a temp file, hashed on the way, renamed into
     /// place. Transient failures back off and retry; an expired URL is fetched again from the
     /// provider. After the last attempt the task keeps its URL and says so in its note.
     async fn download(&self, row: &TaskRow) {
+        // Written once: of processes that reach here for one task (a lease taken over from one
+        // that is only slow), the one holding the claim downloads, and holds it until the journal
+        // says so; the others leave it to that one.
+        let claim = loop {
+            let claim = DownloadClaim::take(&self.cfg.output_dir, &row.id);
+            // Still to download? (The holder before may have finished it.)
+            match self.journal.get(&row.id).await {
+                Ok(Some(now)) if now.download == Some(Download::Pending) => {}
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(task = %row.id, error = %e, "cannot read the task before downloading");
+                    return;
+                }
+            }
+            match claim {
+                Some(claim) => break claim,
+                None => {
+                    tracing::debug!(task = %row.id, "another process is downloading this video; waiting for it");
+                    tokio::time::sleep(jitter(CLAIM_RETRY)).await;
+                }
+            }
+        };
         let mut url = row.video_url.clone().unwrap_or_default();
         let mut last = String::new();
         for attempt in 0..DOWNLOAD_ATTEMPTS {
@@ -536,6 +665,7 @@ impl Inner {
                             now_ms(),
                         )
                         .await;
+                    drop(claim);
                     self.publish(&row.id).await;
                     return;
                 }
@@ -555,6 +685,7 @@ impl Inner {
             .journal
             .set_download_failed(&row.id, &note, now_ms())
             .await;
+        drop(claim);
         self.publish(&row.id).await;
     }
 
@@ -635,6 +766,88 @@ impl Inner {
         }
         result
     }
+}
+
+/// Where download claims are made: a hidden dir in the output dir, which every process that may
+/// download there shares (servers on one data dir, replicas sharing the dirs).
+pub fn claims_dir(output_dir: &Path) -> PathBuf {
+    output_dir.join(".claims")
+}
+
+/// The claim on downloading one task's video: an OS lock on `.claims/.<id>.part` in the output
+/// dir (a crash or SIGKILL releases the lock; a file left so is cleaned at the next start), removed
+/// when the download is recorded.
+struct DownloadClaim {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl DownloadClaim {
+    /// The claim, or `None` when another process holds it. A dir where no claim file can be made
+    /// gives a claim all the same (with a warning): the download itself will say what is wrong.
+    fn take(dir: &Path, id: &str) -> Option<DownloadClaim> {
+        let dir = claims_dir(dir);
+        let path = dir.join(format!(".{id}.part"));
+        let _ = std::fs::create_dir_all(&dir);
+        for _ in 0..3 {
+            let file = match std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot make the download claim; downloading without it");
+                    return std::fs::File::open(&dir).ok().map(|file| DownloadClaim {
+                        file,
+                        path: PathBuf::new(),
+                    });
+                }
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return None,
+                Err(std::fs::TryLockError::Error(e)) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot lock the download claim; downloading without it");
+                    return Some(DownloadClaim {
+                        file,
+                        path: PathBuf::new(),
+                    });
+                }
+            }
+            // Locked: but the holder before may have removed the file meanwhile, and a lock on a
+            // removed file claims nothing. Same file still at the path: the claim is ours.
+            if same_file(&file, &path) {
+                return Some(DownloadClaim { file, path });
+            }
+        }
+        None
+    }
+}
+
+impl Drop for DownloadClaim {
+    fn drop(&mut self) {
+        // Removed while still locked, so no process can lock this file and think it claimed.
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &std::fs::File, path: &Path) -> bool {
+    path.exists()
 }
 
 /// A download that cannot be written here: the URL is not to blame.

@@ -1,4 +1,5 @@
-//! The PostgreSQL journal (issue 16): the journal's guarantees on both backends, its migrations,
+//! Many servers on one journal: replicas on PostgreSQL (issue 16) and servers on one SQLite data
+//! dir (issue 26). The journal's guarantees on both backends, PostgreSQL's migrations,
 //! and a whole server on PostgreSQL through a fake provider (create, poll, download, restart).
 
 use i2v_mcp::error::{Category, Error};
@@ -11,6 +12,23 @@ use crate::mcp_stdio::Proc;
 use crate::support::fakes::{FakeProvider, Kind, Outcome, TaskPlan};
 use crate::support::postgres;
 use crate::support::{Workspace, call, connect, ok, within};
+
+/// The journal a test runs on: servers on one SQLite data dir, or replicas on one database.
+#[derive(Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres(&'static postgres::PgServer),
+}
+
+impl Db {
+    /// A workspace on this journal (a fresh database each time).
+    fn workspace(self) -> Workspace {
+        match self {
+            Db::Sqlite => Workspace::new(),
+            Db::Postgres(server) => Workspace::new().with_database(Some(server.database())),
+        }
+    }
+}
 
 fn new_task(id: &str, key: Option<&str>) -> NewTask {
     NewTask {
@@ -317,18 +335,29 @@ fn replica_env(ws: &Workspace, fake: &FakeProvider) -> std::collections::BTreeMa
     env
 }
 
+/// Three `serve` processes on one SQLite data dir (issue 26): 30 tasks, one process killed
+/// mid-way: every task succeeds with one upstream create and one download.
+#[tokio::test]
+async fn three_servers_on_one_data_dir_finish_thirty_tasks_when_one_is_killed_mid_way() {
+    three_servers_one_killed(Db::Sqlite, 30).await;
+}
+
 #[tokio::test]
 async fn three_replicas_finish_sixty_tasks_when_one_is_killed_mid_way() {
-    let Some(url) = postgres::database("three_replicas_finish_sixty_tasks") else {
+    let Some(server) = postgres::server("three_replicas_finish_sixty_tasks") else {
         return;
     };
+    three_servers_one_killed(Db::Postgres(server), 60).await;
+}
+
+async fn three_servers_one_killed(db: Db, tasks: usize) {
     let fake = FakeProvider::start(Kind::Piapi).await;
     // Long enough that nothing is downloading when the replica dies.
     fake.set_plan(TaskPlan::Duration {
         total: std::time::Duration::from_secs(8),
         outcome: Outcome::Succeed,
     });
-    let ws = Workspace::new().with_database(Some(url));
+    let ws = db.workspace();
     let img = ws.png("a.png", 64, 64);
     let env = replica_env(&ws, &fake);
     let mut replicas = Vec::new();
@@ -339,8 +368,8 @@ async fn three_replicas_finish_sixty_tasks_when_one_is_killed_mid_way() {
     }
     let (mut ids, mut orphans) = (Vec::new(), Vec::<String>::new());
     let (mut killed_at, mut before) = (None, Vec::<usize>::new());
-    for i in 0..60usize {
-        if i == 30 {
+    for i in 0..tasks {
+        if i == tasks / 2 {
             // Mid-way: replica 0 dies with its tasks open.
             replicas[0].take().unwrap().kill().await;
             killed_at = Some(std::time::Instant::now());
@@ -398,24 +427,39 @@ async fn three_replicas_finish_sixty_tasks_when_one_is_killed_mid_way() {
         assert_downloaded(&done["structuredContent"]);
     }
     assert!(orphans.len() >= 5, "the killed replica held too few tasks");
-    assert_eq!(fake.accepted_creates(), 60, "one upstream create per task");
-    assert_eq!(fake.downloads(), 60, "no download twice");
+    assert_eq!(
+        fake.accepted_creates(),
+        tasks,
+        "one upstream create per task"
+    );
+    assert_eq!(fake.downloads(), tasks, "no download twice");
     for p in replicas.into_iter().flatten() {
         p.close().await;
     }
 }
 
 #[tokio::test]
+async fn two_servers_on_one_data_dir_racing_one_idempotency_key_create_once_and_hear_each_other() {
+    racing_one_key(Db::Sqlite).await;
+}
+
+#[tokio::test]
 async fn two_replicas_racing_one_idempotency_key_create_once_and_hear_each_other() {
-    let Some(url) = postgres::database("two_replicas_racing_one_idempotency_key") else {
+    let Some(server) =
+        postgres::server("two_replicas_racing_one_idempotency_key_create_once_and_hear_each_other")
+    else {
         return;
     };
+    racing_one_key(Db::Postgres(server)).await;
+}
+
+async fn racing_one_key(db: Db) {
     let fake = FakeProvider::start(Kind::Piapi).await;
     fake.set_plan(TaskPlan::Duration {
         total: std::time::Duration::from_secs(60),
         outcome: Outcome::Succeed,
     });
-    let ws = Workspace::new().with_database(Some(url));
+    let ws = db.workspace();
     let img = ws.png("a.png", 64, 64);
     let (a, b) = (core_for(&ws, &fake, "piapi"), core_for(&ws, &fake, "piapi"));
     let ((sa, _), (sb, _)) = (connect(a.clone()).await, connect(b.clone()).await);
@@ -462,17 +506,28 @@ async fn two_replicas_racing_one_idempotency_key_create_once_and_hear_each_other
 }
 
 #[tokio::test]
+async fn servers_on_one_data_dir_keep_to_one_rate_limit_and_one_daily_budget() {
+    one_rate_limit_and_budget(Db::Sqlite).await;
+}
+
+#[tokio::test]
 async fn replicas_keep_to_one_rate_limit_and_one_daily_budget_together() {
-    let Some(server) = postgres::server("replicas_keep_to_one_rate_limit") else {
+    let Some(server) =
+        postgres::server("replicas_keep_to_one_rate_limit_and_one_daily_budget_together")
+    else {
         return;
     };
+    one_rate_limit_and_budget(Db::Postgres(server)).await;
+}
+
+async fn one_rate_limit_and_budget(db: Db) {
     let fake = FakeProvider::start(Kind::Qubico).await;
     fake.set_plan(TaskPlan::Polls {
         pending: 1,
         processing: 1,
         outcome: Outcome::Succeed,
     });
-    let ws = Workspace::new().with_database(Some(server.database()));
+    let ws = db.workspace();
     // Qubico's 10 per minute, in a 10 s window so the test is quick.
     std::fs::write(
         ws.path("no-config.toml"),
@@ -523,7 +578,7 @@ async fn replicas_keep_to_one_rate_limit_and_one_daily_budget_together() {
 
     // The daily budget counts what every replica spent: $0.28 a task, $0.60 a day.
     let fake = FakeProvider::start(Kind::Piapi).await;
-    let ws = Workspace::new().with_database(Some(server.database()));
+    let ws = db.workspace();
     std::fs::write(ws.path("no-config.toml"), "[budget]\ndaily_usd = 0.6\n").unwrap();
     let img = ws.png("a.png", 64, 64);
     let (a, _) = connect(core_for(&ws, &fake, "piapi")).await;
@@ -544,12 +599,23 @@ async fn replicas_keep_to_one_rate_limit_and_one_daily_budget_together() {
 /// three are sent and three refused (the budget is checked again inside the insert, under one
 /// lock for all replicas).
 #[tokio::test]
+async fn concurrent_creates_over_servers_on_one_data_dir_keep_to_the_daily_budget() {
+    concurrent_budget(Db::Sqlite).await;
+}
+
+#[tokio::test]
 async fn concurrent_creates_over_replicas_keep_to_the_daily_budget() {
-    let Some(url) = postgres::database("concurrent_creates_keep_to_the_daily_budget") else {
+    let Some(server) =
+        postgres::server("concurrent_creates_over_replicas_keep_to_the_daily_budget")
+    else {
         return;
     };
+    concurrent_budget(Db::Postgres(server)).await;
+}
+
+async fn concurrent_budget(db: Db) {
     let fake = FakeProvider::start(Kind::Piapi).await;
-    let ws = Workspace::new().with_database(Some(url));
+    let ws = db.workspace();
     std::fs::write(ws.path("no-config.toml"), "[budget]\ndaily_usd = 1.0\n").unwrap();
     let img = ws.png("a.png", 64, 64);
     let (a, _) = connect(core_for(&ws, &fake, "piapi")).await;
@@ -611,18 +677,28 @@ async fn a_postgres_journal_at_version_3_gains_billed_seconds() {
 /// the replica watching the task to poll now, and a caller waiting there hears at once (polls are
 /// 10 minutes apart here, so only the webhook can explain a prompt answer).
 #[tokio::test]
+async fn a_webhook_on_another_server_on_one_data_dir_reaches_the_waiter_at_once() {
+    webhook_elsewhere(Db::Sqlite).await;
+}
+
+#[tokio::test]
 async fn a_webhook_on_another_replica_reaches_the_waiter_at_once() {
-    use i2v_mcp::core::{CallCtx, Core};
-    use std::time::{Duration, Instant};
-    let Some(url) = postgres::database("a_webhook_on_another_replica") else {
+    let Some(server) = postgres::server("a_webhook_on_another_replica_reaches_the_waiter_at_once")
+    else {
         return;
     };
+    webhook_elsewhere(Db::Postgres(server)).await;
+}
+
+async fn webhook_elsewhere(db: Db) {
+    use i2v_mcp::core::{CallCtx, Core};
+    use std::time::{Duration, Instant};
     let fake = FakeProvider::start(Kind::Piapi).await;
     fake.set_plan(TaskPlan::Duration {
         total: Duration::from_secs(600),
         outcome: Outcome::Succeed,
     });
-    let ws = Workspace::new().with_database(Some(url));
+    let ws = db.workspace();
     let slow = |ws: &Workspace| {
         crate::http::config(ws, &fake, "piapi")
             .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600))
@@ -678,15 +754,26 @@ async fn a_webhook_on_another_replica_reaches_the_waiter_at_once() {
 /// `submitting`: another replica settles it as `submit_unknown` once the lease lapses (2 s here),
 /// not only at a restart 10 minutes later, and never submits it again.
 #[tokio::test]
+async fn a_submit_cut_off_by_a_dead_server_on_one_data_dir_is_settled_after_its_lease() {
+    cut_off_submit(Db::Sqlite).await;
+}
+
+#[tokio::test]
 async fn a_submit_cut_off_by_a_dead_replica_is_settled_after_its_lease() {
-    let Some(url) = postgres::database("a_submit_cut_off_by_a_dead_replica") else {
+    let Some(server) =
+        postgres::server("a_submit_cut_off_by_a_dead_replica_is_settled_after_its_lease")
+    else {
         return;
     };
+    cut_off_submit(Db::Postgres(server)).await;
+}
+
+async fn cut_off_submit(db: Db) {
     let fake = FakeProvider::start(Kind::Piapi).await;
     fake.push_create_fault(crate::support::fakes::Fault::Hang {
         after_accept: false,
     });
-    let ws = Workspace::new().with_database(Some(url));
+    let ws = db.workspace();
     let img = ws.png("a.png", 64, 64);
     let env = replica_env(&ws, &fake);
     let pairs: Vec<(&str, &str)> = env
@@ -746,17 +833,26 @@ async fn a_submit_cut_off_by_a_dead_replica_is_settled_after_its_lease() {
 /// waits with `get_task` on B, and fetches the video from A and B; a 2025 client on `--stateless`
 /// replicas does the same with no session to stick to.
 #[tokio::test]
+async fn stateless_requests_round_robin_over_two_http_servers_on_one_data_dir() {
+    round_robin(Db::Sqlite).await;
+}
+
+#[tokio::test]
 async fn stateless_requests_round_robin_over_two_http_replicas() {
-    let Some(url) = postgres::database("stateless_round_robin") else {
+    let Some(server) = postgres::server("stateless_round_robin") else {
         return;
     };
+    round_robin(Db::Postgres(server)).await;
+}
+
+async fn round_robin(db: Db) {
     let fake = FakeProvider::start(Kind::Piapi).await;
     fake.set_plan(TaskPlan::Polls {
         pending: 2,
         processing: 4,
         outcome: Outcome::Succeed,
     });
-    let ws = Workspace::new().with_database(Some(url));
+    let ws = db.workspace();
     let img = ws.png("a.png", 64, 64);
     let mut replicas = Vec::new();
     for _ in 0..2 {
@@ -832,4 +928,71 @@ async fn stateless_requests_round_robin_over_two_http_replicas() {
     for (_, h) in replicas {
         drop(h);
     }
+}
+
+/// A server that exits hands its leases back (issue 26): a per-call server creates a task and
+/// exits; a server beside it takes the task over at once, not when the 20 s lease would lapse.
+#[tokio::test]
+async fn a_server_that_exits_hands_its_tasks_over_at_once_on_one_data_dir() {
+    handover(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_replica_that_exits_hands_its_tasks_over_at_once() {
+    let Some(server) = postgres::server("a_replica_that_exits_hands_its_tasks_over") else {
+        return;
+    };
+    handover(Db::Postgres(server)).await;
+}
+
+async fn handover(db: Db) {
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    fake.set_plan(TaskPlan::Duration {
+        total: std::time::Duration::from_secs(600),
+        outcome: Outcome::Succeed,
+    });
+    let ws = db.workspace();
+    let img = ws.png("a.png", 64, 64);
+    let mut env = replica_env(&ws, &fake);
+    env.insert("I2V_MCP_LEASE_MS".into(), "20000".into());
+    let mut stays = Proc::spawn(&env);
+    stays.init("2025-06-18").await;
+    let mut per_call = Proc::spawn(&env);
+    per_call.init("2025-06-18").await;
+    let t = per_call
+        .call(
+            2,
+            "create_i2v_task",
+            json!({"image": img, "prompt": "handed over"}),
+        )
+        .await;
+    let ptid = t["structuredContent"]["provider_task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{t}"))
+        .to_string();
+    // The creating process watches it: the other one has not polled it.
+    within(10, "the creator to poll", async {
+        while fake.polls(&ptid) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let polled = fake.polls(&ptid);
+    let exited = std::time::Instant::now();
+    per_call.close().await;
+    let took = within(15, "the other server to take the task over", async {
+        while fake.polls(&ptid) <= polled {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        exited.elapsed()
+    })
+    .await;
+    eprintln!(
+        "handover: a task of an exiting server polled by the other {took:?} after the exit (lease 20 s)"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "taken over only when the lease lapsed: {took:?}"
+    );
+    stays.close().await;
 }

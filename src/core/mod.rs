@@ -105,6 +105,7 @@ impl Core {
         crate::watcher::clean_stale_temp_files(
             &[
                 core.cfg.output_dir.clone(),
+                crate::watcher::claims_dir(&core.cfg.output_dir),
                 crate::journal::inputs_dir(&core.cfg.data_dir),
             ],
             stale_after,

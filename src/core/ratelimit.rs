@@ -1,7 +1,8 @@
 //! Client-side create limits, per provider: exact sliding windows ("at most 10 in any 60 s"), as
 //! providers state them. (A token bucket with burst n lets up to 2n-1 through in one window,
-//! which would meet the provider's own limit with a 429.) On a shared PostgreSQL journal the
-//! windows are counted in the database, so replicas together keep to the provider's limits.
+//! which would meet the provider's own limit with a 429.) The windows are counted in the journal
+//! (SQLite or PostgreSQL), so every server on one data dir or database keeps to the provider's
+//! limits together.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ use crate::model::ProviderId;
 /// The limiters of every configured provider.
 pub(super) struct RateLimiters {
     limiters: BTreeMap<ProviderId, Limiter>,
-    /// The journal, when it is shared by replicas: windows are counted there.
+    /// The journal, where the windows are counted (`None` in unit tests: in memory).
     shared: Option<Journal>,
 }
 
@@ -27,7 +28,7 @@ impl RateLimiters {
                 .iter()
                 .map(|(id, pc)| (*id, Limiter::new(&pc.rate_limit)))
                 .collect(),
-            shared: journal.is_shared().then(|| journal.clone()),
+            shared: Some(journal.clone()),
         }
     }
 
@@ -47,7 +48,6 @@ impl RateLimiters {
         Ok(journal
             .take_rate_slot(provider, &windows)
             .await?
-            .unwrap_or(Ok(()))
             .map_err(|(ms, i)| {
                 let name = names.get(i).copied().unwrap_or("window");
                 (Duration::from_millis(ms.max(1) as u64), name)

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_billed_seconds.sql"),
+    include_str!("migrations/0003_shared.sql"),
 ];
 
 fn version(conn: &Connection) -> Result<usize> {
@@ -131,7 +132,7 @@ mod tests {
         )
         .unwrap();
         run(&mut conn, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 2);
+        assert_eq!(version(&conn).unwrap(), MIGRATIONS.len());
         let billed: Option<f64> = conn
             .query_row(
                 "SELECT billed_seconds FROM tasks WHERE id = 't1'",

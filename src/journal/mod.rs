@@ -8,7 +8,6 @@
 //! no provider. Its backend is an enum: SQLite's calls block, so they run on tokio's blocking pool;
 //! PostgreSQL's (`--database`, shared by replicas) are awaited directly.
 
-mod lock;
 mod migrate;
 mod postgres;
 mod row;
@@ -19,7 +18,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use lock::ServeLock;
 pub use migrate::MIGRATIONS;
 pub use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub use row::{
@@ -42,7 +40,12 @@ pub enum Event {
     Changed(String),
     /// Whoever watches task `id` should poll it now.
     Wake(String),
+    /// A process exited and handed its leases back: take its tasks over now.
+    Released,
 }
+
+/// How often a process tails the SQLite journal's `events` for other processes' news.
+const SQLITE_TAIL_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Clone)]
 enum Backend {
@@ -114,11 +117,6 @@ impl Journal {
             Some(url) => Journal::open_postgres(url.expose_secret()),
             None => Journal::open(&cfg.data_dir.join("journal.sqlite")),
         }
-    }
-
-    /// Whether the journal is a shared database (replicas may run beside this process).
-    pub fn is_shared(&self) -> bool {
-        matches!(self.backend, Backend::Postgres(_))
     }
 
     fn unrecorded(&self) -> MutexGuard<'_, HashMap<String, String>> {
@@ -318,24 +316,35 @@ impl Journal {
     }
 
     /// Take or keep the lease on task `id` for `owner` until `until` (ms): false while another
-    /// replica's lease runs. Always true on SQLite (one server per journal).
+    /// process's lease runs (another server on the data dir, or a replica on the database).
     pub async fn claim(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
-        match &self.backend {
-            Backend::Sqlite(_) => Ok(true),
-            Backend::Postgres(pg) => pg.claim(id, owner, until, now).await,
-        }
+        let (id, owner) = (id.to_string(), owner.to_string());
+        on_backend!(self, |db| db.claim(&id, &owner, until, now))
     }
 
-    /// Extend the leases `owner` holds; none on SQLite.
+    /// Extend the leases `owner` holds.
     pub async fn renew(&self, owner: &str, until: i64) -> Result<u64> {
+        let owner = owner.to_string();
         match &self.backend {
-            Backend::Sqlite(_) => Ok(0),
-            Backend::Postgres(pg) => pg.renew(owner, until).await,
+            Backend::Sqlite(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || db.renew(&owner, until, crate::model::now_ms()))
+                    .await
+                    .map_err(|e| Error::internal(format!("journal call did not finish: {e}")))?
+            }
+            Backend::Postgres(pg) => pg.renew(&owner, until).await,
         }
     }
 
-    /// Take over tasks whose replica stopped renewing their lease, and tasks never leased since
-    /// `stale` (ms); none on SQLite.
+    /// Hand back every lease `owner` holds (its process is exiting), so that the other
+    /// processes take those tasks over now rather than when the leases lapse.
+    pub async fn release(&self, owner: &str, now: i64) -> Result<u64> {
+        let owner = owner.to_string();
+        on_backend!(self, |db| db.release(&owner, now))
+    }
+
+    /// Take over tasks whose process stopped renewing their lease, and tasks never leased since
+    /// `stale` (ms).
     pub async fn claim_orphans(
         &self,
         owner: &str,
@@ -343,63 +352,131 @@ impl Journal {
         now: i64,
         stale: i64,
     ) -> Result<Vec<String>> {
+        let owner = owner.to_string();
+        on_backend!(self, |db| db.claim_orphans(&owner, until, now, stale))
+    }
+
+    /// Tasks left `submitting` by a process that died (its lease on them lapsed before `now`), or
+    /// never leased and created before `stale`.
+    pub async fn cut_off_submits(&self, now: i64, stale: i64) -> Result<Vec<String>> {
+        on_backend!(self, |db| db.cut_off_submits(now, stale))
+    }
+
+    /// `cut_off_submits` for startup code that cannot await (`Core::start`). Blocks.
+    pub fn cut_off_submits_blocking(&self, now: i64, stale: i64) -> Result<Vec<String>> {
         match &self.backend {
-            Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(pg) => pg.claim_orphans(owner, until, now, stale).await,
+            Backend::Sqlite(db) => db.cut_off_submits(now, stale),
+            Backend::Postgres(pg) => pg.cut_off_submits_blocking(now, stale),
         }
     }
 
-    /// Tasks left `submitting` by a replica that died (its lease on them lapsed before `now`);
-    /// none on SQLite, where a restart settles them.
-    pub async fn cut_off_submits(&self, now: i64) -> Result<Vec<String>> {
-        match &self.backend {
-            Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(pg) => pg.cut_off_submits(now).await,
-        }
-    }
-
-    /// Ask the replica that holds task `id`'s lease to poll it now (no-op on SQLite).
+    /// Ask the process that holds task `id`'s lease to poll it now.
     pub async fn wake_elsewhere(&self, id: &str) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(_) => Ok(()),
+            Backend::Sqlite(db) => {
+                let (db, id) = (db.clone(), id.to_string());
+                tokio::task::spawn_blocking(move || {
+                    db.announce(sqlite::WAKE, &id, crate::model::now_ms())
+                })
+                .await
+                .map_err(|e| Error::internal(format!("journal call did not finish: {e}")))?
+            }
             Backend::Postgres(pg) => pg.notify(postgres::WAKE, id).await,
         }
     }
 
-    /// Changes made by any replica, as they commit: `Changed(id)` and `Wake(id)` events until the
-    /// connection drops. `None` on SQLite.
-    pub async fn listen(&self) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<Event>>> {
-        let Backend::Postgres(pg) = &self.backend else {
-            return Ok(None);
-        };
-        let mut raw = pg.listen().await?;
+    /// Changes made by other processes, as they commit: `Changed(id)`, `Wake(id)` and `Released`
+    /// events until the connection drops. PostgreSQL pushes them (LISTEN/NOTIFY); on SQLite a
+    /// tail reads the journal's `events` every `SQLITE_TAIL_EVERY`, and only when another
+    /// process committed something since (`PRAGMA data_version`).
+    pub async fn listen(&self) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some((channel, id)) = raw.recv().await {
-                let event = if channel == postgres::WAKE {
-                    Event::Wake(id)
-                } else {
-                    Event::Changed(id)
-                };
-                if tx.send(event).is_err() {
-                    return;
-                }
+        match &self.backend {
+            Backend::Postgres(pg) => {
+                let mut raw = pg.listen().await?;
+                tokio::spawn(async move {
+                    while let Some((channel, id)) = raw.recv().await {
+                        let event = match channel.as_str() {
+                            postgres::WAKE => Event::Wake(id),
+                            postgres::RELEASED => Event::Released,
+                            _ => Event::Changed(id),
+                        };
+                        if tx.send(event).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-        });
-        Ok(Some(rx))
+            Backend::Sqlite(db) => {
+                let db = db.clone();
+                let mut after = {
+                    let db = db.clone();
+                    tokio::task::spawn_blocking(move || db.events_head())
+                        .await
+                        .map_err(|e| {
+                            Error::internal(format!("journal call did not finish: {e}"))
+                        })??
+                };
+                tokio::spawn(async move {
+                    let mut version = 0;
+                    loop {
+                        tokio::time::sleep(SQLITE_TAIL_EVERY).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                        let db = db.clone();
+                        let read = tokio::task::spawn_blocking(move || {
+                            let lines = db.events_after(after, &mut version);
+                            (lines, version)
+                        })
+                        .await;
+                        let lines = match read {
+                            Ok((Ok(lines), v)) => {
+                                version = v;
+                                lines
+                            }
+                            Ok((Err(e), _)) => {
+                                tracing::warn!(error = %e, "cannot read the journal's events");
+                                continue;
+                            }
+                            Err(_) => return,
+                        };
+                        for (seq, kind, id) in lines {
+                            after = seq;
+                            let event = match kind.as_str() {
+                                sqlite::WAKE => Event::Wake(id),
+                                sqlite::RELEASED => Event::Released,
+                                _ => Event::Changed(id),
+                            };
+                            if tx.send(event).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(rx)
     }
 
-    /// Take a create slot at `provider` in every window `(max, period ms)`, counted in the shared
-    /// database: `Err((wait ms, window index))` when one is full. `None` on SQLite (one process:
-    /// its windows are kept in memory).
+    /// Take a create slot at `provider` in every window `(max, period ms)`, counted in the
+    /// journal so that every process on it keeps to one limit: `Err((wait ms, window index))`
+    /// when one is full.
     pub async fn take_rate_slot(
         &self,
         provider: ProviderId,
         windows: &[(i64, i64)],
-    ) -> Result<Option<std::result::Result<(), (i64, usize)>>> {
+    ) -> Result<std::result::Result<(), (i64, usize)>> {
         match &self.backend {
-            Backend::Sqlite(_) => Ok(None),
-            Backend::Postgres(pg) => pg.take_rate_slot(provider, windows).await.map(Some),
+            Backend::Sqlite(db) => {
+                let (db, windows) = (db.clone(), windows.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    db.take_rate_slot(provider, &windows, crate::model::now_ms())
+                })
+                .await
+                .map_err(|e| Error::internal(format!("journal call did not finish: {e}")))?
+            }
+            Backend::Postgres(pg) => pg.take_rate_slot(provider, windows).await,
         }
     }
 

@@ -32,6 +32,8 @@ pub const MIGRATIONS: &[&str] = &[
 /// that holds its lease (a webhook or a waiter on another replica).
 pub const CHANGED: &str = "i2v_tasks";
 pub const WAKE: &str = "i2v_wake";
+/// A replica exited and handed its leases back (payload: its owner name).
+pub const RELEASED: &str = "i2v_released";
 
 /// Tasks the watcher must follow: open ones and unfinished downloads.
 const NEEDS_WORK: &str =
@@ -457,18 +459,30 @@ impl Postgres {
         self.exec(&sql, &[&owner, &until]).await
     }
 
-    /// Tasks still `submitting` whose replica stopped renewing their lease: it died mid-create.
-    pub async fn cut_off_submits(&self, now: i64) -> Result<Vec<String>> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT id FROM tasks WHERE status = 'submitting' AND lease_until < $1
-                 ORDER BY created_at LIMIT $2",
-                &[&now, &ORPHANS_PER_SWEEP],
+    /// Hand back every lease `owner` holds (its replica is exiting) and tell the others to take
+    /// them over now.
+    pub async fn release(&self, owner: &str, _now: i64) -> Result<u64> {
+        let n = self
+            .exec(
+                "UPDATE tasks SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
+                &[&owner],
             )
             .await?;
-        Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+        if n > 0 {
+            self.notify(RELEASED, owner).await?;
+        }
+        Ok(n)
+    }
+
+    /// Tasks still `submitting` whose replica stopped renewing their lease (it died mid-create),
+    /// or never leased and created before `stale`.
+    pub async fn cut_off_submits(&self, now: i64, stale: i64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        cut_off_on(&**c, now, stale).await
+    }
+
+    pub fn cut_off_submits_blocking(&self, now: i64, stale: i64) -> Result<Vec<String>> {
+        self.blocking(move |c| async move { cut_off_on(&c, now, stale).await })
     }
 
     /// Take over up to `limit` tasks that need work and whose lease lapsed, or that never had one
@@ -528,7 +542,9 @@ impl Postgres {
             }
         });
         client
-            .batch_execute(&format!("LISTEN {CHANGED}; LISTEN {WAKE}"))
+            .batch_execute(&format!(
+                "LISTEN {CHANGED}; LISTEN {WAKE}; LISTEN {RELEASED}"
+            ))
             .await?;
         // The connection lives as long as its client: until the listener is dropped.
         tokio::spawn(async move {
@@ -562,8 +578,8 @@ impl Postgres {
             )
             .await?
             .try_get(0)?;
-        let mut wait: Option<(i64, usize)> = None;
-        for (i, (max, period)) in windows.iter().enumerate() {
+        let mut nths = Vec::with_capacity(windows.len());
+        for (max, period) in windows {
             // The max-th newest slot still inside the window: while there is one, it is full.
             let nth = tx
                 .query_opt(
@@ -572,14 +588,9 @@ impl Postgres {
                     &[&p, &(now - period), &(max - 1)],
                 )
                 .await?;
-            if let Some(row) = nth {
-                let d = row.try_get::<_, i64>(0)? + period - now;
-                if wait.is_none_or(|(cur, _)| d > cur) {
-                    wait = Some((d, i));
-                }
-            }
+            nths.push(nth.map(|row| row.try_get::<_, i64>(0)).transpose()?);
         }
-        if let Some(w) = wait {
+        if let Some(w) = super::row::rate_wait(windows, &nths, now) {
             return Ok(Err(w));
         }
         let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
@@ -664,6 +675,18 @@ async fn fail_on(c: &impl GenericClient, id: &str, error: &Error, now: i64) -> R
 }
 
 /// See `Sqlite::unfinished`.
+async fn cut_off_on(c: &impl GenericClient, now: i64, stale: i64) -> Result<Vec<String>> {
+    let rows = c
+        .query(
+            "SELECT id FROM tasks WHERE status = 'submitting'
+                AND (lease_until < $1 OR (lease_until IS NULL AND created_at < $2))
+             ORDER BY created_at LIMIT $3",
+            &[&now, &stale, &ORPHANS_PER_SWEEP],
+        )
+        .await?;
+    Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+}
+
 async fn unfinished_on(c: &impl GenericClient) -> Result<Vec<TaskRow>> {
     let sql = format!(
         "SELECT {ROW} FROM tasks WHERE status IN {OPEN}

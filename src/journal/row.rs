@@ -202,6 +202,26 @@ impl BadRow {
 }
 
 /// Decode one row, or say which row cannot be decoded and why.
+/// How long until every rate window `(max, period ms)` admits one more create at `now`, and which
+/// window is the reason, given each window's max-th newest slot still inside it (`nths`, by the
+/// backend's query); `None`: all admit.
+pub(super) fn rate_wait(
+    windows: &[(i64, i64)],
+    nths: &[Option<i64>],
+    now: i64,
+) -> Option<(i64, usize)> {
+    let mut wait: Option<(i64, usize)> = None;
+    for (i, ((_, period), nth)) in windows.iter().zip(nths).enumerate() {
+        if let Some(at) = nth {
+            let d = at + period - now;
+            if wait.is_none_or(|(cur, _)| d > cur) {
+                wait = Some((d, i));
+            }
+        }
+    }
+    wait
+}
+
 pub(super) fn decode_cols(r: &impl Cols) -> std::result::Result<TaskRow, BadRow> {
     TaskRow::from_cols(r).map_err(|problem| BadRow {
         id: r

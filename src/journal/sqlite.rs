@@ -69,8 +69,25 @@ pub(super) fn key_taken_over(previous: &str, successor: &str, n: u64) -> Result<
     Ok(())
 }
 
+/// Tasks the watcher must follow: open ones and unfinished downloads.
+const NEEDS_WORK: &str =
+    "(status IN ('queued','running') OR (status = 'succeeded' AND download = 'pending'))";
+
+/// Tasks one sweep takes over at most (the next sweep takes more).
+const ORPHANS_PER_SWEEP: i64 = 100;
+
+/// How long a line of `events` is kept: longer than any tail stays behind (it reads every 200 ms).
+const EVENTS_KEPT_MS: i64 = 60_000;
+
+/// A kind of line in `events` (see migration 3).
+pub(super) const CHANGED: &str = "changed";
+pub(super) const WAKE: &str = "wake";
+pub(super) const RELEASED: &str = "released";
+
 pub struct Sqlite {
     conn: Mutex<Connection>,
+    /// This connection's name in `events`: its own lines are not news to it.
+    origin: String,
 }
 
 impl Sqlite {
@@ -96,8 +113,21 @@ impl Sqlite {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         migrate::run(&mut conn, migrate::MIGRATIONS)?;
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        // Per connection (TEMP), so each line names the process that wrote it; a connection that
+        // is not ours (the sqlite3 shell) announces nothing and breaks nothing. `origin` is a
+        // hex uuid: safe to put in the SQL text.
+        conn.execute_batch(&format!(
+            "CREATE TEMP TRIGGER i2v_task_changed AFTER UPDATE ON main.tasks FOR EACH ROW
+                WHEN OLD.updated_at IS NOT NEW.updated_at OR OLD.status IS NOT NEW.status
+             BEGIN
+                INSERT INTO events (kind, task_id, origin, at)
+                    VALUES ('{CHANGED}', NEW.id, '{origin}', NEW.updated_at);
+             END;"
+        ))?;
         Ok(Sqlite {
             conn: Mutex::new(conn),
+            origin,
         })
     }
 
@@ -245,7 +275,9 @@ impl Sqlite {
     /// Apply a poll result under the guard of `Update::plan`. Returns false if nothing changed.
     pub fn apply(&self, id: &str, u: &Update, now: i64) -> Result<bool> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: a read that turns into a write while another process writes would fail at
+        // once with SQLITE_BUSY (the busy timeout does not cover an upgrade); this waits instead.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
                 &format!("SELECT {ROW} FROM tasks WHERE id = ?1"),
@@ -400,6 +432,173 @@ impl Sqlite {
             }
         }
         Ok(ok)
+    }
+
+    /// Take or keep the lease on task `id` until `until`: false while another owner's lease runs.
+    pub fn claim(&self, id: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE tasks SET lease_owner = ?2, lease_until = ?3
+             WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4)",
+            params![id, owner, until, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Extend every lease `owner` holds on tasks that still need work or are being submitted, and
+    /// drop `events` lines every tail has read.
+    pub fn renew(&self, owner: &str, until: i64, now: i64) -> Result<u64> {
+        let conn = self.conn();
+        let n = conn.execute(
+            &format!(
+                "UPDATE tasks SET lease_until = ?2
+                 WHERE lease_owner = ?1 AND ({NEEDS_WORK} OR status = 'submitting')"
+            ),
+            params![owner, until],
+        )?;
+        conn.execute("DELETE FROM events WHERE at < ?1", [now - EVENTS_KEPT_MS])?;
+        Ok(n as u64)
+    }
+
+    /// Hand back every lease `owner` holds (the process is exiting), and tell the others to
+    /// take them over now rather than when they lapse.
+    pub fn release(&self, owner: &str, now: i64) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE tasks SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?1",
+            [owner],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "INSERT INTO events (kind, task_id, origin, at) VALUES (?1, '', ?2, ?3)",
+                params![RELEASED, self.origin, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    /// Tasks still `submitting` whose process stopped renewing their lease (it died mid-create),
+    /// or that were never leased and are older than `stale`.
+    pub fn cut_off_submits(&self, now: i64, stale: i64) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM tasks WHERE status = 'submitting'
+                AND (lease_until < ?1 OR (lease_until IS NULL AND created_at < ?2))
+             ORDER BY created_at LIMIT ?3",
+        )?;
+        let ids = stmt
+            .query_map(params![now, stale, ORPHANS_PER_SWEEP], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Take over up to `ORPHANS_PER_SWEEP` tasks that need work and whose lease lapsed, or that
+    /// never had one since `stale`. One statement: processes sweeping at once split the rows.
+    pub fn claim_orphans(
+        &self,
+        owner: &str,
+        until: i64,
+        now: i64,
+        stale: i64,
+    ) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "UPDATE tasks SET lease_owner = ?1, lease_until = ?2 WHERE id IN (
+                SELECT id FROM tasks WHERE {NEEDS_WORK}
+                    AND (lease_until < ?3 OR (lease_until IS NULL AND updated_at < ?5))
+                ORDER BY created_at LIMIT ?4)
+             RETURNING id"
+        ))?;
+        let ids = stmt
+            .query_map(params![owner, until, now, ORPHANS_PER_SWEEP, stale], |r| {
+                r.get(0)
+            })?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Append a line to `events` for the other processes (a wake request).
+    pub fn announce(&self, kind: &str, id: &str, now: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO events (kind, task_id, origin, at) VALUES (?1, ?2, ?3, ?4)",
+            params![kind, id, self.origin, now],
+        )?;
+        Ok(())
+    }
+
+    /// The newest line of `events`: a tail starts after it.
+    pub fn events_head(&self) -> Result<i64> {
+        let head: Option<i64> = self
+            .conn()
+            .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+        Ok(head.unwrap_or(0))
+    }
+
+    /// Other processes' lines of `events` after `after`, as (seq, kind, task id). `data_version`
+    /// tells whether another connection committed anything since the last look: when not (the
+    /// common case), nothing is read.
+    pub fn events_after(
+        &self,
+        after: i64,
+        seen_version: &mut i64,
+    ) -> Result<Vec<(i64, String, String)>> {
+        let conn = self.conn();
+        let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+        if version == *seen_version {
+            return Ok(Vec::new());
+        }
+        *seen_version = version;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, kind, task_id FROM events WHERE seq > ?1 AND origin <> ?2 ORDER BY seq",
+        )?;
+        let lines = stmt
+            .query_map(params![after, self.origin], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(lines)
+    }
+
+    /// Take a create slot at `provider` in every window `(max, period ms)` at `now`, or say how
+    /// long until all of them admit one (ms) and which window is the reason. Processes taking slots
+    /// at once are serialised by the IMMEDIATE transaction's write lock.
+    pub fn take_rate_slot(
+        &self,
+        provider: ProviderId,
+        windows: &[(i64, i64)],
+        now: i64,
+    ) -> Result<std::result::Result<(), (i64, usize)>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let p = provider.as_str();
+        let mut nths = Vec::with_capacity(windows.len());
+        for (max, period) in windows {
+            // The max-th newest slot still inside the window: while there is one, it is full.
+            nths.push(
+                tx.query_row(
+                    "SELECT at FROM rate_events WHERE provider = ?1 AND at > ?2
+                     ORDER BY at DESC LIMIT 1 OFFSET ?3",
+                    params![p, now - period, max - 1],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            );
+        }
+        if let Some(w) = super::row::rate_wait(windows, &nths, now) {
+            return Ok(Err(w));
+        }
+        let longest = windows.iter().map(|w| w.1).max().unwrap_or(0);
+        tx.execute(
+            "DELETE FROM rate_events WHERE provider = ?1 AND at <= ?2",
+            params![p, now - longest],
+        )?;
+        tx.execute(
+            "INSERT INTO rate_events (provider, at) VALUES (?1, ?2)",
+            params![p, now],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
     }
 
     /// Estimated spend of tasks created since `since_ms` that may have been charged.
