@@ -88,6 +88,15 @@ fn python_sdk() {
 }
 
 /// Spend consent through elicitation (issue 15), 2026-07-28 rounds and a 2025 session.
+/// LangChain's adapters with their default per-call sessions (issue 26): a server per tool call,
+/// two at once, a create in one process and its wait in the next.
+#[test]
+fn langchain_mcp_adapters_per_call_servers() {
+    let python = dir().join(".venv-langchain/bin/python");
+    let ready = require(".venv-langchain/bin/python").map(|()| python);
+    run(ready, "langchain_per_call.py");
+}
+
 #[test]
 fn python_sdk_consent() {
     let python = dir().join(".venv/bin/python");

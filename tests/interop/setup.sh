@@ -3,7 +3,8 @@
 #  - Node >= 22.19 into tests/interop/.node when the system's Node is older (from the npm registry,
 #    package node-linux-<arch>), since the Inspector 2.x needs it;
 #  - the pinned npm packages (package-lock.json) into tests/interop/node_modules (`npm ci`);
-#  - a Python venv tests/interop/.venv with the pinned `mcp` (requirements.txt).
+#  - a Python venv tests/interop/.venv with the pinned `mcp` (requirements.txt), and
+#    tests/interop/.venv-langchain with LangChain's MCP adapters (requirements-langchain.txt).
 # A second run with nothing changed does nothing. Needs npm and python3 (with venv) on PATH.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -59,5 +60,15 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.interop-stamp 2>/dev/null)" != "
   echo "$want" >.venv/.interop-stamp
 else
   echo "setup.sh: .venv up to date"
+fi
+# LangChain's adapters need the mcp 1.x SDK: a venv of their own.
+want=$(stamp requirements-langchain.txt)
+if [ ! -x .venv-langchain/bin/python ] || [ "$(cat .venv-langchain/.interop-stamp 2>/dev/null)" != "$want" ]; then
+  rm -rf .venv-langchain
+  python3 -m venv .venv-langchain
+  .venv-langchain/bin/pip install --quiet --disable-pip-version-check -r requirements-langchain.txt
+  echo "$want" >.venv-langchain/.interop-stamp
+else
+  echo "setup.sh: .venv-langchain up to date"
 fi
 echo "setup.sh: done ($(.venv/bin/python -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'))"
