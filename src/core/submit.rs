@@ -16,7 +16,7 @@ use crate::providers::{self, Acceptance, ProviderError, Submission, Webhook};
 use crate::validate;
 
 /// Create attempts when the provider surely refused for a passing reason (429, refused connection).
-const CREATE_ATTEMPTS: u32 = 3;
+pub(super) const CREATE_ATTEMPTS: u32 = 3;
 
 /// A request that passed every check before the journal: where it goes and what it sends.
 struct Prepared {

@@ -780,13 +780,14 @@ impl RowJob {
             )
             .await;
         while !task.is_settled() {
+            if let Some(t) = self.interrupted_submit(&task).await {
+                task = t;
+                continue;
+            }
+            let wait = self.core.cfg.max_wait_seconds.min(30);
             match self
                 .core
-                .get(
-                    &task.task_id,
-                    Some(self.core.cfg.max_wait_seconds),
-                    CallCtx::default(),
-                )
+                .get(&task.task_id, Some(wait), CallCtx::default())
                 .await
             {
                 Ok(t) => task = t,
@@ -803,6 +804,37 @@ impl RowJob {
             }
         }
         RowResult::of_task(row, &task)
+    }
+
+    /// A row's task found `submitting` long after any submit could still run: an earlier run
+    /// was stopped while sending it. Whether the provider took it is unknown, so it is never
+    /// sent again: it ends as `submit_unknown` (as a restarted server settles it). `None` while
+    /// a submit may still be in flight (another run of this batch).
+    async fn interrupted_submit(&self, task: &Task) -> Option<Task> {
+        let row = self.core.journal.get(&task.task_id).await.ok()??;
+        if !row.is_submitting() || now_ms() - row.created_at < self.submit_cut_off_ms(row.provider)
+        {
+            return None;
+        }
+        let e = Error::new(
+            Category::SubmitUnknown,
+            "an earlier run of this batch stopped while this row's task was being submitted; whether the provider accepted it is unknown, so it was not sent again",
+        )
+        .with_next_step("check the provider dashboard: the task may exist and be charged; give the row a new id to create it again");
+        let _ = self.core.journal.fail(&task.task_id, &e, now_ms()).await;
+        self.core.task(&task.task_id).await.ok()
+    }
+
+    /// How long a create can take at most: every attempt's timeout and back-off, with a margin.
+    fn submit_cut_off_ms(&self, provider: ProviderId) -> i64 {
+        let timeout = self
+            .core
+            .cfg
+            .providers
+            .get(&provider)
+            .map_or(Duration::from_secs(60), |p| p.timeout);
+        let attempts = i64::from(super::submit::CREATE_ATTEMPTS);
+        attempts * (timeout.as_millis() as i64 + 60_000) + 60_000
     }
 
     /// The last frame of the previous shot, as a PNG beside its video (decoded in the child).
