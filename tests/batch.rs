@@ -169,7 +169,19 @@ async fn until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_midway_resumes_and_creates_no_row_twice() {
-    let ws = Workspace::new();
+    killed_midway(Workspace::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_killed_midway_resumes_on_postgres_too() {
+    let test = "a_batch_killed_midway_resumes_on_postgres_too";
+    let Some(url) = crate::support::postgres::database(test) else {
+        return;
+    };
+    killed_midway(Workspace::new().with_database(Some(url))).await;
+}
+
+async fn killed_midway(ws: Workspace) {
     let (fake, env) = slow_piapi(&ws, 3).await;
     let file = piapi_rows(&ws, 4);
     let mut child = Command::new(env!("CARGO_BIN_EXE_i2v-mcp"))

@@ -77,12 +77,22 @@ pub fn parse(path: &Path, text: &str, base: &Path) -> (Vec<Row>, Vec<Invalid>) {
     let mut rows = Vec::new();
     let mut bad = Vec::new();
     for (line, obj) in objects {
+        // The id, when there is one, even if the row is bad: later rows may name it.
+        let id = obj
+            .as_ref()
+            .ok()
+            .and_then(|o| o.get("id"))
+            .and_then(|v| v.as_str().map(|s| s.trim().to_string()));
         match obj.and_then(|o| row(line, o, base)) {
             Ok(r) => rows.push(r),
-            Err((id, error)) => bad.push(Invalid { line, id, error }),
+            Err((given, error)) => bad.push(Invalid {
+                line,
+                id: given.or(id),
+                error,
+            }),
         }
     }
-    let (rows, mut linked) = check_links(rows);
+    let (rows, mut linked) = check_links(rows, &bad);
     bad.append(&mut linked);
     bad.sort_by_key(|b| b.line);
     (rows, bad)
@@ -141,12 +151,14 @@ fn csv_objects(text: &str) -> Vec<(usize, Parsed)> {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line() as usize);
+                let line = e.position().map_or(0, |p| line_at(text, p.byte() as usize));
                 out.push((line, Err((None, format!("not valid CSV: {e}")))));
                 continue;
             }
         };
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = record
+            .position()
+            .map_or(0, |p| line_at(text, p.byte() as usize));
         if record.iter().all(|c| c.trim().is_empty()) {
             continue;
         }
@@ -175,6 +187,22 @@ fn csv_objects(text: &str) -> Vec<(usize, Parsed)> {
         ));
     }
     out
+}
+
+/// The 1-based line a record starting at byte `at` is on. The CSV reader starts a record after
+/// blank lines at the first of them: those are skipped here.
+fn line_at(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    let before = text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count();
+    let blank = text.as_bytes()[at..]
+        .iter()
+        .take_while(|&&b| b == b'\n' || b == b'\r')
+        .filter(|&&b| b == b'\n')
+        .count();
+    1 + before + blank
 }
 
 fn csv_cell(name: &str, cell: &str) -> Result<Value, String> {
@@ -293,17 +321,29 @@ fn absolute(input: &str, base: &Path) -> String {
 
 /// Unique ids, and `after` naming an earlier valid row. A row after an invalid one is invalid
 /// too (it could never run).
-fn check_links(rows: Vec<Row>) -> (Vec<Row>, Vec<Invalid>) {
+fn check_links(rows: Vec<Row>, unreadable: &[Invalid]) -> (Vec<Row>, Vec<Invalid>) {
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut failed: Vec<(String, usize)> = unreadable
+        .iter()
+        .filter_map(|b| Some((b.id.clone()?, b.line)))
+        .collect();
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for r in rows {
-        let problem = if let Some(first) = seen.get(&r.id) {
+        let earlier = |id: &str| {
+            seen.get(id).copied().or_else(|| {
+                failed
+                    .iter()
+                    .find(|(f, l)| f == id && *l < r.line)
+                    .map(|(_, l)| *l)
+            })
+        };
+        let problem = if let Some(first) = earlier(&r.id) {
             Some(format!("id '{}' is already used on line {first}", r.id))
         } else {
             match &r.after {
                 Some(a) if a == &r.id => Some("after names the row itself".to_string()),
-                Some(a) if !ok.iter().any(|o: &Row| &o.id == a) => Some(if seen.contains_key(a) {
+                Some(a) if !ok.iter().any(|o: &Row| &o.id == a) => Some(if earlier(a).is_some() {
                     format!("after '{a}': that row is invalid, so this one cannot run")
                 } else {
                     format!("after '{a}': no earlier row has that id")
@@ -311,6 +351,9 @@ fn check_links(rows: Vec<Row>) -> (Vec<Row>, Vec<Invalid>) {
                 _ => None,
             }
         };
+        if problem.is_some() {
+            failed.push((r.id.clone(), r.line));
+        }
         seen.entry(r.id.clone()).or_insert(r.line);
         match problem {
             Some(error) => bad.push(Invalid {
