@@ -488,3 +488,21 @@ async fn a_thousand_row_dry_run_takes_seconds() {
         wall.as_millis()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_refused_as_rate_limited_is_tried_again_and_paid_once() {
+    use crate::support::fakes::Fault;
+    let ws = Workspace::new();
+    let (fake, env) = slow_piapi(&ws, 1).await;
+    let file = piapi_rows(&ws, 1);
+    // Every attempt of the first create is a 429: create gives up (nothing accepted, nothing
+    // charged), the batch waits and sends the row again with the same key.
+    for _ in 0..3 {
+        fake.push_create_fault(Fault::rate_limited(1));
+    }
+    let (code, out, err) = run(&env, &["batch", "run", s(&file)]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("1 succeeded"), "{out}");
+    assert_eq!(fake.creates(), 4, "three refused, then one accepted");
+    assert_eq!(fake.accepted_creates(), 1);
+}

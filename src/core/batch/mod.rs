@@ -32,6 +32,8 @@ pub use manifest::{Invalid, Row};
 
 /// Rows vetted at once (image reads and decodes run on the blocking pool).
 const VET_AT_ONCE: usize = 8;
+/// Creates of one row refused as rate limited before the row fails.
+const RATE_LIMITED_TRIES: u32 = 8;
 /// Invalid rows named in the error that stops a batch.
 const SHOWN_INVALID: usize = 20;
 
@@ -758,8 +760,7 @@ impl RowJob {
             }
         }
         req.idempotency_key = Some(row_key(&self.batch, &row.id));
-        req.wait_seconds = None;
-        let mut task = match self.core.create(req, self.ctx.clone()).await {
+        let mut task = match self.create(req).await {
             Ok(t) => t,
             Err(e) => {
                 return RowResult::failed(
@@ -768,6 +769,12 @@ impl RowJob {
                 );
             }
         };
+        if task.deduplicated && task.is_settled() {
+            // Created by an earlier run: one refresh retries a download that gave up.
+            if let Ok(t) = self.core.get(&task.task_id, None, CallCtx::default()).await {
+                task = t;
+            }
+        }
         let journal = &self.core.journal;
         let _ = journal
             .batch_row_update(
@@ -804,6 +811,26 @@ impl RowJob {
             }
         }
         RowResult::of_task(row, &task)
+    }
+
+    /// The row's create. With a wait, so a full client-side rate window is waited out inside
+    /// create (the wait then also covers the first part of the generation); a create still
+    /// refused as rate limited sent nothing or was refused upstream (nothing charged, the key
+    /// is free again) and is tried again, a few times, later.
+    async fn create(&self, mut req: crate::model::CreateRequest) -> Result<Task> {
+        req.wait_seconds = Some(self.core.cfg.max_wait_seconds);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.core.create(req.clone(), self.ctx.clone()).await {
+                Err(e) if e.category == Category::RateLimited && attempt < RATE_LIMITED_TRIES => {
+                    let pause = Duration::from_secs(u64::from(5 * attempt).min(60));
+                    tracing::info!(row = %self.row.id, ?pause, "rate limited; the row is tried again");
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A row's task found `submitting` long after any submit could still run: an earlier run
@@ -907,6 +934,18 @@ impl Tracker {
     }
 }
 
+/// The gallery beside `report`: its name with `.html` (`.gallery.html` if it is HTML itself).
+pub fn gallery_path(report: &Path) -> PathBuf {
+    if report
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("html"))
+    {
+        report.with_extension("gallery.html")
+    } else {
+        report.with_extension("html")
+    }
+}
+
 /// Write the JSONL report and the gallery beside it; returns the gallery's path.
 fn write_report(report: &Path, rows: &[RowResult], summary: &Summary) -> Result<PathBuf> {
     let mut text = String::new();
@@ -923,7 +962,7 @@ fn write_report(report: &Path, rows: &[RowResult], summary: &Summary) -> Result<
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
     crate::files::write_atomic(report, text.as_bytes()).map_err(|e| io(report, e))?;
-    let html_path = report.with_extension("html");
+    let html_path = gallery_path(report);
     let html = gallery::html(&html_path, rows, summary);
     crate::files::write_atomic(&html_path, html.as_bytes()).map_err(|e| io(&html_path, e))?;
     Ok(html_path)
