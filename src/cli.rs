@@ -504,6 +504,9 @@ fn print_batch(s: &crate::core::batch::Summary) {
             },
             s.elapsed_ms
         );
+        if let Some(why) = &s.refused {
+            println!("refused: {why}");
+        }
         return;
     }
     for r in &s.results {

@@ -256,6 +256,28 @@ async fn dry_runs_bad_rows_and_budgets_send_nothing() {
         "{out}"
     );
     assert!(out.contains("total: $0.84 for 3 row(s)"), "{out}");
+    // A dry run over the limit still lists every quote, says it would be refused, exits 1.
+    let (code, out, _) = run(
+        &env,
+        &[
+            "batch",
+            "run",
+            s(&file),
+            "--dry-run",
+            "--max-total-usd",
+            "0.5",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("line 3 row r3: piapi/wan2.1-i2v-14b $0.28"),
+        "{out}"
+    );
+    assert!(
+        out.contains("refused: the batch would cost an estimated $0.84, over --max-total-usd $0.5"),
+        "{out}"
+    );
 
     // Over --max-total-usd: refused before anything is sent.
     let (code, _, err) = run(&env, &["batch", "run", s(&file), "--max-total-usd", "0.8"]).await;

@@ -117,6 +117,9 @@ pub struct Summary {
     /// Why the shots were not joined, when asked to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join_error: Option<String>,
+    /// Dry run: why the batch would not start (its total breaks a limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl Summary {
@@ -126,6 +129,7 @@ impl Summary {
             && self.skipped == 0
             && self.invalid.is_empty()
             && self.join_error.is_none()
+            && self.refused.is_none()
     }
 }
 
@@ -379,8 +383,15 @@ impl Core {
             });
         }
         let total = (total * 1e6).round() / 1e6;
-        self.check_batch_budget(opts.max_total_usd, total, &unpriced)
-            .await?;
+        // A dry run shows every quote even when the total is refused, and says why.
+        let budget = self
+            .check_batch_budget(opts.max_total_usd, total, &unpriced)
+            .await;
+        let refused = match budget {
+            Err(e) if opts.dry_run => Some(e.message),
+            Err(e) => return Err(e),
+            Ok(()) => None,
+        };
         let mut providers: Vec<ProviderId> = plan.quotes.iter().map(|q| q.provider).collect();
         providers.sort_by_key(|p| p.as_str());
         providers.dedup();
@@ -406,6 +417,7 @@ impl Core {
             gallery: None,
             joined: None,
             join_error: None,
+            refused,
         };
         if opts.dry_run {
             summary.quotes = quotes;
