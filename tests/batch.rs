@@ -528,3 +528,65 @@ async fn a_row_refused_as_rate_limited_is_tried_again_and_paid_once() {
     assert_eq!(fake.creates(), 4, "three refused, then one accepted");
     assert_eq!(fake.accepted_creates(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_left_submitting_by_a_dead_run_is_never_sent_again() {
+    use i2v_mcp::journal::{Journal, NewTask};
+    use i2v_mcp::model::{CreateRequest, ProviderId};
+    let ws = Workspace::new();
+    let (fake, env) = slow_piapi(&ws, 1).await;
+    let file = piapi_rows(&ws, 1);
+    // What a run killed between the journal write and the provider's answer leaves: the row's
+    // task `submitting` under the row's key, an hour ago.
+    let sent = CreateRequest {
+        image: Some(ws.images().join("p.png").display().to_string()),
+        prompt: "shot 1".into(),
+        provider: Some(ProviderId::Piapi),
+        ..CreateRequest::default()
+    };
+    let journal = Journal::open(&ws.data().join("journal.sqlite")).unwrap();
+    journal
+        .insert(NewTask {
+            id: "tsk_interrupted".into(),
+            provider: ProviderId::Piapi,
+            model: "wan2.1-i2v-14b".into(),
+            request: serde_json::to_string(&sent).unwrap(),
+            fingerprint: sent.fingerprint(),
+            idempotency_key: Some("batch:films:r1".into()),
+            estimated_cost: Some(0.28),
+            webhook_secret: None,
+            created_at: i2v_mcp::model::now_ms() - 3_600_000,
+            daily_budget: None,
+        })
+        .await
+        .unwrap();
+    drop(journal);
+    let rep = ws.path("dead.jsonl");
+    let (code, out, err) = run(
+        &env,
+        &[
+            "batch",
+            "run",
+            s(&file),
+            "--batch",
+            "films",
+            "--report",
+            s(&rep),
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let rows = report(&rep);
+    assert_eq!(rows[0]["task_id"], "tsk_interrupted");
+    assert_eq!(rows[0]["status"], "failed");
+    let why = rows[0]["error"].as_str().unwrap();
+    assert!(
+        why.starts_with("submit_unknown: ") && why.contains("not sent again"),
+        "{why}"
+    );
+    assert_eq!(
+        fake.creates(),
+        0,
+        "whether it was accepted is unknown: never resent"
+    );
+}

@@ -825,12 +825,12 @@ impl RowJob {
         RowResult::of_task(row, &task)
     }
 
-    /// The row's create. With a wait, so a full client-side rate window is waited out inside
-    /// create (the wait then also covers the first part of the generation); a create still
-    /// refused as rate limited sent nothing or was refused upstream (nothing charged, the key
-    /// is free again) and is tried again, a few times, later.
+    /// The row's create. One refused as rate limited (a full client-side window, or the
+    /// provider's 429s) sent nothing or was refused upstream (nothing charged, the key is free
+    /// again): it is tried again, a few times, later. No wait inside create: a row whose task
+    /// an earlier run created comes back at once.
     async fn create(&self, mut req: crate::model::CreateRequest) -> Result<Task> {
-        req.wait_seconds = Some(self.core.cfg.max_wait_seconds);
+        req.wait_seconds = None;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
