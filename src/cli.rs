@@ -97,12 +97,56 @@ enum Command {
         #[arg(long)]
         compare: bool,
     },
+    /// Many creates from a JSONL or CSV manifest: in budget, resumable, storyboards.
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
     /// Show the resolved configuration (keys are never printed).
     Doctor,
     /// Write the MCP tool definitions to DIR/<name>.json.
     ExportTools {
         #[arg(long, default_value = "tools")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BatchCommand {
+    /// Run every row of FILE (JSONL, or CSV with a header): the create_i2v_task fields plus a
+    /// unique `id`, optional `after` (a row id to wait for) and `continue` (start from the last
+    /// frame of that row's video). Running the same file again continues where it stopped.
+    Run {
+        file: PathBuf,
+        /// Rows running at once (default from the providers' rate limits).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Refuse to start when the estimated total is higher.
+        #[arg(long)]
+        max_total_usd: Option<f64>,
+        /// Quote every row and print the total; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write a JSONL report here (and a contact-sheet gallery beside it, .html).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Leave invalid rows (and rows after them) out instead of refusing the batch.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Join the shots, in file order, into this MP4 (no re-encoding).
+        #[arg(long, value_name = "OUT.mp4")]
+        join: Option<PathBuf>,
+        /// The batch's id (default: from the file's absolute path).
+        #[arg(long = "batch")]
+        batch_id: Option<String>,
+    },
+    /// Join the shots of a batch already run from FILE, in file order, into one MP4.
+    Join {
+        file: PathBuf,
+        #[arg(long, value_name = "OUT.mp4")]
+        out: PathBuf,
+        #[arg(long = "batch")]
+        batch_id: Option<String>,
     },
 }
 
@@ -318,7 +362,7 @@ pub fn main() -> ExitCode {
     // exit before its next call.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             if json && !serve {
                 println!("{}", serde_json::json!({ "error": e }));
@@ -356,10 +400,11 @@ fn overrides(cli: &Cli) -> Overrides {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let cfg = Config::load(&overrides(&cli))?;
     let json = cli.json;
-    match cli.command {
+    let done = match cli.command {
+        Command::Batch { command } => return batch(cfg, command, json).await,
         Command::ExportTools { dir } => export_tools(&dir),
         Command::Doctor => {
             doctor(&cfg, json);
@@ -382,6 +427,134 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Loras { provider, model } => loras(cfg, provider, model.as_deref(), json),
         Command::Models { provider } => models(cfg, provider, json),
         Command::Estimate { args, compare } => estimate(cfg, &args, compare, json).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// `batch run` / `batch join`: progress on stderr, the summary on stdout; exit status 1 when a
+/// row failed (or the join did not happen).
+async fn batch(cfg: Config, command: BatchCommand, json: bool) -> Result<ExitCode, Error> {
+    use crate::core::batch::RunOptions;
+    let core = Core::open(cfg)?;
+    let opts = match command {
+        BatchCommand::Join {
+            file,
+            out,
+            batch_id,
+        } => {
+            let joined = core.batch_join(&file, batch_id.as_deref(), &out).await?;
+            if json {
+                print_json(&joined);
+            } else {
+                println!(
+                    "joined {} shots ({} frames, {:.1} s) into {}",
+                    joined.shots,
+                    joined.samples,
+                    joined.seconds,
+                    out.display()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        BatchCommand::Run {
+            file,
+            concurrency,
+            max_total_usd,
+            dry_run,
+            report,
+            skip_invalid,
+            join,
+            batch_id,
+        } => RunOptions {
+            file,
+            batch_id,
+            concurrency,
+            max_total_usd,
+            dry_run,
+            report,
+            skip_invalid,
+            join,
+        },
+    };
+    let summary = core.batch_run(&opts, |p| eprintln!("{p}")).await?;
+    if json {
+        print_json(&summary);
+    } else {
+        print_batch(&summary);
+    }
+    Ok(if summary.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_batch(s: &crate::core::batch::Summary) {
+    for b in &s.invalid {
+        eprintln!("skipped invalid {b}");
+    }
+    if s.dry_run {
+        for q in &s.quotes {
+            let price = q
+                .usd
+                .map_or_else(|| "unpriced".to_string(), |u| format!("${u} ({})", q.basis));
+            let done = if q.created { " [already created]" } else { "" };
+            println!(
+                "line {} row {}: {}/{} {price}{done}",
+                q.line, q.row, q.provider, q.model
+            );
+        }
+        println!(
+            "total: ${} for {} row(s){} (dry run: nothing was sent; {} ms)",
+            s.total_usd,
+            s.quotes.iter().filter(|q| !q.created).count(),
+            if s.unpriced > 0 {
+                format!(", {} unpriced not counted", s.unpriced)
+            } else {
+                String::new()
+            },
+            s.elapsed_ms
+        );
+        if let Some(why) = &s.refused {
+            println!("refused: {why}");
+        }
+        return;
+    }
+    for r in &s.results {
+        let mut line = format!("line {} row {}: {}", r.line, r.row, r.status);
+        if let Some(t) = &r.task_id {
+            line.push_str(&format!(" task {t}"));
+        }
+        if let Some(v) = &r.video {
+            line.push_str(&format!(" video {v}"));
+        }
+        if let Some(e) = &r.error {
+            line.push_str(&format!(" ({e})"));
+        }
+        println!("{line}");
+    }
+    println!(
+        "batch {}: {} succeeded, {} failed, {} skipped, {} invalid of {} rows; ${} estimated; {:.1} s",
+        s.batch_id,
+        s.succeeded,
+        s.failed,
+        s.skipped,
+        s.invalid.len(),
+        s.rows + s.invalid.len(),
+        s.total_usd,
+        s.elapsed_ms as f64 / 1000.0
+    );
+    if let Some(r) = &s.report {
+        println!("report: {}", r.display());
+    }
+    if let Some(g) = &s.gallery {
+        println!("gallery: {}", g.display());
+    }
+    if let Some(j) = &s.joined {
+        println!("joined: {}", j.display());
+    }
+    if let Some(e) = &s.join_error {
+        println!("not joined: {e}");
     }
 }
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod apps;
+mod batch;
 mod browser;
 mod cli;
 mod consent;

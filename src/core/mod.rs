@@ -2,6 +2,7 @@
 //! CLI) call these and only map arguments and render results. One module per concern: pricing
 //! and budgets, client-side rate limits, waiting and progress, submission, webhooks.
 
+pub mod batch;
 mod consent;
 mod pricing;
 mod progress;

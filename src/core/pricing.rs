@@ -251,17 +251,22 @@ impl Core {
 
     /// Refuse before any paid call when the estimate breaks a cap.
     pub(super) async fn check_budget(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
+        self.check_task_caps(quote, req)?;
+        match self.cfg.budget.daily_usd {
+            Some(daily) => check_daily(quote, self.spent_today().await?, daily),
+            None => Ok(()),
+        }
+    }
+
+    /// The per-task caps alone (`max_cost_usd`, `[budget].per_task_usd`).
+    pub(super) fn check_task_caps(&self, quote: &Quote, req: &CreateRequest) -> Result<()> {
         check_caps(
             quote,
             [
                 (req.max_cost_usd, "max_cost_usd"),
                 (self.cfg.budget.per_task_usd, "[budget].per_task_usd"),
             ],
-        )?;
-        match self.cfg.budget.daily_usd {
-            Some(daily) => check_daily(quote, self.spent_today().await?, daily),
-            None => Ok(()),
-        }
+        )
     }
 
     pub(super) async fn spent_today(&self) -> Result<f64> {

@@ -16,7 +16,7 @@ use crate::providers::{self, Acceptance, ProviderError, Submission, Webhook};
 use crate::validate;
 
 /// Create attempts when the provider surely refused for a passing reason (429, refused connection).
-const CREATE_ATTEMPTS: u32 = 3;
+pub(super) const CREATE_ATTEMPTS: u32 = 3;
 
 /// A request that passed every check before the journal: where it goes and what it sends.
 struct Prepared {
@@ -102,6 +102,28 @@ impl Core {
         ctx: &CallCtx,
         deadline: Instant,
     ) -> Result<Prepared> {
+        let (image, end_image, quote) = self.inspect(req, provider, spec, ctx).await?;
+        self.check_budget(&quote, req).await?;
+        self.confirm_spend(&quote, req, spec, ctx).await?;
+        self.limiters.admit(provider, deadline).await?;
+        Ok(Prepared {
+            provider,
+            spec,
+            image,
+            end_image,
+            quote,
+        })
+    }
+
+    /// The checks of a create that need no journal, no budget and no network to the provider:
+    /// the images read and checked for `spec`, the provider's preflight, the quote.
+    async fn inspect(
+        &self,
+        req: &CreateRequest,
+        provider: ProviderId,
+        spec: &'static ModelSpec,
+        ctx: &CallCtx,
+    ) -> Result<(Option<ImageInput>, Option<ImageInput>, Quote)> {
         let allowed = self.allowed_dirs(ctx);
         let image = match &req.image {
             Some(i) => Some(media::resolve_async(i, "image", spec, allowed.clone()).await?),
@@ -113,16 +135,19 @@ impl Core {
         };
         (provider.decl().preflight)(req, image.as_ref())?;
         let quote = self.quote(spec, req);
-        self.check_budget(&quote, req).await?;
-        self.confirm_spend(&quote, req, spec, ctx).await?;
-        self.limiters.admit(provider, deadline).await?;
-        Ok(Prepared {
-            provider,
-            spec,
-            image,
-            end_image,
-            quote,
-        })
+        Ok((image, end_image, quote))
+    }
+
+    /// Everything `create` checks before the journal, without sending or writing anything: the
+    /// provider and model, the request rules, the images, the preflight and the per-task caps.
+    /// The quote of the create, for callers that plan many (batches check the daily budget on
+    /// their total).
+    pub async fn vet(&self, req: &CreateRequest, ctx: &CallCtx) -> Result<Quote> {
+        let (provider, spec) = self.choose(req)?;
+        validate::check(req, spec)?;
+        let (_, _, quote) = self.inspect(req, provider, spec, ctx).await?;
+        self.check_task_caps(&quote, req)?;
+        Ok(quote)
     }
 
     /// Write the task to the journal before anything is sent.

@@ -8,6 +8,7 @@
 //! no provider. Its backend is an enum: SQLite's calls block, so they run on tokio's blocking pool;
 //! PostgreSQL's (`--database`, shared by replicas) are awaited directly.
 
+mod batch;
 mod migrate;
 mod postgres;
 mod row;
@@ -18,6 +19,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use batch::{BatchRow, ChangedRow, NewBatchRow};
 pub use migrate::MIGRATIONS;
 pub use postgres::MIGRATIONS as POSTGRES_MIGRATIONS;
 pub use row::{

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_leases.sql"),
     include_str!("migrations/postgres/0003_rate_events.sql"),
     include_str!("migrations/postgres/0004_billed_seconds.sql"),
+    include_str!("migrations/postgres/0005_batches.sql"),
 ];
 
 /// Channels: every task change (payload: the task id), and "poll this task now" for the replica
@@ -169,7 +170,7 @@ impl Postgres {
         std::thread::current().id()
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
     }
 

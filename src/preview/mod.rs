@@ -7,6 +7,7 @@
 //! and an address-space limit: a malformed or hostile file costs at most its sheet, never the
 //! server. The child's stdout is a pipe read here (stdout is the protocol in stdio mode).
 
+mod join;
 mod sheet;
 
 use std::ffi::OsString;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PreviewConfig;
 
+pub use join::Joined;
 pub use sheet::{FRAMES, MAX_WIDTH};
 
 /// The hidden subcommand the child runs.
@@ -51,45 +53,17 @@ pub struct Report {
 /// Make the sheet and poster of `video` (task `id`) in a child process, bounded by the config's
 /// timeout and memory limit. The error is one sentence saying why there is no sheet.
 pub async fn make(cfg: &PreviewConfig, video: &Path, id: &str) -> Result<Report, String> {
-    let exe = match &cfg.helper {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
-    };
     let dir = video
         .parent()
         .ok_or("the video has no directory")?
         .to_path_buf();
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg(SUBCOMMAND).arg(video).arg(&dir).arg(id);
+    let mut args: Vec<OsString> = vec![video.into(), dir.into(), id.into()];
     if let Some(d) = cfg.child_delay {
-        cmd.arg("--delay-ms").arg(d.as_millis().to_string());
+        args.push("--delay-ms".into());
+        args.push(d.as_millis().to_string().into());
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    limit_child(&mut cmd, cfg.memory_bytes);
     let started = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the decoder process: {e}"))?;
-    // On timeout the future is dropped with the child in it: kill_on_drop kills it.
-    let out = match tokio::time::timeout(cfg.timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(format!("the decoder process failed: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "decoding took longer than {} ms and was stopped",
-                cfg.timeout.as_millis()
-            ));
-        }
-    };
-    if !out.status.success() {
-        return Err(failure(&out));
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let report: Report = serde_json::from_str(line.trim())
-        .map_err(|_| "the decoder process gave no result".to_string())?;
+    let report: Report = run_child(cfg, &args, cfg.timeout).await?;
     tracing::debug!(
         task = id,
         ms = started.elapsed().as_millis() as u64,
@@ -97,6 +71,80 @@ pub async fn make(cfg: &PreviewConfig, video: &Path, id: &str) -> Result<Report,
         "contact sheet made"
     );
     Ok(report)
+}
+
+/// What the child reports for `--last-frame`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastFrame {
+    pub png: PathBuf,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The last frame of `video`, decoded in the child and written as a lossless PNG to `out`
+/// (a storyboard's next shot starts from it).
+pub async fn last_frame(
+    cfg: &PreviewConfig,
+    video: &Path,
+    out: &Path,
+) -> Result<LastFrame, String> {
+    let args: Vec<OsString> = vec!["--last-frame".into(), video.into(), out.into()];
+    run_child(cfg, &args, cfg.timeout).await
+}
+
+/// Join `shots` (label, video), in order, into one MP4 at `out` without re-encoding, in the
+/// child (the videos are untrusted); the error says which shot cannot follow and why.
+pub async fn join(
+    cfg: &PreviewConfig,
+    shots: &[(String, PathBuf)],
+    out: &Path,
+) -> Result<Joined, String> {
+    let mut args: Vec<OsString> = vec!["--join".into(), out.into()];
+    for (label, path) in shots {
+        args.push(label.into());
+        args.push(path.into());
+    }
+    // Copying is quicker than decoding, but the whole result is built in the child's memory.
+    let timeout = cfg.timeout * (shots.len() as u32).clamp(1, 30);
+    run_child(cfg, &args, timeout).await
+}
+
+/// Run the child with `args` under the config's limits; its one JSON line, read as `T`.
+async fn run_child<T: serde::de::DeserializeOwned>(
+    cfg: &PreviewConfig,
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<T, String> {
+    let exe = match &cfg.helper {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
+    };
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(SUBCOMMAND).args(args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    limit_child(&mut cmd, cfg.memory_bytes);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the decoder process: {e}"))?;
+    // On timeout the future is dropped with the child in it: kill_on_drop kills it.
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(format!("the decoder process failed: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "decoding took longer than {} ms and was stopped",
+                timeout.as_millis()
+            ));
+        }
+    };
+    if !out.status.success() {
+        return Err(failure(&out));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim()).map_err(|_| "the decoder process gave no result".to_string())
 }
 
 /// Why the child failed, in one short sentence.
@@ -149,7 +197,12 @@ fn limit_child(cmd: &mut tokio::process::Command, memory_bytes: u64) {
 pub fn child_main(args: &[OsString]) -> ExitCode {
     // A panic on a malformed file is an answer like any other error: one line, no backtrace.
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| child(args)).unwrap_or_else(|panic| {
+    let run = || match args.first().and_then(|a| a.to_str()) {
+        Some("--last-frame") => child_last_frame(&args[1..]),
+        Some("--join") => child_join(&args[1..]),
+        _ => child(args).and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
+    };
+    let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -211,6 +264,42 @@ fn child(args: &[OsString]) -> Result<Report, String> {
         frames: made.frames,
         decoded: made.decoded,
     })
+}
+
+/// `__contact-sheet --last-frame <mp4> <out.png>`.
+fn child_last_frame(args: &[OsString]) -> Result<serde_json::Value, String> {
+    let [video, out] = args else {
+        return Err(format!(
+            "usage: i2v-mcp {SUBCOMMAND} --last-frame <mp4> <out.png>"
+        ));
+    };
+    let (png, width, height) = sheet::last_frame(Path::new(video))?;
+    let png_path = PathBuf::from(out);
+    write_atomic(&png_path, &png)?;
+    serde_json::to_value(LastFrame {
+        png: png_path,
+        width,
+        height,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// `__contact-sheet --join <out.mp4> (<label> <mp4>)...`.
+fn child_join(args: &[OsString]) -> Result<serde_json::Value, String> {
+    let usage = || format!("usage: i2v-mcp {SUBCOMMAND} --join <out.mp4> (<label> <mp4>)...");
+    let [out, pairs @ ..] = args else {
+        return Err(usage());
+    };
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Err(usage());
+    }
+    let shots: Vec<(String, PathBuf)> = pairs
+        .chunks_exact(2)
+        .map(|p| (p[0].to_string_lossy().into_owned(), PathBuf::from(&p[1])))
+        .collect();
+    let (bytes, joined) = join::join(&shots)?;
+    write_atomic(Path::new(out), &bytes)?;
+    serde_json::to_value(joined).map_err(|e| e.to_string())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {

@@ -42,6 +42,9 @@ struct Picks {
     cell: (u32, u32),
     thumbs: Vec<(usize, RgbImage)>,
     poster: Option<RgbImage>,
+    /// Keep the latest frame at full size (BT.709), for `last_frame`.
+    keep_last: bool,
+    last: Option<RgbImage>,
     decoded: usize,
 }
 
@@ -55,6 +58,9 @@ impl Picks {
         if self.wanted.binary_search(&index).is_ok() {
             self.thumbs.push((index, downscale(yuv, self.cell)));
         }
+        if self.keep_last {
+            self.last = Some(to_rgb_709(yuv));
+        }
     }
 }
 
@@ -66,6 +72,8 @@ pub fn make(path: &Path) -> Result<Made, String> {
         cell: cell_size(track.width, track.height),
         thumbs: Vec::new(),
         poster: None,
+        keep_last: false,
+        last: None,
         decoded: 0,
     };
     let mut decoder = start_decoder(&track.headers)?;
@@ -91,6 +99,36 @@ pub fn make(path: &Path) -> Result<Made, String> {
         frames: picks.thumbs.len(),
         decoded: picks.decoded,
     })
+}
+
+/// The last frame of `path` at full size, as a PNG (lossless: a storyboard's next shot starts
+/// from exactly these pixels), with its width and height.
+pub fn last_frame(path: &Path) -> Result<(Vec<u8>, u32, u32), String> {
+    let (mut mp4, track) = open_track(path)?;
+    let mut picks = Picks {
+        wanted: Vec::new(),
+        cell: (1, 1),
+        thumbs: Vec::new(),
+        poster: None,
+        keep_last: true,
+        last: None,
+        decoded: 0,
+    };
+    let mut decoder = start_decoder(&track.headers)?;
+    let (errors, stopped) = decode_samples(&mut mp4, &track, &mut decoder, &mut picks);
+    // A frame missing at the end would continue from the wrong picture: all must decode.
+    if errors > 0 || !stopped.is_empty() || picks.decoded < track.samples as usize {
+        return Err(format!(
+            "only {} of {} frames decoded ({errors} decode errors{stopped}): no last frame",
+            picks.decoded, track.samples
+        ));
+    }
+    let last = picks.last.ok_or("no frame decoded")?;
+    let (w, h) = last.dimensions();
+    let mut png = Vec::new();
+    last.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode the PNG: {e}"))?;
+    Ok((png, w, h))
 }
 
 type Mp4 = mp4::Mp4Reader<BufReader<File>>;
@@ -261,6 +299,29 @@ fn to_rgb(yuv: &DecodedYUV<'_>) -> RgbImage {
     let mut buf = vec![0u8; w * h * 3];
     yuv.write_rgb8(&mut buf);
     RgbImage::from_raw(w as u32, h as u32, buf).unwrap_or_else(|| RgbImage::new(1, 1))
+}
+
+/// Full-size RGB of a decoded frame, BT.709 limited range: the matrix the local renderer
+/// encodes with and the one HD video (Wan's outputs) uses, so a frame taken out and rendered
+/// again keeps its colours (OpenH264's own conversion is BT.601).
+fn to_rgb_709(yuv: &DecodedYUV<'_>) -> RgbImage {
+    let (w, h) = yuv.dimensions();
+    let (sy, su, sv) = yuv.strides();
+    let (ys, us, vs) = (yuv.y(), yuv.u(), yuv.v());
+    let clamp = |x: f32| x.round().clamp(0.0, 255.0) as u8;
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let (x, y) = (x as usize, y as usize);
+        let l = (f32::from(ys.get(y * sy + x).copied().unwrap_or(16)) - 16.0) * (255.0 / 219.0);
+        let cb = (f32::from(us.get((y / 2) * su + x / 2).copied().unwrap_or(128)) - 128.0)
+            * (255.0 / 224.0);
+        let cr = (f32::from(vs.get((y / 2) * sv + x / 2).copied().unwrap_or(128)) - 128.0)
+            * (255.0 / 224.0);
+        Rgb([
+            clamp(l + 1.5748 * cr),
+            clamp(l - 0.1873 * cb - 0.4681 * cr),
+            clamp(l + 1.8556 * cb),
+        ])
+    })
 }
 
 /// Area-average downscale straight from I420 to RGB at `cell` size: only the kept frames pay.

@@ -15,7 +15,7 @@
 //! Colour: BT.709 matrix, limited ("TV") range, signalled in the SPS VUI and in a `colr` box.
 
 mod camera;
-mod mp4;
+pub(crate) mod mp4;
 mod raster;
 
 use std::io::{Cursor, Seek, Write};

@@ -10,7 +10,7 @@ use super::RenderError;
 /// Movie timescale (ms).
 const MOVIE_TIMESCALE: u32 = 1000;
 
-pub(super) struct AvcTrack {
+pub(crate) struct AvcTrack {
     width: u32,
     height: u32,
     /// Media ticks per frame; the media timescale is `fps * TICKS_PER_FRAME`.
@@ -47,6 +47,40 @@ impl AvcTrack {
             leading_gap: 0,
             frame_start: 0,
             frame_idr: false,
+        }
+    }
+
+    /// A track for samples taken from existing MP4s (`preview`'s join): their timescale, size,
+    /// SPS and PPS, which every sample pushed must share.
+    pub(crate) fn remux(width: u32, height: u32, timescale: u32, sps: &[u8], pps: &[u8]) -> Self {
+        let mut t = AvcTrack::new(width, height, 1);
+        t.media_timescale = timescale.max(1);
+        t.sps = Some(sps.to_vec());
+        t.pps = Some(pps.to_vec());
+        t
+    }
+
+    /// One sample as it was in its file: its NAL units (no start codes, no length prefixes),
+    /// duration in media ticks, and whether it is a sync (IDR) sample. In-band SPS/PPS and
+    /// delimiters are dropped as in `add_nal` (the track's own are in `avcC`).
+    pub(crate) fn push_sample<'a>(
+        &mut self,
+        nals: impl IntoIterator<Item = &'a [u8]>,
+        duration: u32,
+        sync: bool,
+    ) {
+        self.begin_frame();
+        for nal in nals {
+            self.add_nal(nal);
+        }
+        let size = (self.mdat.len() - self.frame_start) as u32;
+        if size == 0 {
+            return;
+        }
+        self.sizes.push(size);
+        self.durations.push(duration);
+        if sync || self.frame_idr {
+            self.sync.push(self.sizes.len() as u32);
         }
     }
 
@@ -101,7 +135,7 @@ impl AvcTrack {
     }
 
     /// The complete file.
-    pub(super) fn finish(mut self) -> Result<Vec<u8>, RenderError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>, RenderError> {
         let (Some(sps), Some(pps)) = (self.sps.take(), self.pps.take()) else {
             return Err(RenderError::Encode(
                 "the encoder produced no SPS/PPS".to_string(),
