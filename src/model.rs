@@ -211,6 +211,9 @@ pub struct CreateRequest {
     /// Last frame (keyframe models); same forms as image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_image: Option<String>,
+    /// Reference images, .mp4/.mov or .mp3/.wav URLs (Image 1, Video 1, Audio 1 in the prompt).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
     /// Generate audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<bool>,

@@ -24,6 +24,7 @@ struct Prepared {
     spec: &'static ModelSpec,
     image: Option<ImageInput>,
     end_image: Option<ImageInput>,
+    references: Vec<crate::refs::Reference>,
     quote: Quote,
 }
 
@@ -62,6 +63,7 @@ impl Core {
             spec,
             image: prepared.image.as_ref(),
             end_image: prepared.end_image.as_ref(),
+            references: &prepared.references,
             webhook: webhook.as_ref(),
         };
         self.submit(&sub, provider, &ctx).await?;
@@ -108,9 +110,10 @@ impl Core {
             None => None,
         };
         let end_image = match &req.end_image {
-            Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed).await?),
+            Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed.clone()).await?),
             None => None,
         };
+        let references = crate::refs::resolve(req, spec, &allowed).await?;
         (provider.decl().preflight)(req, image.as_ref())?;
         let quote = self.quote(spec, req);
         self.check_budget(&quote, req).await?;
@@ -121,6 +124,7 @@ impl Core {
             spec,
             image,
             end_image,
+            references,
             quote,
         })
     }
@@ -135,7 +139,7 @@ impl Core {
             provider: p.provider,
             model: p.spec.model.clone(),
             request: self
-                .journal_request(req, p.image.as_ref(), p.end_image.as_ref())
+                .journal_request(req, p.image.as_ref(), p.end_image.as_ref(), &p.references)
                 .await?,
             fingerprint: fingerprint.clone(),
             idempotency_key: req.idempotency_key.clone(),
@@ -268,8 +272,14 @@ impl Core {
         req: &CreateRequest,
         image: Option<&ImageInput>,
         end_image: Option<&ImageInput>,
+        references: &[crate::refs::Reference],
     ) -> Result<String> {
         let mut req = req.clone();
+        for (given, resolved) in req.references.iter_mut().zip(references) {
+            if let crate::refs::Reference::Image(img) = resolved {
+                *given = self.stored_input(given, img).await?;
+            }
+        }
         if let (Some(given), Some(resolved)) = (&req.image, image) {
             req.image = Some(self.stored_input(given, resolved).await?);
         }
