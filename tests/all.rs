@@ -26,3 +26,4 @@ mod providers;
 mod replicas;
 mod tasks;
 mod tools_drift;
+mod wan3;
