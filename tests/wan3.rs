@@ -350,3 +350,29 @@ async fn wan3_quotes_name_what_is_sent_and_compare_ranks_it() {
     assert_eq!(fake.creates(), 0);
     s.cancel().await.unwrap();
 }
+
+/// `i2v-mcp models --json` lists both Wan 3.0 models, priced, up to 30 s, with their references.
+#[test]
+fn models_json_lists_wan3_priced_up_to_30_seconds() {
+    let ws = Workspace::new();
+    let env = ws.env(&[]);
+    let (code, out, _) = crate::cli::cli(&env, &["models", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for name in ["wan3.0-video", "wan3.0-video-prime"] {
+        let m = v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["provider"] == "dashscope" && m["model"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed"));
+        assert_eq!(m["durations"].as_array().unwrap().last().unwrap(), 30, "{m}");
+        assert_eq!(m["durations"][0], 2, "{m}");
+        let tiers = m["price"]["by_resolution"].as_array().unwrap();
+        assert_eq!(tiers.len(), 3, "{m}");
+        assert!(m["price"]["source"].as_str().unwrap().contains("wan3.md"), "{m}");
+        assert_eq!(m["image_optional"], true);
+        assert_eq!(m["references"]["images"], 10);
+        assert_eq!(m["default_resolution"], "720p");
+    }
+}
