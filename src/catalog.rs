@@ -126,6 +126,10 @@ pub struct ModelSpec {
     /// own defaults (1080P, audio on) are never billed by omission (internal: not listed).
     #[serde(skip)]
     pub explicit_defaults: bool,
+    /// The least time a task is watched before it is given up, where the model can take longer
+    /// than `[poll] give_up_minutes` (internal: not listed).
+    #[serde(skip)]
+    pub watch_at_least: Option<std::time::Duration>,
     /// Reference media it takes (`references`), and their limits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub references: Option<References>,
@@ -191,7 +195,8 @@ pub struct ModelSpec {
 }
 
 /// How many reference images, videos and audio clips a model takes (reference-to-video), and the
-/// total seconds allowed of each timed kind. Never combined with `image`/`end_image`.
+/// total seconds allowed of each timed kind. Never combined with `image`/`end_image`. A reference
+/// image has the model's `image_formats` and `image_max_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
 pub struct References {
     pub images: u32,
@@ -201,7 +206,6 @@ pub struct References {
     pub video_seconds: u32,
     /// Total seconds of all reference audio.
     pub audio_seconds: u32,
-    /// Image formats and max bytes of one reference image are `image_formats`/`image_max_bytes`.
     pub video_formats: &'static [&'static str],
     pub audio_formats: &'static [&'static str],
 }
@@ -245,6 +249,7 @@ impl ModelSpec {
             text_to_video: false,
             image_optional: false,
             explicit_defaults: false,
+            watch_at_least: None,
             references: None,
             image_delivery: ImageDelivery::UrlOnly,
             image_formats: strings(&["jpeg", "png", "webp"]),

@@ -366,13 +366,50 @@ fn models_json_lists_wan3_priced_up_to_30_seconds() {
             .iter()
             .find(|m| m["provider"] == "dashscope" && m["model"] == name)
             .unwrap_or_else(|| panic!("{name} not listed"));
-        assert_eq!(m["durations"].as_array().unwrap().last().unwrap(), 30, "{m}");
+        assert_eq!(
+            m["durations"].as_array().unwrap().last().unwrap(),
+            30,
+            "{m}"
+        );
         assert_eq!(m["durations"][0], 2, "{m}");
         let tiers = m["price"]["by_resolution"].as_array().unwrap();
         assert_eq!(tiers.len(), 3, "{m}");
-        assert!(m["price"]["source"].as_str().unwrap().contains("wan3.md"), "{m}");
+        assert!(
+            m["price"]["source"].as_str().unwrap().contains("wan3.md"),
+            "{m}"
+        );
         assert_eq!(m["image_optional"], true);
         assert_eq!(m["references"]["images"], 10);
         assert_eq!(m["default_resolution"], "720p");
     }
+}
+
+/// A 30 s Wan 3.0 task may run longer than the default watch: it is watched at least 3 h, while a
+/// model without such a floor is given up at `[poll] give_up_minutes`.
+#[tokio::test]
+async fn wan3_tasks_outlast_the_default_give_up() {
+    use crate::support::fakes::{Outcome, TaskPlan};
+    let fake = FakeProvider::start(Kind::Dashscope).await;
+    fake.set_plan(TaskPlan::Polls {
+        pending: 100_000,
+        processing: 1,
+        outcome: Outcome::Succeed,
+    });
+    let ws = Workspace::new();
+    let env = crate::mcp_flow::env_for(&fake, "dashscope");
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut cfg = ws.config(&pairs);
+    cfg.poll.give_up_after = std::time::Duration::from_millis(300);
+    let (s, _) = connect(i2v_mcp::core::Core::start(cfg).unwrap()).await;
+    let create = |model: &str| json!({"image": "https://example.com/a.png", "prompt": "p", "provider": "dashscope", "model": model});
+    let old = ok(&call(&s, "create_i2v_task", create("wan2.7-i2v")).await);
+    let new = ok(&call(&s, "create_i2v_task", create("wan3.0-video")).await);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let get = |t: &Value| json!({"task_id": t["task_id"]});
+    let old = ok(&call(&s, "get_task", get(&old)).await);
+    let new = ok(&call(&s, "get_task", get(&new)).await);
+    assert_eq!(old["status"], "failed", "{old}");
+    assert_eq!(old["error"]["category"], "timeout", "{old}");
+    assert_eq!(new["status"], "queued", "{new}");
+    s.cancel().await.unwrap();
 }

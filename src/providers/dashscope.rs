@@ -217,6 +217,10 @@ fn wan3_models() -> Vec<ModelSpec> {
         prompt_optional: false,
         image_optional: true,
         explicit_defaults: true,
+        // Up to 30 s at 1080P: Prime is said to make 15 s of 720P in about 2 min and the
+        // standard tier to be 5-7x slower [SECONDARY], so a long standard task may run past the
+        // default 30 min watch; the task lives 24 h (A.13). Watched 3 h at least.
+        watch_at_least: Some(std::time::Duration::from_secs(3 * 3600)),
         references: Some(References {
             images: 10,
             videos: 5,
