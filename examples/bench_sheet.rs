@@ -316,8 +316,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let (own_rss, child_rss) = peak_rss_mib();
         println!(
-            "{name}: peak RSS {own_rss:.0} MiB in process (decode + sheet), {child_rss:.0} MiB in the sheet child (limits: {} s, {} MiB address space)",
-            cfg.timeout.as_secs(),
+            "{name}: peak RSS {own_rss:.0} MiB in process (decode + sheet), {child_rss:.0} MiB in the sheet child (limits for this file: {} s, {} MiB address space)",
+            preview::timeout_for(cfg.timeout, std::fs::metadata(&copy)?.len()).as_secs(),
             cfg.memory_bytes >> 20
         );
         let verdict = if child.0 < GOAL_MS { "met" } else { "MISSED" };
