@@ -60,9 +60,10 @@ async fn wan3_references_images_video_audio_in_order() {
     let ws = Workspace::new();
     let local = ws.png("hero.png", 640, 480);
     let (s, _) = connect(core_for(&ws, &fake, "dashscope")).await;
+    // No model: references pick the provider's first model that takes them.
     let args = json!({
         "prompt": "Image 1 walks like Video 1 and speaks with Audio 1 in front of Image 2",
-        "provider": "dashscope", "model": "wan3.0-video", "wait_seconds": 30,
+        "provider": "dashscope", "wait_seconds": 30,
         "references": [local, "https://example.com/walk.mp4?duration=6", "https://example.com/voice.mp3", "https://example.com/street.jpg"],
     });
     let task = ok(&call(&s, "create_i2v_task", args).await);

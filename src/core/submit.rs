@@ -76,7 +76,15 @@ impl Core {
     fn choose(&self, req: &CreateRequest) -> Result<(ProviderId, &'static ModelSpec)> {
         let t2v = req.image.is_none();
         let provider = self.pick_provider(req.provider, t2v)?;
-        let spec = self.pick_model(provider, req.model.as_deref(), t2v)?;
+        // References without a model: the provider's first model that takes them, if any (else
+        // the usual default, which `validate` then refuses naming the models that do).
+        let by_refs = crate::catalog::models()
+            .iter()
+            .find(|m| m.provider == provider && m.references.is_some() && m.retired_on.is_none());
+        let spec = match by_refs {
+            Some(m) if req.model.is_none() && !req.references.is_empty() => m,
+            _ => self.pick_model(provider, req.model.as_deref(), t2v)?,
+        };
         self.cfg.check_retired(spec)?;
         if !self.cfg.is_configured(provider) {
             let var = provider.key_env().unwrap_or_default();
