@@ -119,6 +119,20 @@ pub struct ModelSpec {
     /// Makes a video from the prompt alone: takes no image.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub text_to_video: bool,
+    /// Takes an image or none (one model for image-to-video and text-to-video).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub image_optional: bool,
+    /// Resolution, duration and audio are always sent, audio off unless asked: the provider's
+    /// own defaults (1080P, audio on) are never billed by omission (internal: not listed).
+    #[serde(skip)]
+    pub explicit_defaults: bool,
+    /// The least time a task is watched before it is given up, where the model can take longer
+    /// than `[poll] give_up_minutes` (internal: not listed).
+    #[serde(skip)]
+    pub watch_at_least: Option<std::time::Duration>,
+    /// Reference media it takes (`references`), and their limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub references: Option<References>,
     pub image_delivery: ImageDelivery,
     pub image_formats: Vec<String>,
     pub image_max_bytes: u64,
@@ -180,6 +194,22 @@ pub struct ModelSpec {
     pub replacement: Option<String>,
 }
 
+/// How many reference images, videos and audio clips a model takes (reference-to-video), and the
+/// total seconds allowed of each timed kind. Never combined with `image`/`end_image`. A reference
+/// image has the model's `image_formats` and `image_max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
+pub struct References {
+    pub images: u32,
+    pub videos: u32,
+    pub audios: u32,
+    /// Total seconds of all reference videos.
+    pub video_seconds: u32,
+    /// Total seconds of all reference audio.
+    pub audio_seconds: u32,
+    pub video_formats: &'static [&'static str],
+    pub audio_formats: &'static [&'static str],
+}
+
 /// A LoRA a model is known to take.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Lora {
@@ -217,6 +247,10 @@ impl ModelSpec {
             description: String::new(),
             ai: true,
             text_to_video: false,
+            image_optional: false,
+            explicit_defaults: false,
+            watch_at_least: None,
+            references: None,
             image_delivery: ImageDelivery::UrlOnly,
             image_formats: strings(&["jpeg", "png", "webp"]),
             image_max_bytes: TEN_MB,

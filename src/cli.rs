@@ -212,6 +212,10 @@ struct CreateArgs {
     speed: Option<f64>,
     #[arg(long)]
     end_image: Option<String>,
+    /// Reference image, video or audio (repeatable; reference-to-video models such as
+    /// dashscope/wan3.0-video): a local image, a data URI, or an https URL ending .mp4/.mov/.mp3/.wav.
+    #[arg(long = "reference")]
+    references: Vec<String>,
     #[arg(long)]
     audio: Option<bool>,
     #[arg(long)]
@@ -281,6 +285,7 @@ impl CreateArgs {
             loras: self.loras()?,
             camera_motion: self.camera(),
             end_image: self.end_image.clone(),
+            references: self.references.clone(),
             audio: self.audio,
             audio_url: self.audio_url.clone(),
             prompt_extend: self.prompt_extend,
@@ -594,7 +599,9 @@ fn http_options(cfg: &Config, addr: String, flags: ServeFlags) -> crate::http::H
 async fn create(cfg: Config, args: &CreateArgs, wait: bool, json: bool) -> Result<(), Error> {
     let core = Core::open(cfg)?;
     let req = args.to_request()?;
-    let roots = explicit_roots(&[req.image.as_ref(), req.end_image.as_ref()]);
+    let mut inputs = vec![req.image.as_ref(), req.end_image.as_ref()];
+    inputs.extend(req.references.iter().map(Some));
+    let roots = explicit_roots(&inputs);
     let ctx = CallCtx {
         roots,
         ..CallCtx::default()

@@ -14,6 +14,7 @@ pub mod media;
 pub mod model;
 pub mod preview;
 pub mod providers;
+pub mod refs;
 pub mod render;
 pub mod validate;
 pub mod watcher;

@@ -211,6 +211,9 @@ pub struct CreateRequest {
     /// Last frame (keyframe models); same forms as image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_image: Option<String>,
+    /// Reference image/video/audio URLs or paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
     /// Generate audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<bool>,
@@ -236,7 +239,7 @@ pub struct CreateRequest {
     pub acceleration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_checker: Option<bool>,
-    /// A retry with the same key returns the first task: never pays twice.
+    /// Same key, same task: never pays twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// Refuse before paying if the estimate is higher.

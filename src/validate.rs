@@ -76,6 +76,7 @@ pub fn check(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
     check_loras(req, spec)?;
     check_camera(req, spec)?;
     check_media_flags(req, spec)?;
+    crate::refs::check(req, spec)?;
     check_tuning(req, spec)?;
     (spec.provider.decl().check)(req, spec)?;
     check_limits(req)
@@ -120,6 +121,13 @@ fn check_image_presence(req: &CreateRequest, spec: &ModelSpec) -> Result<()> {
             "omit image, or pick an image-to-video model: {}",
             catalog::who_supports(|m| !m.text_to_video && m.provider == spec.provider)
         ))),
+        (None, false) if spec.image_optional => match &req.end_image {
+            Some(_) => Err(Error::invalid_input(format!(
+                "end_image needs image: {} takes a first frame (image) with an optional last frame (end_image)",
+                spec.key()
+            ))),
+            None => Ok(()),
+        },
         (None, false) => Err(Error::invalid_input(format!(
             "image is missing: {} makes a video from an image",
             spec.key()

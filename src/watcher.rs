@@ -520,7 +520,9 @@ impl Inner {
     /// Past `give_up_after`, an open task is failed with `timeout` (a late success is still kept,
     /// see `Journal::apply`). True if it was given up.
     async fn gave_up(&self, row: &TaskRow) -> bool {
-        let give_up_after = self.cfg.poll.give_up_after;
+        // A model that may take longer (30 s Wan 3.0 videos) is watched at least its own time.
+        let floor = crate::catalog::find(row.provider, &row.model).and_then(|m| m.watch_at_least);
+        let give_up_after = self.cfg.poll.give_up_after.max(floor.unwrap_or_default());
         let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
         if age <= give_up_after {
             return false;

@@ -27,3 +27,4 @@ mod providers;
 mod replicas;
 mod tasks;
 mod tools_drift;
+mod wan3;

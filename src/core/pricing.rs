@@ -233,11 +233,39 @@ impl Core {
         let billed = Billed {
             duration: req.duration_seconds.unwrap_or(spec.default_duration),
             resolution: req.resolution.unwrap_or(spec.default_resolution),
-            // A model with audio makes it unless told not to.
-            audio: spec.audio && req.audio.unwrap_or(true),
+            // A model with audio makes it unless told not to (or unless it sends audio off by
+            // default: `explicit_defaults`).
+            audio: spec.audio && req.audio.unwrap_or(!spec.explicit_defaults),
         };
         let price = self.price(spec);
-        let (usd, basis) = cost(&price, billed);
+        let (mut usd, mut basis) = cost(&price, billed);
+        if spec.explicit_defaults {
+            basis.push_str(&format!(
+                "; sends resolution {}, duration {} s, audio {}",
+                billed.resolution.as_str(),
+                billed.duration,
+                if billed.audio { "on" } else { "off" }
+            ));
+        }
+        // Reference videos: whether their input seconds are billed is UNVERIFIED and their
+        // length is not known here, so the quote is the most it can be: output plus the model's
+        // whole reference-video allowance at the output rate.
+        let videos = crate::refs::count(req, crate::refs::RefKind::Video);
+        if let (Some(limits), Some(out), None, true) =
+            (spec.references, usd, price.usd_per_video, videos > 0)
+        {
+            let input = Billed {
+                duration: limits.video_seconds,
+                ..billed
+            };
+            if let (Some(extra), _) = cost(&price, input) {
+                usd = Some(((out + extra) * 1e6).round() / 1e6);
+                basis.push_str(&format!(
+                    "; at most: plus up to {} s of reference video input (${extra}), in case input seconds are billed too (UNVERIFIED); output alone ${out}",
+                    limits.video_seconds
+                ));
+            }
+        }
         Quote {
             provider: spec.provider,
             model: spec.model.clone(),

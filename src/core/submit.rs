@@ -24,6 +24,15 @@ struct Prepared {
     spec: &'static ModelSpec,
     image: Option<ImageInput>,
     end_image: Option<ImageInput>,
+    references: Vec<crate::refs::Reference>,
+    quote: Quote,
+}
+
+/// A create's inputs read and checked, and its quote (`Core::inspect`).
+struct Inspected {
+    image: Option<ImageInput>,
+    end_image: Option<ImageInput>,
+    references: Vec<crate::refs::Reference>,
     quote: Quote,
 }
 
@@ -62,6 +71,7 @@ impl Core {
             spec,
             image: prepared.image.as_ref(),
             end_image: prepared.end_image.as_ref(),
+            references: &prepared.references,
             webhook: webhook.as_ref(),
         };
         self.submit(&sub, provider, &ctx).await?;
@@ -74,7 +84,15 @@ impl Core {
     fn choose(&self, req: &CreateRequest) -> Result<(ProviderId, &'static ModelSpec)> {
         let t2v = req.image.is_none();
         let provider = self.pick_provider(req.provider, t2v)?;
-        let spec = self.pick_model(provider, req.model.as_deref(), t2v)?;
+        // References without a model: the provider's first model that takes them, if any (else
+        // the usual default, which `validate` then refuses naming the models that do).
+        let by_refs = crate::catalog::models()
+            .iter()
+            .find(|m| m.provider == provider && m.references.is_some() && m.retired_on.is_none());
+        let spec = match by_refs {
+            Some(m) if req.model.is_none() && !req.references.is_empty() => m,
+            _ => self.pick_model(provider, req.model.as_deref(), t2v)?,
+        };
         self.cfg.check_retired(spec)?;
         if !self.cfg.is_configured(provider) {
             let var = provider.key_env().unwrap_or_default();
@@ -102,7 +120,12 @@ impl Core {
         ctx: &CallCtx,
         deadline: Instant,
     ) -> Result<Prepared> {
-        let (image, end_image, quote) = self.inspect(req, provider, spec, ctx).await?;
+        let Inspected {
+            image,
+            end_image,
+            references,
+            quote,
+        } = self.inspect(req, provider, spec, ctx).await?;
         self.check_budget(&quote, req).await?;
         self.confirm_spend(&quote, req, spec, ctx).await?;
         self.limiters.admit(provider, deadline).await?;
@@ -111,6 +134,7 @@ impl Core {
             spec,
             image,
             end_image,
+            references,
             quote,
         })
     }
@@ -123,19 +147,25 @@ impl Core {
         provider: ProviderId,
         spec: &'static ModelSpec,
         ctx: &CallCtx,
-    ) -> Result<(Option<ImageInput>, Option<ImageInput>, Quote)> {
+    ) -> Result<Inspected> {
         let allowed = self.allowed_dirs(ctx);
         let image = match &req.image {
             Some(i) => Some(media::resolve_async(i, "image", spec, allowed.clone()).await?),
             None => None,
         };
         let end_image = match &req.end_image {
-            Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed).await?),
+            Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed.clone()).await?),
             None => None,
         };
+        let references = crate::refs::resolve(req, spec, &allowed).await?;
         (provider.decl().preflight)(req, image.as_ref())?;
         let quote = self.quote(spec, req);
-        Ok((image, end_image, quote))
+        Ok(Inspected {
+            image,
+            end_image,
+            references,
+            quote,
+        })
     }
 
     /// Everything `create` checks before the journal, without sending or writing anything: the
@@ -145,7 +175,7 @@ impl Core {
     pub async fn vet(&self, req: &CreateRequest, ctx: &CallCtx) -> Result<Quote> {
         let (provider, spec) = self.choose(req)?;
         validate::check(req, spec)?;
-        let (_, _, quote) = self.inspect(req, provider, spec, ctx).await?;
+        let quote = self.inspect(req, provider, spec, ctx).await?.quote;
         self.check_task_caps(&quote, req)?;
         Ok(quote)
     }
@@ -160,7 +190,7 @@ impl Core {
             provider: p.provider,
             model: p.spec.model.clone(),
             request: self
-                .journal_request(req, p.image.as_ref(), p.end_image.as_ref())
+                .journal_request(req, p.image.as_ref(), p.end_image.as_ref(), &p.references)
                 .await?,
             fingerprint: fingerprint.clone(),
             idempotency_key: req.idempotency_key.clone(),
@@ -293,8 +323,14 @@ impl Core {
         req: &CreateRequest,
         image: Option<&ImageInput>,
         end_image: Option<&ImageInput>,
+        references: &[crate::refs::Reference],
     ) -> Result<String> {
         let mut req = req.clone();
+        for (given, resolved) in req.references.iter_mut().zip(references) {
+            if let crate::refs::Reference::Image(img) = resolved {
+                *given = self.stored_input(given, img).await?;
+            }
+        }
         if let (Some(given), Some(resolved)) = (&req.image, image) {
             req.image = Some(self.stored_input(given, resolved).await?);
         }

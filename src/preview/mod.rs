@@ -50,8 +50,25 @@ pub struct Report {
     pub decoded: usize,
 }
 
+/// Bytes of video per step of the sheet's timeout: the whole clip is decoded, so the time grows
+/// with it. Measured (`cargo run --release --example bench_sheet -- --wan3`, load 5 on 2 cores): a
+/// 30 s 1080P 30 fps clip of 28 MiB took 10.2 s in the child (5.1 s CPU), peak RSS 64 MiB.
+const SHEET_STEP_BYTES: u64 = 16 * 1024 * 1024;
+/// At most this many times the configured timeout.
+const SHEET_MAX_STEPS: u32 = 4;
+
+/// The timeout for a video of `bytes`: the configured one per started 16 MiB, at most 4 times it
+/// (a 30 s 1080P Wan 3.0 video gets two steps; every 5-15 s clip so far, one).
+pub fn timeout_for(base: Duration, bytes: u64) -> Duration {
+    let steps = bytes
+        .div_ceil(SHEET_STEP_BYTES)
+        .clamp(1, u64::from(SHEET_MAX_STEPS));
+    base * steps as u32
+}
+
 /// Make the sheet and poster of `video` (task `id`) in a child process, bounded by the config's
-/// timeout and memory limit. The error is one sentence saying why there is no sheet.
+/// timeout (scaled by the video's size, [`timeout_for`]) and memory limit. The error is one
+/// sentence saying why there is no sheet.
 pub async fn make(cfg: &PreviewConfig, video: &Path, id: &str) -> Result<Report, String> {
     let dir = video
         .parent()
@@ -62,8 +79,9 @@ pub async fn make(cfg: &PreviewConfig, video: &Path, id: &str) -> Result<Report,
         args.push("--delay-ms".into());
         args.push(d.as_millis().to_string().into());
     }
+    let bytes = tokio::fs::metadata(video).await.map_or(0, |m| m.len());
     let started = Instant::now();
-    let report: Report = run_child(cfg, &args, cfg.timeout).await?;
+    let report: Report = run_child(cfg, &args, timeout_for(cfg.timeout, bytes)).await?;
     tracing::debug!(
         task = id,
         ms = started.elapsed().as_millis() as u64,
@@ -89,7 +107,8 @@ pub async fn last_frame(
     out: &Path,
 ) -> Result<LastFrame, String> {
     let args: Vec<OsString> = vec!["--last-frame".into(), video.into(), out.into()];
-    run_child(cfg, &args, cfg.timeout).await
+    let bytes = tokio::fs::metadata(video).await.map_or(0, |m| m.len());
+    run_child(cfg, &args, timeout_for(cfg.timeout, bytes)).await
 }
 
 /// Join `shots` (label, video), in order, into one MP4 at `out` without re-encoding, in the
@@ -312,4 +331,19 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 pub fn make_in_process(video: &Path) -> Result<(Vec<u8>, Vec<u8>, u32, u32), String> {
     let m = sheet::make(video)?;
     Ok((m.sheet, m.poster, m.width, m.height))
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn the_sheet_timeout_grows_with_the_video_and_is_capped() {
+        let base = Duration::from_secs(20);
+        assert_eq!(timeout_for(base, 0), base);
+        assert_eq!(timeout_for(base, 3_000_000), base, "a 5 s 720p clip");
+        // The measured 30 s 1080P 30 fps clip: 29,660,922 bytes.
+        assert_eq!(timeout_for(base, 29_660_922), base * 2);
+        assert_eq!(timeout_for(base, 512 << 20), base * 4, "capped");
+    }
 }

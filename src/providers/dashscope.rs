@@ -2,7 +2,8 @@
 //! protocol) and the first-frame protocol of `wan2.6-i2v`, `wan2.6-i2v-flash`,
 //! `wan2.5-i2v-preview`, `wan2.2-i2v-plus` and `wan2.2-i2v-flash`; text-to-video: `wan2.7-t2v`
 //! (`resolution` + `ratio`) and `wan2.6-t2v`, `wan2.5-t2v-preview`, `wan2.2-t2v-plus` (`size`,
-//! A.5). One create path
+//! A.5); Wan 3.0 `wan3.0-video` and `wan3.0-video-prime` (A.6, docs/notes/wan3.md): i2v, t2v and
+//! reference-to-video in one request. One create path
 //! (`POST /services/aigc/video-generation/video-synthesis`, async only), one task read
 //! (`GET /tasks/{id}`), cancel while queued (`POST /tasks/{id}/cancel`).
 //!
@@ -20,7 +21,7 @@ use super::http::{self, Api, Reply, Stage};
 use super::{
     Auth, Build, CancelOutcome, Declaration, Provider, ProviderError, Snapshot, Submission,
 };
-use crate::catalog::{ImageDelivery, ModelSpec, Price, range, strings};
+use crate::catalog::{ImageDelivery, ModelSpec, Price, References, Tier, range, strings};
 use crate::config::{ProviderConfig, RateLimits};
 use crate::error::{Category, Error, snippet};
 use crate::media::ImageInput;
@@ -61,6 +62,9 @@ const CREATE_PATH: &str = "/services/aigc/video-generation/video-synthesis";
 const ASYNC: (&str, &str) = ("X-DashScope-Async", "enable");
 const WAN27: &str = "wan2.7-i2v";
 const WAN27_T2V: &str = "wan2.7-t2v";
+/// A.6, docs/notes/wan3.md: one model for i2v, t2v and reference-to-video; Prime is the faster tier.
+const WAN3: &str = "wan3.0-video";
+const WAN3_PRIME: &str = "wan3.0-video-prime";
 /// A.13: result URLs and task records live 24 h.
 const URL_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 const MB: u64 = 1024 * 1024;
@@ -171,7 +175,83 @@ fn models() -> Vec<ModelSpec> {
     ]
     .into_iter()
     .chain(t2v_models())
+    .chain(wan3_models())
     .collect()
+}
+
+fn is_wan3(model: &str) -> bool {
+    model.starts_with("wan3.0-")
+}
+
+/// Per-second price at 480P / 720P / 1080P, the same with or without audio.
+fn tiers(p480: f64, p720: f64, p1080: f64, source: &str) -> Price {
+    let tier = |resolution, usd_per_second| Tier {
+        resolution,
+        audio: None,
+        usd_per_second,
+    };
+    Price {
+        by_resolution: vec![
+            tier(Resolution::P480, p480),
+            tier(Resolution::P720, p720),
+            tier(Resolution::P1080, p1080),
+        ],
+        source: source.into(),
+        ..Price::default()
+    }
+}
+
+/// Wan 3.0 (A.6; every fact and its source in docs/notes/wan3.md). Both models take the same
+/// request: `media[]` of `first_frame`/`last_frame`, or of `reference_image`/`reference_video`/
+/// `reference_audio` (never both), or none (text-to-video). Resolution, duration and audio are
+/// always sent: the documented defaults (1080P, audio on) would bill what nobody chose.
+fn wan3_models() -> Vec<ModelSpec> {
+    let base = |model: &str| {
+        ModelSpec {
+        resolutions: vec![Resolution::P480, Resolution::P720, Resolution::P1080],
+        // Ours, not the provider's (1080P): the cheapest sensible tier.
+        default_resolution: Resolution::P720,
+        aspect_ratios: AspectRatio::ALL.to_vec(),
+        durations: (2..=30).collect(),
+        prompt_max: Some(20_000),
+        prompt_optional: false,
+        image_optional: true,
+        explicit_defaults: true,
+        // Up to 30 s at 1080P: Prime is said to make 15 s of 720P in about 2 min and the
+        // standard tier to be 5-7x slower [SECONDARY], so a long standard task may run past the
+        // default 30 min watch; the task lives 24 h (A.13). Watched 3 h at least.
+        watch_at_least: Some(std::time::Duration::from_secs(3 * 3600)),
+        references: Some(References {
+            images: 10,
+            videos: 5,
+            audios: 5,
+            video_seconds: 15,
+            audio_seconds: 15,
+            video_formats: &["mp4", "mov"],
+            audio_formats: &["mp3", "wav"],
+        }),
+        // Second-hand: Wan 3.0 dropped both (docs/notes/wan3.md).
+        negative_prompt: false,
+        negative_prompt_max: None,
+        prompt_extend: false,
+        end_image: true,
+        audio: true,
+        note: Some("One model for three modes: image (+ end_image) for image-to-video, the prompt alone for text-to-video, or references (say Image 1, Video 1, Audio 1 in the prompt; not with image). Sent explicitly: resolution (720p unless asked), duration (5 s unless asked) and audio (off unless audio: true). Reference videos and audio go by https URL only, 15 s of each in total at most; images also as local files or data URIs. Preview on Alibaba's side; result URLs live 24 h.".into()),
+        ..spec(model)
+    }
+    };
+    vec![
+        ModelSpec {
+            description: "Wan 3.0: image-to-video (first or first+last frame), text-to-video or reference-to-video (images, videos, audio); 2-30 s, 480p-1080p, audio on request.".into(),
+            price: tiers(0.05, 0.10, 0.20, "[SECONDARY] fal.ai alibaba/wan-3.0 lists $0.05/$0.10/$0.20 per second at 480p/720p/1080p; Venice's table is exactly 1.3x these; Alibaba's own international table UNREAD (docs/notes/wan3.md)"),
+            ..base(WAN3)
+        },
+        ModelSpec {
+            description: "Wan 3.0 Prime: the faster tier of Wan 3.0, same modes and limits; 2-30 s, 480p-1080p, audio on request.".into(),
+            price: tiers(0.068, 0.14, 0.28, "[DERIVED, UNVERIFIED] Venice's Prime table ($0.0884/$0.182/$0.364 per second) divided by its 1.3x markup over fal.ai's Wan 3.0 price; no first- or reseller list price for Prime itself found (docs/notes/wan3.md)"),
+            ..base(WAN3_PRIME)
+        },
+    ]
 }
 
 /// What every DashScope text-to-video model shares (A.5): no image; a prompt is required.
@@ -367,6 +447,9 @@ fn ratio(a: Option<AspectRatio>) -> Option<&'static str> {
 /// The create body: `media[]` for 2.7 (A.3), `img_url` for the other i2v models (A.4), prompt
 /// and audio only for text-to-video (A.5).
 pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody {
+    if is_wan3(&s.spec.model) {
+        return wan3_body(s);
+    }
     let req = s.req;
     let wan27 = s.spec.model == WAN27;
     let legacy_t2v = s.spec.text_to_video && s.spec.model != WAN27_T2V;
@@ -416,6 +499,82 @@ pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody {
             seed: req.seed,
         },
     }
+}
+
+/// Wan 3.0 (A.6): frames or references in `media[]` (in the order given: that is how the prompt
+/// names them, Image 1, Video 1, Audio 1), or no media for text-to-video. `resolution`,
+/// `duration` and `audio` are always sent (never the provider's 1080P / audio-on defaults);
+/// `ratio` only when a fixed one is asked (`auto` leaves `adaptive`, the documented default).
+fn wan3_body(s: &Submission<'_>) -> CreateBody {
+    let req = s.req;
+    let mut input = Input {
+        prompt: Some(req.prompt.clone()).filter(|p| !p.trim().is_empty()),
+        ..Input::default()
+    };
+    let frames = [("first_frame", s.image), ("last_frame", s.end_image)];
+    for (kind, img) in frames {
+        if let Some(img) = img {
+            input.media.push(Media {
+                kind,
+                url: image_url(img),
+            });
+        }
+    }
+    for r in s.references {
+        input.media.push(match r {
+            crate::refs::Reference::Image(img) => Media {
+                kind: "reference_image",
+                url: image_url(img),
+            },
+            crate::refs::Reference::Video(u) => Media {
+                kind: "reference_video",
+                url: u.clone(),
+            },
+            crate::refs::Reference::Audio(u) => Media {
+                kind: "reference_audio",
+                url: u.clone(),
+            },
+        });
+    }
+    CreateBody {
+        model: s.spec.model.clone(),
+        input,
+        parameters: Parameters {
+            resolution: Some(resolution(
+                req.resolution.unwrap_or(s.spec.default_resolution),
+            )),
+            duration: req.duration_seconds.unwrap_or(s.spec.default_duration),
+            audio: Some(req.audio.unwrap_or(false)),
+            watermark: req.watermark.unwrap_or(false),
+            seed: req.seed,
+            ratio: ratio(req.aspect_ratio),
+            prompt_extend: None,
+            shot_type: None,
+            size: None,
+            negative_prompt: None,
+        },
+    }
+}
+
+/// The models DashScope serves in this catalog, newest first, for "model not found" answers.
+fn current_models() -> String {
+    let mut names: Vec<String> = models()
+        .into_iter()
+        .filter(|m| m.retired_on.is_none())
+        .map(|m| m.model)
+        .collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.clone()));
+    names.join(", ")
+}
+
+/// A.10 / A.6: an answer saying the model does not exist (retired, renamed, or not served in
+/// this region). The message pattern is [SECONDARY] (docs/notes/wan3.md): both are matched.
+fn is_model_not_found(code: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    matches!(code, "ModelNotFound" | "model_not_found")
+        || m.contains("model not exist")
+        || m.contains("model not found")
+        || m.contains("model does not exist")
 }
 
 /// The task id of a 2xx create answer (A.2). Anything else is unreadable: the task may exist.
@@ -495,7 +654,11 @@ fn failure(reply: &Reply, what: &str) -> ProviderError {
         .message
         .filter(|m| !m.trim().is_empty())
         .unwrap_or_else(|| snippet(&reply.body));
-    let category = category_for(&code, reply.status);
+    let mut category = category_for(&code, reply.status);
+    let gone = is_model_not_found(&code, &message) && reply.status < 500;
+    if gone {
+        category = Category::Unsupported;
+    }
     let request = env
         .request_id
         .map_or(String::new(), |r| format!(" (request {r})"));
@@ -509,6 +672,16 @@ fn failure(reply: &Reply, what: &str) -> ProviderError {
         key_env(),
     );
     pe.error.next_step = next_step(&code, category);
+    if gone {
+        pe.error.message = format!(
+            "{}; the model is retired, renamed or not served in this region. Current DashScope models: {}",
+            pe.error.message,
+            current_models()
+        );
+        pe.error.next_step = Some(
+            "pick a current model (list_models), and check that DASHSCOPE_API_KEY and I2V_MCP_DASHSCOPE_BASE_URL are of the region that serves it".into(),
+        );
+    }
     pe
 }
 
@@ -851,7 +1024,7 @@ mod tests {
             (401, "InvalidApiKey", Category::Auth),
             (403, "AccessDenied", Category::Auth),
             (403, "Model.AccessDenied", Category::Auth),
-            (404, "ModelNotFound", Category::NotFound),
+            (404, "ModelNotFound", Category::Unsupported),
             (429, "Throttling.RateQuota", Category::RateLimited),
             (429, "PrepaidBillOverdue", Category::Credits),
             (429, "SomethingNew", Category::RateLimited),
@@ -883,6 +1056,109 @@ mod tests {
         assert!(pe.create_may_retry());
     }
 
+    fn wan3(
+        model: &str,
+        req: &CreateRequest,
+        image: Option<&ImageInput>,
+        end: Option<&ImageInput>,
+        refs: &[crate::refs::Reference],
+    ) -> Value {
+        let mut s =
+            crate::providers::submission(&format!("dashscope/{model}"), req, image, end, None);
+        s.references = refs;
+        serde_json::to_value(create_body(&s)).unwrap()
+    }
+
+    #[test]
+    fn wan3_always_sends_resolution_duration_and_audio() {
+        let req = CreateRequest {
+            prompt: "A lighthouse at dusk".into(),
+            ..CreateRequest::default()
+        };
+        // Text to video: no media, our defaults (720P, 5 s, audio off) sent, never omitted.
+        assert_eq!(
+            wan3(WAN3, &req, None, None, &[]),
+            json!({
+                "model": "wan3.0-video",
+                "input": {"prompt": "A lighthouse at dusk"},
+                "parameters": {"resolution": "720P", "duration": 5, "audio": false, "watermark": false}
+            })
+        );
+        let req = CreateRequest {
+            prompt: "The cat jumps".into(),
+            resolution: Some(Resolution::P1080),
+            duration_seconds: Some(30),
+            audio: Some(true),
+            aspect_ratio: Some(AspectRatio::Portrait),
+            seed: Some(3),
+            ..CreateRequest::default()
+        };
+        let end = url("https://example.com/end.png");
+        assert_eq!(
+            wan3(WAN3_PRIME, &req, Some(&png()), Some(&end), &[]),
+            json!({
+                "model": "wan3.0-video-prime",
+                "input": {"prompt": "The cat jumps", "media": [
+                    {"type": "first_frame", "url": "data:image/png;base64,iVBORw=="},
+                    {"type": "last_frame", "url": "https://example.com/end.png"}
+                ]},
+                "parameters": {"resolution": "1080P", "duration": 30, "audio": true, "watermark": false, "seed": 3, "ratio": "9:16"}
+            })
+        );
+    }
+
+    #[test]
+    fn wan3_references_keep_their_order_and_kind() {
+        use crate::refs::Reference;
+        let req = CreateRequest {
+            prompt: "Image 1 dances to Audio 1 like Video 1".into(),
+            ..CreateRequest::default()
+        };
+        let refs = [
+            Reference::Image(png()),
+            Reference::Video("https://example.com/walk.mp4".into()),
+            Reference::Audio("https://example.com/voice.mp3".into()),
+            Reference::Image(url("https://example.com/b.jpg")),
+        ];
+        assert_eq!(
+            wan3(WAN3, &req, None, None, &refs)["input"]["media"],
+            json!([
+                {"type": "reference_image", "url": "data:image/png;base64,iVBORw=="},
+                {"type": "reference_video", "url": "https://example.com/walk.mp4"},
+                {"type": "reference_audio", "url": "https://example.com/voice.mp3"},
+                {"type": "reference_image", "url": "https://example.com/b.jpg"}
+            ])
+        );
+    }
+
+    #[test]
+    fn model_not_found_on_any_model_is_unsupported_naming_current_models() {
+        for body in [
+            r#"{"code":"ModelNotFound","message":"Model not found: wan2.6-i2v","request_id":"r"}"#,
+            r#"{"code":"InvalidParameter","message":"Model not exist.","request_id":"r"}"#,
+        ] {
+            let pe = failure(&reply(400, body), "create");
+            assert_eq!(pe.error.category, Category::Unsupported, "{body}");
+            assert_eq!(pe.acceptance, Acceptance::Rejected);
+            assert!(
+                pe.error.message.contains("wan3.0-video, "),
+                "{}",
+                pe.error.message
+            );
+            assert!(
+                pe.error.message.contains("wan2.7-i2v"),
+                "{}",
+                pe.error.message
+            );
+        }
+        // Another InvalidParameter stays invalid input.
+        let pe = failure(
+            &reply(400, r#"{"code":"InvalidParameter","message":"duration"}"#),
+            "create",
+        );
+        assert_eq!(pe.error.category, Category::InvalidInput);
+    }
+
     #[test]
     fn models_follow_the_contract() {
         let ms = models();
@@ -893,7 +1169,16 @@ mod tests {
         assert_eq!(by("wan2.2-i2v-plus").image_max_bytes, 10 * MB / 4 * 3);
         assert!(
             ms.iter()
+                .filter(|m| !is_wan3(&m.model))
                 .all(|m| !m.price.is_known() && m.price.source.contains("[pricing"))
         );
+        for m in [by(WAN3), by(WAN3_PRIME)] {
+            assert!(m.price.is_known() && m.price.source.contains("wan3.md"));
+            assert_eq!(m.durations, (2..=30).collect::<Vec<u32>>());
+            assert_eq!(m.default_resolution, Resolution::P720);
+            assert!(
+                m.image_optional && m.explicit_defaults && !m.negative_prompt && !m.prompt_extend
+            );
+        }
     }
 }

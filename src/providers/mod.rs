@@ -375,6 +375,8 @@ pub struct Submission<'a> {
     /// `None` for a text-to-video model.
     pub image: Option<&'a ImageInput>,
     pub end_image: Option<&'a ImageInput>,
+    /// Reference media, resolved, in the order given (reference-to-video models only).
+    pub references: &'a [crate::refs::Reference],
     pub webhook: Option<&'a Webhook>,
 }
 
@@ -405,6 +407,7 @@ pub(crate) fn submission<'a>(
         spec: crate::catalog::find_key(key).unwrap(),
         image,
         end_image,
+        references: &[],
         webhook,
     }
 }

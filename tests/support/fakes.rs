@@ -19,6 +19,7 @@
 mod apikley;
 mod check;
 mod dashscope;
+mod dashscope_wan3;
 mod flow;
 mod net;
 mod novita;

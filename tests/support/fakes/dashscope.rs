@@ -163,6 +163,9 @@ fn check_t2v(name: &str, root: &Obj, input: &Obj) -> Result<(), Rejection> {
 pub(super) fn validate(body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
     let name = check::req_str(root, "model", "model").map_err(bad)?;
+    if matches!(name, "wan3.0-video" | "wan3.0-video-prime") {
+        return super::dashscope_wan3::validate(root);
+    }
     let (resolutions, durations, cap_mb) = model(name)
         .ok_or_else(|| Rejection::new(404, "ModelNotFound", format!("model {name} not found")))?;
     let input = check::object(root.get("input"), "input").map_err(bad)?;
