@@ -247,6 +247,28 @@ mod tests {
         );
     }
 
+    /// Issue 21: PiAPI's catalog lists `negative_prompt` and `audio_url` for txt2video only, but
+    /// public clients send both on img2video (docs/notes/wire-evidence.md), so they stay offered
+    /// and sent there; `aspect_ratio` stays txt2video only.
+    #[test]
+    fn i2v_takes_negative_prompt_and_audio_url() {
+        let spec = crate::catalog::find_key("piapi/wan2.6-i2v").unwrap();
+        assert!(spec.negative_prompt && spec.audio_url, "offered on i2v");
+        let url = ImageInput::Url("https://x.test/a.jpg".into());
+        let req = CreateRequest {
+            prompt: "p".into(),
+            negative_prompt: Some("blur".into()),
+            audio_url: Some("https://x.test/a.mp3".into()),
+            resolution: Some(Resolution::P1080),
+            ..CreateRequest::default()
+        };
+        assert_eq!(
+            body("piapi/wan2.6-i2v", &req, Some(&url)).unwrap()["input"],
+            json!({"prompt":"p","image":"https://x.test/a.jpg","negative_prompt":"blur",
+                "resolution":"1080P","duration":5,"audio":true,"audio_url":"https://x.test/a.mp3"})
+        );
+    }
+
     #[test]
     fn local_images_are_never_sent() {
         let req = CreateRequest {
