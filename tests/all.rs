@@ -24,6 +24,7 @@ mod mcp_stdio;
 mod piapi_t2v;
 mod preview;
 mod providers;
+mod reference;
 mod replicas;
 mod tasks;
 mod tools_drift;

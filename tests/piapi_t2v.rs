@@ -117,7 +117,7 @@ async fn wan26_text_to_video() {
     .await;
     assert_eq!(task["model"], "wan2.6-t2v", "{task}");
     let body = created(&fake);
-    assert_eq!(body["input"]["resolution"], "720p", "the default: {body}");
+    assert_eq!(body["input"]["resolution"], "720P", "the default: {body}");
     insta::assert_json_snapshot!("wan26_t2v_wire", wire(&fake));
 }
 

@@ -515,8 +515,9 @@ async fn dashscope_errors_map_to_categories_and_nothing_is_resubmitted() {
     s.cancel().await.unwrap();
 }
 
-/// Text-to-video on DashScope: 2.7 takes `resolution` + `ratio`, the legacy models `size` (and
-/// `negative_prompt` under `parameters`); none gets an image field. Each runs end to end.
+/// Text-to-video on DashScope: 2.7 takes `resolution` + `ratio`, the legacy models `size`
+/// (`negative_prompt` in `input` for all, as the official SDK sends it); none gets an image
+/// field. Each runs end to end.
 #[tokio::test]
 async fn dashscope_text_to_video_each_model() {
     let mut wires = Vec::new();

@@ -371,10 +371,6 @@ struct Parameters {
     /// Legacy text-to-video: "W*H" (A.5.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<&'static str>,
-    /// Legacy text-to-video: the intl page puts it here, not in `input` (A.5.2 conflict: the
-    /// page's own placement is taken).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    negative_prompt: Option<String>,
 }
 
 /// A.2/A.7: the task envelope, or (without `output`) the error envelope. All optional.
@@ -455,7 +451,10 @@ pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody {
     let legacy_t2v = s.spec.text_to_video && s.spec.model != WAN27_T2V;
     let mut input = Input {
         prompt: Some(req.prompt.clone()).filter(|p| !p.trim().is_empty()),
-        negative_prompt: req.negative_prompt.clone().filter(|_| !legacy_t2v),
+        // In `input` for every model, the legacy text-to-video ones too (issue 21): the official
+        // SDK (`dashscope` 2.0.2, `aigc/video_synthesis.py` `_get_input`) places it there; the
+        // intl legacy t2v page's `parameters.negative_prompt` (A.5.2) is not followed.
+        negative_prompt: req.negative_prompt.clone(),
         ..Input::default()
     };
     if wan27 {
@@ -490,7 +489,6 @@ pub(crate) fn create_body(s: &Submission<'_>) -> CreateBody {
             resolution: Some(resolution(tier)).filter(|_| !legacy_t2v),
             size: Some(size(tier)).filter(|_| legacy_t2v),
             ratio: ratio(req.aspect_ratio).filter(|_| s.spec.model == WAN27_T2V),
-            negative_prompt: req.negative_prompt.clone().filter(|_| legacy_t2v),
             duration: req.duration_seconds.unwrap_or(s.spec.default_duration),
             prompt_extend: req.prompt_extend,
             shot_type: req.shot_type.clone().filter(|_| s.spec.shot_type),
@@ -910,6 +908,35 @@ mod tests {
                 "parameters": {"resolution": "720P", "duration": 5, "watermark": false}
             })
         );
+    }
+
+    /// Issue 21: the official SDK (`dashscope` 2.0.2, `aigc/video_synthesis.py` `_get_input`)
+    /// puts `negative_prompt` in `input` for every model, the legacy text-to-video ones included.
+    #[test]
+    fn legacy_t2v_negative_prompt_goes_in_input() {
+        let req = CreateRequest {
+            prompt: "A kitten on a moonlit roof".into(),
+            negative_prompt: Some("blur".into()),
+            resolution: Some(Resolution::P720),
+            duration_seconds: Some(12),
+            seed: Some(3),
+            ..CreateRequest::default()
+        };
+        for model in ["wan2.6-t2v", "wan2.5-t2v-preview", "wan2.2-t2v-plus"] {
+            let s =
+                crate::providers::submission(&format!("dashscope/{model}"), &req, None, None, None);
+            let b = serde_json::to_value(create_body(&s)).unwrap();
+            assert_eq!(b["input"]["negative_prompt"], "blur", "{model}: {b}");
+            assert!(
+                b["parameters"].get("negative_prompt").is_none(),
+                "{model}: {b}"
+            );
+            assert_eq!(
+                b["parameters"]["size"],
+                size(Resolution::P720),
+                "{model}: {b}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! $0.08/s at 720p, $0.12/s at 1080p, the same for both task types. Everything else here is
 //! [SECONDARY] (public client code only; PiAPI's own input page was not captured), so:
 //! - the input fields are those the public clients agree on, and nothing else is sent;
-//! - `resolution` goes lower case (`720p`), as C.2 gives it (clients also send `720P`: UNVERIFIED);
+//! - `resolution` goes with a capital P (`720P`/`1080P`), as most public clients send it, one on
+//!   purpose ("Wan aceita 720P / 1080P (P maiúsculo)", RobimLocar/saas `src/lib/piapi/client.ts`);
+//!   C.2's lower case `720p` is the minority reading (docs/notes/wire-evidence.md, issue 21);
+//! - `negative_prompt` and `audio_url` go on img2video too: PiAPI's catalog lists them for
+//!   txt2video only, but a public client sends both on img2video (the same file);
 //! - `aspect_ratio` goes on text-to-video only (a client comments it is refused on img2video);
 //! - the image goes by URL only: whether `image` takes base64 is UNVERIFIED, so local files and
 //!   data URIs are refused before anything is sent (`ImageDelivery::UrlOnly`) rather than paid for
@@ -123,6 +127,14 @@ pub(super) fn check(req: &crate::model::CreateRequest, spec: &ModelSpec) -> Resu
     Ok(())
 }
 
+/// `720P`/`1080P`, capital P (see the module header); `validate` kept the tier to the model's.
+fn resolution(r: Resolution) -> &'static str {
+    match r {
+        Resolution::P1080 => "1080P",
+        Resolution::P480 | Resolution::P580 | Resolution::P720 => "720P",
+    }
+}
+
 /// URL only (see the module header); `media` refuses local images for `UrlOnly` models first.
 fn image_url(img: &ImageInput) -> Result<String, Error> {
     match img {
@@ -151,7 +163,7 @@ pub(super) fn create_body(s: &Submission<'_>) -> Result<CreateBody, Error> {
         prompt: req.prompt.clone(),
         image,
         negative_prompt: req.negative_prompt.clone(),
-        resolution: req.resolution.unwrap_or(s.spec.default_resolution).as_str(),
+        resolution: resolution(req.resolution.unwrap_or(s.spec.default_resolution)),
         duration: req.duration_seconds.unwrap_or(s.spec.default_duration),
         aspect_ratio,
         prompt_extend: req.prompt_extend,
@@ -201,7 +213,7 @@ mod tests {
         assert_eq!(
             body("piapi/wan2.6-i2v", &req, Some(&url)).unwrap(),
             json!({"model":"Wan","task_type":"wan26-img2video",
-                "input":{"prompt":"p","image":"https://x.test/a.jpg","resolution":"720p","duration":5}})
+                "input":{"prompt":"p","image":"https://x.test/a.jpg","resolution":"720P","duration":5}})
         );
     }
 
@@ -228,10 +240,32 @@ mod tests {
         assert_eq!(
             b,
             json!({"model":"Wan","task_type":"wan26-txt2video",
-                "input":{"prompt":"p","negative_prompt":"blur","resolution":"1080p","duration":15,
+                "input":{"prompt":"p","negative_prompt":"blur","resolution":"1080P","duration":15,
                     "aspect_ratio":"1:1","prompt_extend":false,"shot_type":"multi","audio":true,
                     "audio_url":"https://x.test/a.mp3","watermark":false},
                 "config":{"webhook_config":{"endpoint":"https://me.test/hook","secret":"s"}}})
+        );
+    }
+
+    /// Issue 21: PiAPI's catalog lists `negative_prompt` and `audio_url` for txt2video only, but
+    /// public clients send both on img2video (docs/notes/wire-evidence.md), so they stay offered
+    /// and sent there; `aspect_ratio` stays txt2video only.
+    #[test]
+    fn i2v_takes_negative_prompt_and_audio_url() {
+        let spec = crate::catalog::find_key("piapi/wan2.6-i2v").unwrap();
+        assert!(spec.negative_prompt && spec.audio_url, "offered on i2v");
+        let url = ImageInput::Url("https://x.test/a.jpg".into());
+        let req = CreateRequest {
+            prompt: "p".into(),
+            negative_prompt: Some("blur".into()),
+            audio_url: Some("https://x.test/a.mp3".into()),
+            resolution: Some(Resolution::P1080),
+            ..CreateRequest::default()
+        };
+        assert_eq!(
+            body("piapi/wan2.6-i2v", &req, Some(&url)).unwrap()["input"],
+            json!({"prompt":"p","image":"https://x.test/a.jpg","negative_prompt":"blur",
+                "resolution":"1080P","duration":5,"audio":true,"audio_url":"https://x.test/a.mp3"})
         );
     }
 

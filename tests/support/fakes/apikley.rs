@@ -20,6 +20,8 @@ fn bad(message: String) -> Rejection {
 /// Validates `POST /api/v1/jobs/createTask`; body code 422 on the first problem.
 pub(super) fn validate(body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
+    // Strict (issue 21): contract 3.2's objects.
+    check::only(root, "", &["model", "callBackUrl", "input"]).map_err(bad)?;
     let model = check::req_str(root, "model", "model").map_err(bad)?;
     if model != MODEL {
         return Err(bad(format!("model must be {MODEL:?}, got {model:?}")));
@@ -35,6 +37,20 @@ pub(super) fn validate(body: &Value) -> Result<Accepted, Rejection> {
         None => None,
     };
     let input = check::object(root.get("input"), "input").map_err(bad)?;
+    check::only(
+        input,
+        "input",
+        &[
+            "image_url",
+            "prompt",
+            "resolution",
+            "aspect_ratio",
+            "enable_prompt_expansion",
+            "seed",
+            "acceleration",
+        ],
+    )
+    .map_err(bad)?;
     let image = check::req_str(input, "image_url", "input.image_url").map_err(bad)?;
     if !check::is_http_url(image) {
         return Err(bad(
@@ -147,6 +163,8 @@ pub(super) struct Upload {
 /// `base64Data` is raw base64 or a data URL.
 pub(super) fn parse_upload(body: &Value) -> Result<Upload, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
+    // Strict (issue 21): contract 3.4's base64 upload fields.
+    check::only(root, "", &["base64Data", "uploadPath", "fileName"]).map_err(bad)?;
     let data = check::req_str(root, "base64Data", "base64Data").map_err(bad)?;
     let upload_path = check::opt_str(root, "uploadPath", "uploadPath")
         .map_err(bad)?

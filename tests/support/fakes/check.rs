@@ -18,6 +18,30 @@ pub(super) fn object<'a>(v: Option<&'a Value>, name: &str) -> Result<&'a Obj, St
     }
 }
 
+/// Strict fakes (issue 21): refuses a key of `o` that is not in `allowed`, as the real APIs'
+/// validation refuses an unknown parameter. Each object has its own list, so a field in the wrong
+/// object is refused too, naming the object it was found in. `name` is the object's path, empty
+/// for the request body.
+pub(super) fn only(o: &Obj, name: &str, allowed: &[&str]) -> Result<(), String> {
+    let Some(key) = o.keys().find(|k| !allowed.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let path = if name.is_empty() {
+        key.clone()
+    } else {
+        format!("{name}.{key}")
+    };
+    let place = if name.is_empty() {
+        "the request body"
+    } else {
+        name
+    };
+    Err(format!(
+        "{path}: unknown field in {place} (accepted there: {})",
+        allowed.join(", ")
+    ))
+}
+
 pub(super) fn opt_object<'a>(o: &'a Obj, key: &str, name: &str) -> Result<Option<&'a Obj>, String> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),

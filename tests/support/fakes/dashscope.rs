@@ -34,6 +34,53 @@ fn bad(message: String) -> Rejection {
     Rejection::new(400, "InvalidParameter", message)
 }
 
+/// What the official SDK adds to `input` on every call (`dashscope` 2.0.2,
+/// `aigc/video_synthesis.py` `_get_input`): the deprecated `extend_prompt` and the path's
+/// `function`. The real API takes them, so the fake does too.
+const SDK_INPUT: [&str; 2] = ["extend_prompt", "function"];
+
+/// Strict (issue 21): the fields each object of `name`'s create body may hold; anything else,
+/// a field in the wrong object included, is a 400 `InvalidParameter`.
+fn check_fields(name: &str, root: &Obj, input: &Obj) -> Result<(), Rejection> {
+    check::only(root, "", &["model", "input", "parameters"]).map_err(bad)?;
+    let t2v = name.contains("-t2v");
+    let audio_url = !name.starts_with("wan2.2-");
+    let mut fields = vec!["prompt", "negative_prompt"];
+    match name {
+        "wan2.7-i2v" => fields.push("media"),
+        _ if !t2v => fields.push("img_url"),
+        _ => {}
+    }
+    if audio_url && name != "wan2.7-i2v" {
+        fields.push("audio_url");
+    }
+    fields.extend(SDK_INPUT);
+    check::only(input, "input", &fields).map_err(bad)?;
+    if let Some(media) = input.get("media").and_then(Value::as_array) {
+        for (i, item) in media.iter().enumerate() {
+            if let Some(o) = item.as_object() {
+                check::only(o, &format!("input.media[{i}]"), &["type", "url"]).map_err(bad)?;
+            }
+        }
+    }
+    let Some(p) = check::opt_object(root, "parameters", "parameters").map_err(bad)? else {
+        return Ok(());
+    };
+    let mut fields = vec!["duration", "prompt_extend", "watermark", "seed"];
+    match name {
+        "wan2.7-t2v" => fields.extend(["resolution", "ratio"]),
+        _ if t2v => fields.push("size"),
+        _ => fields.push("resolution"),
+    }
+    if name.starts_with("wan2.6-") {
+        fields.push("shot_type");
+    }
+    if name == "wan2.6-i2v-flash" {
+        fields.push("audio");
+    }
+    check::only(p, "parameters", &fields).map_err(bad)
+}
+
 /// The error envelope (A.2): `reason` is the DashScope code; the fake's generic reasons are
 /// translated.
 pub(super) fn error_body(reason: &str, message: &str) -> Value {
@@ -169,6 +216,7 @@ pub(super) fn validate(body: &Value) -> Result<Accepted, Rejection> {
     let (resolutions, durations, cap_mb) = model(name)
         .ok_or_else(|| Rejection::new(404, "ModelNotFound", format!("model {name} not found")))?;
     let input = check::object(root.get("input"), "input").map_err(bad)?;
+    check_fields(name, root, input)?;
     check::opt_str(input, "prompt", "input.prompt").map_err(bad)?;
     check::opt_str(input, "negative_prompt", "input.negative_prompt").map_err(bad)?;
     let t2v = name.contains("-t2v");

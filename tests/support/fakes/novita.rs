@@ -20,6 +20,28 @@ fn bad(message: String) -> Rejection {
 /// optional, so the fake accepts their absence but checks them when present.
 pub(super) fn validate_wan21(body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
+    // Strict (issue 21): the fields of contract 2.2.
+    check::only(
+        root,
+        "",
+        &[
+            "model_name",
+            "image_url",
+            "width",
+            "height",
+            "seed",
+            "prompt",
+            "negative_prompt",
+            "loras",
+            "steps",
+            "guidance_scale",
+            "flow_shift",
+            "enable_safety_checker",
+            "fast_mode",
+            "extra",
+        ],
+    )
+    .map_err(bad)?;
     if let Some(model) = check::opt_str(root, "model_name", "model_name").map_err(bad)?
         && model != "wan2.1-i2v"
     {
@@ -71,6 +93,7 @@ pub(super) fn validate_wan21(body: &Value) -> Result<Accepted, Rejection> {
         for (i, item) in items.iter().enumerate() {
             let name = format!("loras[{i}]");
             let o = check::object(Some(item), &name).map_err(bad)?;
+            check::only(o, &name, &["path", "scale"]).map_err(bad)?;
             check::req_str(o, "path", &format!("{name}.path")).map_err(bad)?;
             // The scale range is UNKNOWN (contract 2.2): only the type is checked.
             check::opt_num(
@@ -96,6 +119,20 @@ pub(super) fn validate_wan21(body: &Value) -> Result<Accepted, Rejection> {
 pub(super) fn validate_wan26(body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
     let input = check::object(root.get("input"), "input").map_err(bad)?;
+    // Strict (issue 21): contract 2.3's objects.
+    check::only(root, "", &["input", "parameters", "extra"]).map_err(bad)?;
+    check::only(
+        input,
+        "input",
+        &[
+            "prompt",
+            "negative_prompt",
+            "img_url",
+            "audio_url",
+            "template",
+        ],
+    )
+    .map_err(bad)?;
     let image = check::req_str(input, "img_url", "input.img_url").map_err(bad)?;
     check_image_26(image)?;
     check::opt_str(input, "prompt", "input.prompt").map_err(bad)?;
@@ -107,6 +144,20 @@ pub(super) fn validate_wan26(body: &Value) -> Result<Accepted, Rejection> {
         return Err(bad("input.audio_url must be an http(s) URL".into()));
     }
     if let Some(p) = check::opt_object(root, "parameters", "parameters").map_err(bad)? {
+        check::only(
+            p,
+            "parameters",
+            &[
+                "seed",
+                "audio",
+                "duration",
+                "shot_type",
+                "watermark",
+                "resolution",
+                "prompt_extend",
+            ],
+        )
+        .map_err(bad)?;
         check::opt_int(p, "seed", "parameters.seed", 0, 2_147_483_647).map_err(bad)?;
         check::opt_bool(p, "audio", "parameters.audio").map_err(bad)?;
         if let Some(d) =
@@ -132,6 +183,26 @@ pub(super) fn validate_wan26(body: &Value) -> Result<Accepted, Rejection> {
 /// `driving_audio_url` not with `first_clip_url` (the DashScope combination rules).
 pub(super) fn validate_wan27(body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
+    // Strict (issue 21): B.2's flat body.
+    check::only(
+        root,
+        "",
+        &[
+            "image_url",
+            "first_clip_url",
+            "last_frame_url",
+            "driving_audio_url",
+            "prompt",
+            "negative_prompt",
+            "duration",
+            "resolution",
+            "prompt_extend",
+            "watermark",
+            "seed",
+            "extra",
+        ],
+    )
+    .map_err(bad)?;
     for nested in ["input", "parameters", "media"] {
         if root.contains_key(nested) {
             return Err(bad(format!(
@@ -185,6 +256,23 @@ pub(super) fn validate_wan27(body: &Value) -> Result<Accepted, Rejection> {
 /// CONTRACTS-2026-12.md B.3: `wan2.7-t2v`, flat, `size` from the two tiers' lists.
 pub(super) fn validate_wan27_t2v(body: &Value) -> Result<Accepted, Rejection> {
     let root = check::object(Some(body), "request body").map_err(bad)?;
+    // Strict (issue 21): B.3's flat body.
+    check::only(
+        root,
+        "",
+        &[
+            "prompt",
+            "size",
+            "duration",
+            "audio_url",
+            "negative_prompt",
+            "prompt_extend",
+            "watermark",
+            "seed",
+            "extra",
+        ],
+    )
+    .map_err(bad)?;
     for field in ["input", "parameters", "image_url", "resolution"] {
         if root.contains_key(field) {
             return Err(bad(format!("{field} is not a field of wan2.7-t2v")));
@@ -286,15 +374,24 @@ fn webhook(root: &Obj) -> Result<Accepted, Rejection> {
     let Some(extra) = check::opt_object(root, "extra", "extra").map_err(bad)? else {
         return Ok(none);
     };
+    check::only(extra, "extra", &["webhook"]).map_err(bad)?;
     let Some(wh) = check::opt_object(extra, "webhook", "extra.webhook").map_err(bad)? else {
         return Ok(none);
     };
+    check::only(wh, "extra.webhook", &["url", "test_mode"]).map_err(bad)?;
     let url = check::req_str(wh, "url", "extra.webhook.url").map_err(bad)?;
     if !check::is_http_url(url) {
         return Err(bad("extra.webhook.url must be an http(s) URL".into()));
     }
     let mut test_mode = None;
     if let Some(tm) = check::opt_object(wh, "test_mode", "extra.webhook.test_mode").map_err(bad)?
+        && check::only(
+            tm,
+            "extra.webhook.test_mode",
+            &["enabled", "return_task_status"],
+        )
+        .map(|()| true)
+        .map_err(bad)?
         && check::opt_bool(tm, "enabled", "extra.webhook.test_mode.enabled").map_err(bad)?
             == Some(true)
     {

@@ -69,6 +69,20 @@ pub(super) fn validate(kind: Kind, body: &Value) -> Result<Accepted, Rejection> 
         )));
     }
     let input = check::object(root.get("input"), "input").map_err(bad)?;
+    check_envelope(root)?;
+    // Strict (issue 21): the fields of contract 1.2's table per task type.
+    let mut fields = vec!["prompt", "negative_prompt", "aspect_ratio"];
+    match task_type {
+        "img2video-14b-keyframe" => fields.extend(["start_image", "end_image"]),
+        t if t.starts_with("txt2video") => {}
+        _ => fields.push("image"),
+    }
+    match task_type {
+        "img2video-14b-lora" | "txt2video-14b-lora" => fields.push("lora_settings"),
+        "img2video-14b-control-camera" => fields.push("control_camera_settings"),
+        _ => {}
+    }
+    check::only(input, "input", &fields).map_err(bad)?;
     // Prompt length limits are UNKNOWN (contract 1.2): only presence is checked.
     check::req_str(input, "prompt", "input.prompt").map_err(bad)?;
     check::opt_str(input, "negative_prompt", "input.negative_prompt").map_err(bad)?;
@@ -93,6 +107,21 @@ pub(super) fn validate(kind: Kind, body: &Value) -> Result<Accepted, Rejection> 
         hook: webhook(root)?,
         test_mode: None,
     })
+}
+
+/// Strict (issue 21): the unified envelope (contract 1.2) `{model, task_type, input, config}`,
+/// `config` holding `service_mode` and `webhook_config {endpoint, secret}`.
+fn check_envelope(root: &Obj) -> Result<(), Rejection> {
+    check::only(root, "", &["model", "task_type", "input", "config"]).map_err(bad)?;
+    if let Some(config) = check::opt_object(root, "config", "config").map_err(bad)? {
+        check::only(config, "config", &["service_mode", "webhook_config"]).map_err(bad)?;
+        if let Some(wh) =
+            check::opt_object(config, "webhook_config", "config.webhook_config").map_err(bad)?
+        {
+            check::only(wh, "config.webhook_config", &["endpoint", "secret"]).map_err(bad)?;
+        }
+    }
+    Ok(())
 }
 
 /// A public http(s) URL, a data URI or raw base64 of a JPG/PNG/WebP of at most 10 MB.
@@ -146,9 +175,32 @@ fn validate_wan26(root: &Obj) -> Result<Accepted, Rejection> {
         .map_err(bad)?
         .ok_or_else(|| bad("task_type is required".into()))?;
     let input = check::object(root.get("input"), "input").map_err(bad)?;
+    check_envelope(root)?;
+    // Strict (issue 21). PiAPI's parameter catalog lists `negative_prompt` and `audio_url` for
+    // txt2video only, but a public client sends both on img2video too (RobimLocar/saas
+    // `src/lib/piapi/client.ts`), so they are taken on both; `aspect_ratio` is txt2video only
+    // (docs/notes/wire-evidence.md).
+    let mut fields = vec![
+        "prompt",
+        "negative_prompt",
+        "resolution",
+        "duration",
+        "prompt_extend",
+        "shot_type",
+        "audio",
+        "audio_url",
+        "watermark",
+    ];
+    if task_type == "wan26-img2video" {
+        fields.push("image");
+    } else {
+        fields.push("aspect_ratio");
+    }
+    check::only(input, "input", &fields).map_err(bad)?;
     check::req_str(input, "prompt", "input.prompt").map_err(bad)?;
     check::opt_str(input, "negative_prompt", "input.negative_prompt").map_err(bad)?;
-    check::opt_enum(input, "resolution", "input.resolution", &["720p", "1080p"]).map_err(bad)?;
+    // Capital P, as most public clients send it (docs/notes/wire-evidence.md); `720p` is refused.
+    check::opt_enum(input, "resolution", "input.resolution", &["720P", "1080P"]).map_err(bad)?;
     if let Some(d) = check::opt_int(input, "duration", "input.duration", 5, 15).map_err(bad)?
         && d % 5 != 0
     {
