@@ -293,7 +293,7 @@ fn case_for(spec: &ModelSpec, image: Option<(&str, &str)>) -> Case {
     // The protocol per model, from the SDK docs: `media[]` for wan2.7-i2v, `img_url` for the other
     // i2v models; `resolution` + `ratio` for wan2.7-t2v, `size` for the legacy t2v models.
     let (media, legacy_t2v) = match m {
-        "wan2.7-i2v" => (true, false),
+        "wan2.7-i2v" | "wan3.0-video" | "wan3.0-video-prime" => (true, false),
         "wan2.7-t2v" => (false, false),
         _ if !spec.text_to_video => (false, false),
         "wan2.6-t2v" | "wan2.5-t2v-preview" | "wan2.2-t2v-plus" => (false, true),

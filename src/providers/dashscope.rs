@@ -549,7 +549,6 @@ fn wan3_body(s: &Submission<'_>) -> CreateBody {
             prompt_extend: None,
             shot_type: None,
             size: None,
-            negative_prompt: None,
         },
     }
 }

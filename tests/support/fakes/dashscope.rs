@@ -37,7 +37,7 @@ fn bad(message: String) -> Rejection {
 /// What the official SDK adds to `input` on every call (`dashscope` 2.0.2,
 /// `aigc/video_synthesis.py` `_get_input`): the deprecated `extend_prompt` and the path's
 /// `function`. The real API takes them, so the fake does too.
-const SDK_INPUT: [&str; 2] = ["extend_prompt", "function"];
+pub(super) const SDK_INPUT: [&str; 2] = ["extend_prompt", "function"];
 
 /// Strict (issue 21): the fields each object of `name`'s create body may hold; anything else,
 /// a field in the wrong object included, is a 400 `InvalidParameter`.

@@ -143,7 +143,11 @@ fn check_media(items: &[Value]) -> Result<(), Rejection> {
 pub(super) fn validate(root: &Obj) -> Result<Accepted, Rejection> {
     only(root, &["model", "input", "parameters"], "body")?;
     let input = check::object(root.get("input"), "input").map_err(bad)?;
-    only(input, &["prompt", "media"], "input")?;
+    // The official SDK adds its two fields to every model's input (see `SDK_INPUT`): taken here
+    // too, since Alibaba's own client must reach the API.
+    let mut fields = vec!["prompt", "media"];
+    fields.extend(super::dashscope::SDK_INPUT);
+    only(input, &fields, "input")?;
     let prompt = check::opt_str(input, "prompt", "input.prompt").map_err(bad)?;
     if prompt.is_some_and(|p| check::chars(p) > 20_000) {
         return Err(bad("input.prompt over 20000 characters".into()));
