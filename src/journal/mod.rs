@@ -107,15 +107,6 @@ impl Journal {
         ))))
     }
 
-    /// The journal the config names: PostgreSQL with a database URL, else SQLite in the data dir.
-    pub fn open_configured(cfg: &crate::config::Config) -> Result<Journal> {
-        use secrecy::ExposeSecret;
-        match &cfg.database_url {
-            Some(url) => Journal::open_postgres(url.expose_secret()),
-            None => Journal::open(&cfg.data_dir.join("journal.sqlite")),
-        }
-    }
-
     /// Whether the journal is a shared database (replicas may run beside this process).
     pub fn is_shared(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))

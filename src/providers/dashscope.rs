@@ -20,11 +20,13 @@ use super::http::{self, Api, Reply, Stage};
 use super::{
     Auth, Build, CancelOutcome, Declaration, Provider, ProviderError, Snapshot, Submission,
 };
-use crate::catalog::{ImageDelivery, ModelSpec, Price, range, strings};
-use crate::config::{ProviderConfig, RateLimits};
+use super::{ProviderConfig, RateLimits};
+use crate::catalog::spec::{ImageDelivery, ModelSpec, Price, range, strings};
 use crate::error::{Category, Error, snippet};
+use crate::journal::TaskRow;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
+use futures::future::BoxFuture;
 
 pub static DECL: Declaration = Declaration {
     id: ProviderId::Dashscope,
@@ -53,7 +55,7 @@ pub static DECL: Declaration = Declaration {
     same_upstream: &[ProviderId::Dashscope],
     poll_interval: None,
     keyless_offer: None,
-    build: |b: &Build<'_>| Provider::Dashscope(Client::new(b.provider, b.http.clone())),
+    build: |b: &Build<'_>| std::sync::Arc::new(Client::new(b.provider, b.http.clone())),
 };
 
 const CREATE_PATH: &str = "/services/aigc/video-generation/video-synthesis";
@@ -65,8 +67,23 @@ const WAN27_T2V: &str = "wan2.7-t2v";
 const URL_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 const MB: u64 = 1024 * 1024;
 
+impl Provider for Client {
+    fn submit<'a>(&'a self, s: &'a Submission<'a>) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(Client::submit(self, s))
+    }
+    fn poll<'a>(&'a self, row: &'a TaskRow) -> BoxFuture<'a, Result<Snapshot, ProviderError>> {
+        Box::pin(Client::poll(self, super::provider_task_id(row)))
+    }
+    fn cancel<'a>(
+        &'a self,
+        row: &'a TaskRow,
+    ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+        Box::pin(Client::cancel(self, super::provider_task_id(row)))
+    }
+}
+
 fn key_env() -> &'static str {
-    ProviderId::Dashscope.key_env().unwrap_or_default()
+    DECL.key_env.unwrap_or_default()
 }
 
 /// A.9: local images go inline as data URIs; whether the 20 MB / 10 MB cap applies to the file
