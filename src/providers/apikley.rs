@@ -9,6 +9,7 @@
 //! published by Apikley (third-party figures conflict, CONTRACTS.md 3.7), so the catalog leaves it
 //! unset. Contract: `shared/providers/CONTRACTS.md` sections 0 and 3.
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -20,11 +21,9 @@ use super::{
 use super::{CancelOutcome, ProviderConfig, RateLimits};
 use crate::catalog::spec::{ImageDelivery, ModelSpec, Price, range};
 use crate::error::{Category, Error, snippet};
-use crate::journal::Journal;
-use crate::journal::TaskRow;
+use crate::journal::{Journal, TaskRow};
 use crate::media::{ImageInput, LocalImage};
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
-use futures::future::BoxFuture;
 
 const MODEL: &str = "wan/2-2-a14b-image-to-video-turbo";
 const CREATE_PATH: &str = "/api/v1/jobs/createTask";

@@ -14,6 +14,7 @@
 //! A.12), so every model is unpriced with the figures third parties quote. Contract:
 //! `shared/providers/CONTRACTS-2026-12.md` section A.
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Api, Reply, Stage};
@@ -26,7 +27,6 @@ use crate::error::{Category, Error, snippet};
 use crate::journal::TaskRow;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
-use futures::future::BoxFuture;
 
 pub static DECL: Declaration = Declaration {
     id: ProviderId::Dashscope,

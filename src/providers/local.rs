@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::RateLimits;
@@ -23,7 +24,6 @@ use crate::journal::TaskRow;
 use crate::media::{self, ImageInput};
 use crate::model::{AspectRatio, CreateRequest, ProviderId, Resolution, Status};
 use crate::render::{self, Aspect, Motion, RenderError, RenderSpec};
-use futures::future::BoxFuture;
 
 pub static DECL: Declaration = Declaration {
     id: ProviderId::Local,

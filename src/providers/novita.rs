@@ -14,6 +14,7 @@
 //! (CONTRACTS.md 2.7, CONTRACTS-2026-12.md B.5), so the catalog leaves it unset. Contracts:
 //! `shared/providers/CONTRACTS.md` sections 0 and 2, `CONTRACTS-2026-12.md` section B.
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -27,7 +28,6 @@ use crate::error::{Category, Error, snippet};
 use crate::journal::TaskRow;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
-use futures::future::BoxFuture;
 
 pub static DECL: Declaration = Declaration {
     id: ProviderId::Novita,

@@ -7,6 +7,7 @@
 //! $0.12 per 1.3B generation (same pages). Contract: `shared/providers/CONTRACTS.md` section 1
 //! (C.1 of CONTRACTS-2026-12.md: WanX still documented, liveness in late 2026 UNVERIFIED).
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,7 +22,6 @@ use crate::error::{Category, Error, snippet};
 use crate::journal::TaskRow;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, CreateRequest, ProviderId, Status};
-use futures::future::BoxFuture;
 
 mod wan26;
 
