@@ -90,7 +90,7 @@ async fn main() {
     let p = path.display().to_string();
     let piapi = catalog::find_key("piapi/wan2.1-i2v-14b").unwrap();
     let ours = time(15, || {
-        let i = media::resolve(&p, "image", piapi, &allowed).unwrap();
+        let i = media::resolve(&p, "image", piapi, &allowed, catalog::models()).unwrap();
         i.as_local().unwrap().base64().len()
     });
     let base = time(15, || {
@@ -105,7 +105,7 @@ async fn main() {
     );
     let wan26 = catalog::find_key("novita/wan2.6-i2v").unwrap();
     let ours = time(15, || {
-        let i = media::resolve(&p, "image", wan26, &allowed).unwrap();
+        let i = media::resolve(&p, "image", wan26, &allowed, catalog::models()).unwrap();
         i.as_local().unwrap().data_uri().len()
     });
     show(

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::model::{
     AspectRatio, CameraMotion, CreateRequest, LoraRef, ProviderId, Resolution, Status, Task,
 };
+use crate::providers::registry::Declared;
 
 #[derive(Parser, Debug)]
 #[command(

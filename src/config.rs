@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::model::ProviderId;
+use crate::providers::registry::{self, Declared};
+pub use crate::providers::{ProviderConfig, RateLimits};
 
 /// The file as written by the user. `deny_unknown_fields` everywhere: a typo is an error, not a
 /// silently ignored setting.
@@ -139,26 +141,6 @@ pub struct FileProvider {
     pub allow_retired: Option<bool>,
 }
 
-/// Client-side create limits; `None` fields are unlimited.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimits {
-    pub per_10_seconds: Option<u32>,
-    pub per_minute: Option<u32>,
-    pub per_hour: Option<u32>,
-    pub per_day: Option<u32>,
-}
-
-impl RateLimits {
-    /// No client-side limit (the provider's 429s are still honoured).
-    pub const UNLIMITED: RateLimits = RateLimits {
-        per_10_seconds: None,
-        per_minute: None,
-        per_hour: None,
-        per_day: None,
-    };
-}
-
 /// A price set by the user for a `provider/model` key, for prices nobody published: per video,
 /// or per second (flat, and/or by output resolution and audio like the catalog's tiers).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -205,17 +187,6 @@ pub struct Overrides {
     pub database_url: Option<SecretString>,
     pub allowed_dirs: Vec<PathBuf>,
     pub default_provider: Option<ProviderId>,
-}
-
-/// One provider's resolved settings.
-#[derive(Debug, Clone)]
-pub struct ProviderConfig {
-    pub api_key: Option<SecretString>,
-    pub base_url: String,
-    pub timeout: Duration,
-    pub rate_limit: RateLimits,
-    /// Creates on retired models are sent anyway (`allow_retired`, I2V_MCP_<ID>_ALLOW_RETIRED).
-    pub allow_retired: bool,
 }
 
 /// The resolved configuration.
@@ -272,9 +243,7 @@ impl Default for PollSchedule {
     }
 }
 
-/// The longest wait of one call: under the TypeScript SDK's 60 s default request timeout (see
-/// `mcp::tools::MAX_WAIT_SECONDS`). Raise it only for hosts that reset their timeout on progress.
-pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 50;
+pub use crate::model::DEFAULT_MAX_WAIT_SECONDS;
 pub const DEFAULT_DOWNLOAD_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Reads environment variables; a seam so tests need not touch the process environment.
@@ -505,6 +474,8 @@ fn providers(
                 allow_retired: env_bool(env, &id.allow_retired_env())?
                     .or(fp.allow_retired)
                     .unwrap_or(false),
+                auth: decl.auth,
+                no_key: registry::no_key_step(id),
             },
         );
     }

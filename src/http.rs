@@ -52,6 +52,7 @@ use crate::core::{Core, WebhookOutcome};
 use crate::error::{Category, Error};
 use crate::mcp::Server;
 use crate::model::ProviderId;
+use crate::providers::registry::Declared;
 
 /// Default largest MCP request body: `data:` URIs travel inside tool arguments.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

@@ -20,7 +20,7 @@ use image::ImageDecoder;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::catalog::{self, ImageDelivery, ModelSpec};
+use crate::catalog::spec::{ImageDelivery, ModelSpec, who_supports_in};
 use crate::error::{Category, Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,16 @@ impl LocalImage {
     }
 }
 
+/// A reference (reference-to-video) ready to send: a resolved image (URL or local bytes), or a
+/// video/audio URL. Checked and resolved by `refs`; here so providers can take it without
+/// importing the catalog that `refs` checks against.
+#[derive(Debug, Clone)]
+pub enum Reference {
+    Image(ImageInput),
+    Video(String),
+    Audio(String),
+}
+
 /// A resolved image input.
 #[derive(Debug, Clone)]
 pub enum ImageInput {
@@ -151,14 +161,18 @@ pub async fn resolve_async(
     field: &'static str,
     spec: &'static ModelSpec,
     allowed: Vec<PathBuf>,
+    models: &'static [ModelSpec],
 ) -> Result<ImageInput> {
     let src = Source::parse(input, field)?;
-    src.check(field, spec)?;
+    src.check(field, spec, models)?;
     if let Source::Url(url) = src {
         return Ok(ImageInput::Url(url.to_string()));
     }
     let input = input.to_string();
-    off_runtime(field, move || resolve(&input, field, spec, &allowed)).await
+    off_runtime(field, move || {
+        resolve(&input, field, spec, &allowed, models)
+    })
+    .await
 }
 
 /// Which of `specs` would take `input` (in order), reading and decoding it once, off the async
@@ -168,13 +182,14 @@ pub async fn fits(
     field: &'static str,
     specs: &[&'static ModelSpec],
     allowed: Vec<PathBuf>,
+    models: &[ModelSpec],
 ) -> Vec<Result<()>> {
     let verdicts = |err: Error| specs.iter().map(|_| Err(err.clone())).collect();
     let src = match Source::parse(input, field) {
         Ok(src) => src,
         Err(e) => return verdicts(e),
     };
-    let passes: Vec<Result<()>> = specs.iter().map(|s| src.check(field, s)).collect();
+    let passes: Vec<Result<()>> = specs.iter().map(|s| src.check(field, s, models)).collect();
     let cap = specs
         .iter()
         .zip(&passes)
@@ -231,16 +246,18 @@ async fn off_runtime<T: Send + 'static>(
 }
 
 /// Read, confine and check `input` for the model `spec`. `allowed` are the directories a local
-/// path may resolve into. `field` names the argument in messages (`image`, `end_image`).
+/// path may resolve into. `field` names the argument in messages (`image`, `end_image`);
+/// `models` are those a refusal may name instead (the catalog).
 /// Blocking (reads and decodes): on the async runtime, use [`resolve_async`].
 pub fn resolve(
     input: &str,
     field: &str,
     spec: &ModelSpec,
     allowed: &[PathBuf],
+    models: &[ModelSpec],
 ) -> Result<ImageInput> {
     let src = Source::parse(input, field)?;
-    src.check(field, spec)?;
+    src.check(field, spec, models)?;
     if let Source::Url(url) = src {
         return Ok(ImageInput::Url(url.to_string()));
     }
@@ -288,8 +305,9 @@ impl<'a> Source<'a> {
     }
 
     /// What `spec` refuses without reading: the delivery rules, and a data URI whose length
-    /// alone puts it over the size limit (base64 is 4/3 of the bytes).
-    fn check(&self, field: &str, spec: &ModelSpec) -> Result<()> {
+    /// alone puts it over the size limit (base64 is 4/3 of the bytes). `models`: the catalog, for
+    /// naming the models that would take it.
+    fn check(&self, field: &str, spec: &ModelSpec, models: &[ModelSpec]) -> Result<()> {
         match self {
             Source::Url(_) if spec.image_delivery == ImageDelivery::Local => {
                 Err(Error::unsupported(format!(
@@ -301,7 +319,7 @@ impl<'a> Source<'a> {
             _ if spec.image_delivery == ImageDelivery::UrlOnly => Err(Error::unsupported(format!(
                 "{field}: {} takes image URLs only (its API has no upload); pass an https URL, or use a model that takes local files and data URIs: {}",
                 spec.key(),
-                catalog::who_supports(|m| m.image_delivery != ImageDelivery::UrlOnly
+                who_supports_in(models, |m| m.image_delivery != ImageDelivery::UrlOnly
                     && m.image_delivery != ImageDelivery::Local)
             ))),
             Source::Data(data) => {

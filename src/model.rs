@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-pub use crate::providers::ProviderId;
+pub use crate::providers::id::ProviderId;
+
+/// The longest wait of one call: under the TypeScript SDK's 60 s default request timeout (see
+/// `mcp::tools::MAX_WAIT_SECONDS`). Raise it only for hosts that reset their timeout on progress.
+pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 50;
 
 /// Task state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -247,7 +251,7 @@ pub struct CreateRequest {
     pub max_cost_usd: Option<f64>,
     /// Seconds to wait for the result (0 = return at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = crate::config::DEFAULT_MAX_WAIT_SECONDS))]
+    #[schemars(range(max = DEFAULT_MAX_WAIT_SECONDS))]
     pub wait_seconds: Option<u32>,
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::catalog::{self, ModelSpec, References};
 use crate::error::{Error, Result};
-use crate::media::{self, ImageInput};
+use crate::media;
 use crate::model::CreateRequest;
 
 /// What a reference is.
@@ -29,13 +29,8 @@ impl RefKind {
     }
 }
 
-/// A reference ready to send: a resolved image (URL or local bytes), or a video/audio URL.
-#[derive(Debug, Clone)]
-pub enum Reference {
-    Image(ImageInput),
-    Video(String),
-    Audio(String),
-}
+/// Defined beside `ImageInput` in `media`, below the providers that send it.
+pub use crate::media::Reference;
 
 const IMAGE_EXT: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp"];
 const VIDEO_EXT: &[&str] = &["mp4", "mov"];
@@ -191,7 +186,16 @@ pub async fn resolve(
         out.push(match kind(r) {
             Some(RefKind::Video) => Reference::Video(r.to_string()),
             Some(RefKind::Audio) => Reference::Audio(r.to_string()),
-            _ => Reference::Image(media::resolve_async(r, field(i), spec, allowed.to_vec()).await?),
+            _ => Reference::Image(
+                media::resolve_async(
+                    r,
+                    field(i),
+                    spec,
+                    allowed.to_vec(),
+                    crate::catalog::models(),
+                )
+                .await?,
+            ),
         });
     }
     Ok(out)

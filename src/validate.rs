@@ -5,6 +5,7 @@
 use crate::catalog::{self, ModelSpec, Range};
 use crate::error::{Error, Result};
 use crate::model::CreateRequest;
+use crate::providers::registry::Declared;
 
 /// Generic cap where the provider published none (CONTRACTS.md: some prompt limits are UNKNOWN).
 pub const GENERIC_PROMPT_MAX: usize = 10_000;

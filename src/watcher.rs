@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::error::{Category, Error};
 use crate::journal::{Download, Journal, State, TaskRow, Update};
 use crate::model::{Status, Task, now_ms};
-use crate::providers::{Providers, Snapshot};
+use crate::providers::Snapshot;
+use crate::providers::registry::Declared;
+use crate::providers::runtime::Providers;
 
 /// Download attempts before giving up (each with backoff; an expired URL is re-fetched).
 const DOWNLOAD_ATTEMPTS: u32 = 5;

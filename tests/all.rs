@@ -17,6 +17,7 @@ mod http;
 mod http_2026;
 mod interop;
 mod journal;
+mod layers;
 mod lifecycle;
 mod local;
 mod mcp_flow;

@@ -363,7 +363,7 @@ async fn a_local_render_restarted_from_the_journal_finds_its_data_uri_image() {
         .unwrap();
     let cfg = ws.config(&[]);
     let http = i2v_mcp::providers::http::client().unwrap();
-    let fresh = i2v_mcp::providers::Providers::new(
+    let fresh = i2v_mcp::providers::runtime::Providers::new(
         &cfg,
         &http,
         i2v_mcp::journal::Journal::open(&ws.data().join("journal.sqlite")).unwrap(),

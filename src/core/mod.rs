@@ -30,7 +30,9 @@ use crate::config::Config;
 use crate::error::{Category, Error, Result};
 use crate::journal::{Journal, ListFilter, TaskRow};
 use crate::model::{ProviderId, Status, Task, now_ms};
-use crate::providers::{self, Providers};
+use crate::providers;
+use crate::providers::registry::{self, Declared};
+use crate::providers::runtime::Providers;
 use crate::watcher::Watcher;
 use ratelimit::RateLimiters;
 
@@ -126,7 +128,7 @@ impl Core {
             ))
             .with_next_step("set I2V_MCP_OUTPUT_DIR to a writable directory")
         })?;
-        let journal = Journal::open_configured(&cfg)?;
+        let journal = open_journal(&cfg)?;
         let http = providers::http::client()?;
         let providers = Arc::new(Providers::new(&cfg, &http, journal.clone()));
         let watcher = Watcher::new(journal.clone(), providers.clone(), cfg.clone(), http);
@@ -211,7 +213,7 @@ impl Core {
             .filter(configured)
             .peekable();
         if keyed.peek().is_none() {
-            return Err(Error::new(Category::Auth, providers::no_key_message()));
+            return Err(Error::new(Category::Auth, registry::no_key_message()));
         }
         keyed
             .find(|p| !t2v || catalog::default_t2v_model(*p).is_some())
@@ -347,7 +349,7 @@ impl Core {
             .collect();
         Ok(LoraList {
             loras,
-            note: providers::lora_note(),
+            note: registry::lora_note(),
         })
     }
 }
@@ -358,4 +360,13 @@ fn no_t2v(why: &str) -> Error {
         "give image for image-to-video, or pick a text-to-video model: {}",
         catalog::who_supports(|m| m.text_to_video && m.retired_on.is_none())
     ))
+}
+
+/// The journal the config names: PostgreSQL with a database URL, else SQLite in the data dir.
+fn open_journal(cfg: &Config) -> Result<Journal> {
+    use secrecy::ExposeSecret;
+    match &cfg.database_url {
+        Some(url) => Journal::open_postgres(url.expose_secret()),
+        None => Journal::open(&cfg.data_dir.join("journal.sqlite")),
+    }
 }

@@ -359,7 +359,14 @@ impl Core {
     ) -> Result<Vec<&'static ModelSpec>> {
         for (field, input) in [("image", &req.image), ("end_image", &req.end_image)] {
             let Some(input) = input else { continue };
-            let verdicts = media::fits(input, field, &specs, self.allowed_dirs(ctx)).await;
+            let verdicts = media::fits(
+                input,
+                field,
+                &specs,
+                self.allowed_dirs(ctx),
+                catalog::models(),
+            )
+            .await;
             let mut first_err = None;
             let mut kept = Vec::new();
             for (spec, verdict) in specs.into_iter().zip(verdicts) {

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{CallCtx, Core, Quote};
-use crate::catalog::ModelSpec;
+use crate::catalog::{self, ModelSpec};
 use crate::error::{Category, Error, Result};
 use crate::journal::{Inserted, NewTask, TaskRow};
 use crate::media::{self, ImageInput};
 use crate::model::{CreateRequest, ProviderId, Task, now_ms};
-use crate::providers::{self, Acceptance, ProviderError, Submission, Webhook};
+use crate::providers::registry::{self, Declared};
+use crate::providers::{Acceptance, ProviderError, Submission, Webhook};
 use crate::validate;
 
 /// Create attempts when the provider surely refused for a passing reason (429, refused connection).
@@ -100,7 +101,7 @@ impl Core {
                 Category::Auth,
                 format!(
                     "{provider} has no API key: set {var} (or [providers.{provider}].api_key){}",
-                    providers::keyless()
+                    registry::keyless()
                         .map(|d| format!(", or use provider \"{}\" for a free preview", d.id))
                         .unwrap_or_default()
                 ),
@@ -150,11 +151,16 @@ impl Core {
     ) -> Result<Inspected> {
         let allowed = self.allowed_dirs(ctx);
         let image = match &req.image {
-            Some(i) => Some(media::resolve_async(i, "image", spec, allowed.clone()).await?),
+            Some(i) => Some(
+                media::resolve_async(i, "image", spec, allowed.clone(), catalog::models()).await?,
+            ),
             None => None,
         };
         let end_image = match &req.end_image {
-            Some(e) => Some(media::resolve_async(e, "end_image", spec, allowed.clone()).await?),
+            Some(e) => Some(
+                media::resolve_async(e, "end_image", spec, allowed.clone(), catalog::models())
+                    .await?,
+            ),
             None => None,
         };
         let references = crate::refs::resolve(req, spec, &allowed).await?;

@@ -7,6 +7,7 @@ use super::Core;
 use crate::error::{Category, Error, Result};
 use crate::model::ProviderId;
 use crate::providers::Webhook;
+use crate::providers::registry::Declared;
 
 /// What a webhook call led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +87,7 @@ fn secrets_match(expected: &str, given: &str) -> bool {
 /// The provider's task id in a webhook body, where any provider's declaration says it stands.
 fn provider_task_id_in(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    crate::providers::declarations()
+    crate::providers::registry::declarations()
         .filter_map(|d| d.webhook)
         .filter_map(|w| v.pointer(w.task_id_at))
         .find_map(|x| x.as_str().map(String::from))

@@ -112,15 +112,6 @@ impl Journal {
         ))))
     }
 
-    /// The journal the config names: PostgreSQL with a database URL, else SQLite in the data dir.
-    pub fn open_configured(cfg: &crate::config::Config) -> Result<Journal> {
-        use secrecy::ExposeSecret;
-        match &cfg.database_url {
-            Some(url) => Journal::open_postgres(url.expose_secret()),
-            None => Journal::open(&cfg.data_dir.join("journal.sqlite")),
-        }
-    }
-
     fn unrecorded(&self) -> MutexGuard<'_, HashMap<String, String>> {
         self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -9,6 +9,7 @@
 //! published by Apikley (third-party figures conflict, CONTRACTS.md 3.7), so the catalog leaves it
 //! unset. Contract: `shared/providers/CONTRACTS.md` sections 0 and 3.
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -17,10 +18,10 @@ use super::{
     Acceptance, Auth, Build, Declaration, Provider, ProviderError, Snapshot, Submission,
     WebhookDecl,
 };
-use crate::catalog::{ImageDelivery, ModelSpec, Price, range};
-use crate::config::{ProviderConfig, RateLimits};
+use super::{CancelOutcome, ProviderConfig, RateLimits};
+use crate::catalog::spec::{ImageDelivery, ModelSpec, Price, range};
 use crate::error::{Category, Error, snippet};
-use crate::journal::Journal;
+use crate::journal::{Journal, TaskRow};
 use crate::media::{ImageInput, LocalImage};
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
 
@@ -60,7 +61,7 @@ pub static DECL: Declaration = Declaration {
     poll_interval: None,
     keyless_offer: None,
     build: |b: &Build<'_>| {
-        Provider::Apikley(Client::new(b.provider, b.http.clone(), b.journal.clone()))
+        std::sync::Arc::new(Client::new(b.provider, b.http.clone(), b.journal.clone()))
     },
 };
 
@@ -90,8 +91,20 @@ fn spec() -> ModelSpec {
     }
 }
 
+impl Provider for Client {
+    fn submit<'a>(&'a self, s: &'a Submission<'a>) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(Client::submit(self, s))
+    }
+    fn poll<'a>(&'a self, row: &'a TaskRow) -> BoxFuture<'a, Result<Snapshot, ProviderError>> {
+        Box::pin(Client::poll(self, super::provider_task_id(row)))
+    }
+    fn cancel<'a>(&'a self, _: &'a TaskRow) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+        super::no_cancel(&DECL)
+    }
+}
+
 fn key_env() -> &'static str {
-    ProviderId::Apikley.key_env().unwrap_or_default()
+    DECL.key_env.unwrap_or_default()
 }
 
 pub struct Client {
@@ -845,6 +858,8 @@ mod tests {
             timeout: Duration::from_secs(5),
             rate_limit: Default::default(),
             allow_retired: false,
+            auth: DECL.auth,
+            no_key: String::new(),
         };
         (
             Client::new(&cfg, http::client().unwrap(), journal.clone()),

@@ -15,15 +15,17 @@
 //! A.12), so every model is unpriced with the figures third parties quote. Contract:
 //! `shared/providers/CONTRACTS-2026-12.md` section A.
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Api, Reply, Stage};
 use super::{
     Auth, Build, CancelOutcome, Declaration, Provider, ProviderError, Snapshot, Submission,
 };
-use crate::catalog::{ImageDelivery, ModelSpec, Price, References, Tier, range, strings};
-use crate::config::{ProviderConfig, RateLimits};
+use super::{ProviderConfig, RateLimits};
+use crate::catalog::spec::{ImageDelivery, ModelSpec, Price, References, Tier, range, strings};
 use crate::error::{Category, Error, snippet};
+use crate::journal::TaskRow;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
 
@@ -54,7 +56,7 @@ pub static DECL: Declaration = Declaration {
     same_upstream: &[ProviderId::Dashscope],
     poll_interval: None,
     keyless_offer: None,
-    build: |b: &Build<'_>| Provider::Dashscope(Client::new(b.provider, b.http.clone())),
+    build: |b: &Build<'_>| std::sync::Arc::new(Client::new(b.provider, b.http.clone())),
 };
 
 const CREATE_PATH: &str = "/services/aigc/video-generation/video-synthesis";
@@ -69,8 +71,23 @@ const WAN3_PRIME: &str = "wan3.0-video-prime";
 const URL_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 const MB: u64 = 1024 * 1024;
 
+impl Provider for Client {
+    fn submit<'a>(&'a self, s: &'a Submission<'a>) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(Client::submit(self, s))
+    }
+    fn poll<'a>(&'a self, row: &'a TaskRow) -> BoxFuture<'a, Result<Snapshot, ProviderError>> {
+        Box::pin(Client::poll(self, super::provider_task_id(row)))
+    }
+    fn cancel<'a>(
+        &'a self,
+        row: &'a TaskRow,
+    ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+        Box::pin(Client::cancel(self, super::provider_task_id(row)))
+    }
+}
+
 fn key_env() -> &'static str {
-    ProviderId::Dashscope.key_env().unwrap_or_default()
+    DECL.key_env.unwrap_or_default()
 }
 
 /// A.9: local images go inline as data URIs; whether the 20 MB / 10 MB cap applies to the file
@@ -520,15 +537,15 @@ fn wan3_body(s: &Submission<'_>) -> CreateBody {
     }
     for r in s.references {
         input.media.push(match r {
-            crate::refs::Reference::Image(img) => Media {
+            crate::media::Reference::Image(img) => Media {
                 kind: "reference_image",
                 url: image_url(img),
             },
-            crate::refs::Reference::Video(u) => Media {
+            crate::media::Reference::Video(u) => Media {
                 kind: "reference_video",
                 url: u.clone(),
             },
-            crate::refs::Reference::Audio(u) => Media {
+            crate::media::Reference::Audio(u) => Media {
                 kind: "reference_audio",
                 url: u.clone(),
             },
@@ -1087,7 +1104,7 @@ mod tests {
         req: &CreateRequest,
         image: Option<&ImageInput>,
         end: Option<&ImageInput>,
-        refs: &[crate::refs::Reference],
+        refs: &[crate::media::Reference],
     ) -> Value {
         let mut s =
             crate::providers::submission(&format!("dashscope/{model}"), req, image, end, None);
@@ -1135,7 +1152,7 @@ mod tests {
 
     #[test]
     fn wan3_references_keep_their_order_and_kind() {
-        use crate::refs::Reference;
+        use crate::media::Reference;
         let req = CreateRequest {
             prompt: "Image 1 dances to Audio 1 like Video 1".into(),
             ..CreateRequest::default()

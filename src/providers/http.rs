@@ -4,7 +4,6 @@
 //! error, an answer that does not parse, and "succeeded without a video URL is failed".
 //! Provider modules keep the pure translation and their own reading of error bodies.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,56 +13,23 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Acceptance, Auth, ProviderError};
-use crate::config::ProviderConfig;
+use super::{Acceptance, Auth, ProviderConfig, ProviderError};
 use crate::error::{Category, Error, snippet};
 use crate::model::ProviderId;
 
-/// The one HTTP client, shared by every provider and the downloader, built on first use (with
-/// explicit timeouts): loading the system's CA roots costs time and memory that a server which
-/// only lists tools, or only renders locally, never needs to pay.
-#[derive(Clone, Default)]
-pub struct HttpClient(Arc<OnceLock<reqwest::Client>>);
+pub use super::client::{HttpClient, client};
 
-impl std::ops::Deref for HttpClient {
-    type Target = reqwest::Client;
-    fn deref(&self) -> &reqwest::Client {
-        self.0.get_or_init(build)
-    }
-}
-
-fn build() -> reqwest::Client {
-    // reqwest is built without a default TLS provider (ring instead of aws-lc keeps the build
-    // light); `client()` installed ring. A second install fails harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
-        .user_agent(concat!("i2v-mcp/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            // Only a broken TLS setup fails here; a plain client still serves http:// bases.
-            tracing::error!(error = %e, "cannot build the configured HTTP client; using defaults");
-            reqwest::Client::new()
-        })
-}
-
-/// The shared client (built lazily on first request). Installs the process-wide TLS crypto
-/// provider now, which is cheap, so any reqwest client in the process can be built.
-pub fn client() -> Result<HttpClient, Error> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Ok(HttpClient::default())
-}
-
-/// The API key of a provider, or the `auth` error that says how to set it.
-pub fn api_key(key: Option<&SecretString>, provider: ProviderId) -> Result<String, ProviderError> {
+/// The API key of a provider, or the `auth` error that says how to set it (`no_key`, see
+/// [`ProviderConfig::no_key`]).
+pub fn api_key(
+    key: Option<&SecretString>,
+    provider: ProviderId,
+    no_key: &str,
+) -> Result<String, ProviderError> {
     key.map(|k| k.expose_secret().to_string()).ok_or_else(|| {
-        let keyless =
-            super::keyless().map_or(String::new(), |d| format!(" or use provider \"{}\"", d.id));
         ProviderError::rejected(
-            Error::new(Category::Auth, format!("no API key for {provider}")).with_next_step(
-                format!("set {}{keyless}", provider.key_env().unwrap_or_default()),
-            ),
+            Error::new(Category::Auth, format!("no API key for {provider}"))
+                .with_next_step(no_key.to_string()),
         )
     })
 }
@@ -144,6 +110,8 @@ pub struct Api {
     pub id: ProviderId,
     base_url: String,
     key: Option<SecretString>,
+    auth: Auth,
+    no_key: String,
     timeout: Duration,
     http: HttpClient,
 }
@@ -154,6 +122,8 @@ impl Api {
             id,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             key: cfg.api_key.clone(),
+            auth: cfg.auth,
+            no_key: cfg.no_key.clone(),
             timeout: cfg.timeout,
             http,
         }
@@ -163,9 +133,10 @@ impl Api {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(match self.id.decl().auth {
-            Auth::Bearer => req.bearer_auth(api_key(self.key.as_ref(), self.id)?),
-            Auth::Header(name) => req.header(name, api_key(self.key.as_ref(), self.id)?),
+        let key = || api_key(self.key.as_ref(), self.id, &self.no_key);
+        Ok(match self.auth {
+            Auth::Bearer => req.bearer_auth(key()?),
+            Auth::Header(name) => req.header(name, key()?),
             Auth::None => req,
         })
     }

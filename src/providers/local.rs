@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+use super::RateLimits;
 use super::{
     Auth, Build, CancelOutcome, Declaration, LocalFile, Provider, ProviderError, Snapshot,
     Submission,
 };
-use crate::catalog::{self, ImageDelivery, ModelSpec, Price, range, strings};
-use crate::config::RateLimits;
+use crate::catalog::spec::{ImageDelivery, ModelSpec, Price, range, strings};
 use crate::error::{Category, Error};
 use crate::journal::TaskRow;
 use crate::media::{self, ImageInput};
@@ -50,17 +51,33 @@ pub static DECL: Declaration = Declaration {
     build,
 };
 
-fn build(b: &Build<'_>) -> Provider {
-    Provider::Local(Client::new(
-        b.cfg.output_dir.clone(),
+fn build(b: &Build<'_>) -> Arc<dyn Provider> {
+    Arc::new(Client::new(
+        b.output_dir.to_path_buf(),
         // A restarted render may read an inline image the journal kept by digest.
-        b.cfg
-            .allowed_dirs
+        b.allowed_dirs
             .iter()
             .cloned()
-            .chain([crate::journal::inputs_dir(&b.cfg.data_dir)])
+            .chain([crate::journal::inputs_dir(b.data_dir)])
             .collect(),
+        b.models,
     ))
+}
+
+impl Provider for Client {
+    fn submit<'a>(&'a self, s: &'a Submission<'a>) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(Client::submit(self, s))
+    }
+    fn poll<'a>(&'a self, row: &'a TaskRow) -> BoxFuture<'a, Result<Snapshot, ProviderError>> {
+        Box::pin(Client::poll(self, row))
+    }
+    fn cancel<'a>(
+        &'a self,
+        row: &'a TaskRow,
+    ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+        let outcome = Client::cancel(self, &row.id);
+        Box::pin(async move { Ok(outcome) })
+    }
 }
 
 fn spec() -> ModelSpec {
@@ -107,6 +124,8 @@ pub struct Client {
     output_dir: PathBuf,
     /// Where a restarted render may re-read its image from.
     allowed: Vec<PathBuf>,
+    /// The catalog, for the image checks of a restarted render.
+    models: &'static [ModelSpec],
     jobs: Mutex<HashMap<String, Arc<Job>>>,
 }
 
@@ -160,10 +179,11 @@ fn render_error(e: RenderError) -> Error {
 }
 
 impl Client {
-    pub fn new(output_dir: PathBuf, allowed: Vec<PathBuf>) -> Self {
+    pub fn new(output_dir: PathBuf, allowed: Vec<PathBuf>, models: &'static [ModelSpec]) -> Self {
         Client {
             output_dir,
             allowed,
+            models,
             jobs: Mutex::new(HashMap::new()),
         }
     }
@@ -261,11 +281,16 @@ impl Client {
         let req: CreateRequest =
             serde_json::from_str(row.request.as_deref().unwrap_or_default())
                 .map_err(|e| Error::internal(format!("journal request unreadable: {e}")))?;
-        let spec = catalog::default_model(ProviderId::Local);
+        // Its first model is its default (`DECL.models`).
+        let spec = self
+            .models
+            .iter()
+            .find(|m| m.provider == ProviderId::Local)
+            .ok_or_else(|| Error::internal("the catalog has no local model"))?;
         let mut allowed = self.allowed.clone();
         allowed.push(self.output_dir.clone());
         let given = req.image.as_deref().unwrap_or_default();
-        let image = media::resolve_async(given, "image", spec, allowed).await?;
+        let image = media::resolve_async(given, "image", spec, allowed, self.models).await?;
         let ImageInput::Local(img) = image else {
             return Err(Error::unsupported(
                 "local/camera-preview needs a local image",

@@ -1,171 +1,82 @@
-//! Providers: one enum variant, one registry line and one file of mostly pure translation each.
+//! Providers: one file of mostly pure translation each, one registry line, one id.
 //! Each file declares everything about its provider in one [`Declaration`] (key variable, base
 //! URL, auth, rate limits, models, extra checks, webhooks, cancel); the rest of the server reads
-//! those declarations and names no provider. The async part only sends (through `http::Api`).
+//! those declarations through [`registry`] and names no provider. The async part only sends
+//! (through `http::Api`) and answers through the [`Provider`] trait.
 //! Every provider answers in the same neutral terms: a provider task id on submit, a `Snapshot`
 //! on poll, and a `ProviderError` that says whether the provider may have accepted a create
 //! (which decides whether it may ever be retried).
 //!
+//! Layers, lowest first (`tests/layers.rs` keeps every import running downward): this file and
+//! [`id`] are the vocabulary (below the journal and media they name); [`http`] and the provider
+//! modules use only that and what is below; [`registry`] lists the provider modules; the catalog,
+//! the config and validation read the registry; [`runtime`] builds the clients from the config.
+//!
 //! Adding a provider: see CONTRIBUTING.md ("Adding a provider").
 
 pub mod apikley;
+pub mod client;
 pub mod dashscope;
 pub mod http;
+pub mod id;
 pub mod local;
 pub mod novita;
 pub mod piapi;
+pub mod registry;
+pub mod runtime;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::schemars::{self, JsonSchema};
-use serde::{Deserialize, Serialize};
+use futures::future::BoxFuture;
+use secrecy::SecretString;
+use serde::Deserialize;
 
-use crate::catalog::{Lora, ModelSpec};
-use crate::config::{Config, RateLimits};
+pub use id::ProviderId;
+
+use crate::catalog::spec::{Lora, ModelSpec};
 use crate::error::{Category, Error};
 use crate::journal::{Journal, TaskRow};
 use crate::media::ImageInput;
 use crate::model::{CreateRequest, Status};
 
-/// Provider id.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    strum::Display,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ProviderId {
-    Piapi,
-    Qubico,
-    Novita,
-    Apikley,
-    Local,
-    Dashscope,
+/// Client-side create limits; `None` fields are unlimited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub per_10_seconds: Option<u32>,
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+    pub per_day: Option<u32>,
 }
 
-/// Every provider's declaration, one line each, in `ProviderId` order (tested).
-static REGISTRY: &[&Declaration] = &[
-    &piapi::PIAPI,
-    &piapi::QUBICO,
-    &novita::DECL,
-    &apikley::DECL,
-    &local::DECL,
-    &dashscope::DECL,
-];
-
-impl ProviderId {
-    /// Every provider, in declaration order.
-    pub const ALL: &'static [ProviderId] = <ProviderId as strum::VariantArray>::VARIANTS;
-
-    /// What this provider declares about itself.
-    pub fn decl(self) -> &'static Declaration {
-        REGISTRY[self as usize]
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// The environment variable holding this provider's key, if it needs one.
-    pub fn key_env(self) -> Option<&'static str> {
-        self.decl().key_env
-    }
-
-    /// The environment variable overriding this provider's base URL.
-    pub fn base_url_env(self) -> String {
-        format!("I2V_MCP_{}_BASE_URL", self.as_str().to_ascii_uppercase())
-    }
-
-    /// The environment variable that allows creates on this provider's retired models.
-    pub fn allow_retired_env(self) -> String {
-        format!(
-            "I2V_MCP_{}_ALLOW_RETIRED",
-            self.as_str().to_ascii_uppercase()
-        )
-    }
-
-    pub fn default_base_url(self) -> Option<&'static str> {
-        self.decl().default_base_url
-    }
-
-    /// The ids that reach the same upstream as this one (itself included): a webhook for one may
-    /// name a task created through another.
-    pub fn same_upstream(self) -> &'static [ProviderId] {
-        self.decl().same_upstream
-    }
-}
-
-impl std::str::FromStr for ProviderId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        ProviderId::ALL
-            .iter()
-            .copied()
-            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                let names: Vec<&str> = ProviderId::ALL.iter().map(|p| p.as_str()).collect();
-                Error::invalid_input(format!(
-                    "unknown provider '{s}': use one of {}",
-                    names.join(", ")
-                ))
-            })
-    }
-}
-
-/// Every declaration, in `ProviderId` order.
-pub fn declarations() -> impl Iterator<Item = &'static Declaration> {
-    REGISTRY.iter().copied()
-}
-
-/// The provider used when none is asked for, configured or keyed: the first declared.
-pub fn fallback() -> ProviderId {
-    REGISTRY[0].id
-}
-
-/// The first provider that needs no key (offered when no key is set), if any.
-pub fn keyless() -> Option<&'static Declaration> {
-    declarations().find(|d| !d.needs_key())
-}
-
-/// The `auth` message when no provider has a key: every key variable, and the keyless provider.
-pub fn no_key_message() -> String {
-    let vars: Vec<&str> = declarations().filter_map(|d| d.key_env).collect();
-    let vars = match vars.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => vars.join(""),
+impl RateLimits {
+    /// No client-side limit (the provider's 429s are still honoured).
+    pub const UNLIMITED: RateLimits = RateLimits {
+        per_10_seconds: None,
+        per_minute: None,
+        per_hour: None,
+        per_day: None,
     };
-    let offer = keyless()
-        .map(|d| {
-            format!(
-                ", or pass provider \"{}\" for {}",
-                d.id,
-                d.keyless_offer.unwrap_or("a free preview")
-            )
-        })
-        .unwrap_or_default();
-    format!("no provider has an API key: set {vars}{offer}")
 }
 
-/// What `list_loras` says about LoRA names: each provider's note.
-pub fn lora_note() -> String {
-    let notes: Vec<&str> = declarations().filter_map(|d| d.lora_note).collect();
-    format!("{}.", notes.join("; "))
+/// One provider's resolved settings (the config resolves them from the file, the environment
+/// and the provider's declaration).
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub api_key: Option<SecretString>,
+    pub base_url: String,
+    pub timeout: Duration,
+    pub rate_limit: RateLimits,
+    /// Creates on retired models are sent anyway (`allow_retired`, I2V_MCP_<ID>_ALLOW_RETIRED).
+    pub allow_retired: bool,
+    /// How its requests authenticate (its declaration's `auth`).
+    pub auth: Auth,
+    /// What to do when the key is missing: set its declared variable, or use the keyless provider.
+    pub no_key: String,
 }
 
 /// How a provider authenticates its requests.
@@ -222,7 +133,7 @@ pub struct Declaration {
     /// For a keyless provider: what it offers, said when no key is set.
     pub keyless_offer: Option<&'static str>,
     /// Builds its client once from the configuration.
-    pub build: fn(&Build<'_>) -> Provider,
+    pub build: fn(&Build<'_>) -> Arc<dyn Provider>,
 }
 
 impl Declaration {
@@ -243,10 +154,16 @@ pub fn no_preflight(_: &CreateRequest, _: Option<&ImageInput>) -> Result<(), Err
 /// What a provider's `build` gets.
 pub struct Build<'a> {
     pub id: ProviderId,
-    pub cfg: &'a Config,
-    pub provider: &'a crate::config::ProviderConfig,
-    pub http: &'a http::HttpClient,
+    pub provider: &'a ProviderConfig,
+    pub http: &'a client::HttpClient,
     pub journal: &'a Journal,
+    /// Where results are written.
+    pub output_dir: &'a Path,
+    /// The directories a local image path may resolve into.
+    pub allowed_dirs: &'a [PathBuf],
+    pub data_dir: &'a Path,
+    /// Every model (the catalog), for messages that name the models that would take an input.
+    pub models: &'static [ModelSpec],
 }
 
 /// Whether the provider may have accepted a request that failed.
@@ -376,7 +293,7 @@ pub struct Submission<'a> {
     pub image: Option<&'a ImageInput>,
     pub end_image: Option<&'a ImageInput>,
     /// Reference media, resolved, in the order given (reference-to-video models only).
-    pub references: &'a [crate::refs::Reference],
+    pub references: &'a [crate::media::Reference],
     pub webhook: Option<&'a Webhook>,
 }
 
@@ -433,79 +350,26 @@ pub enum CancelOutcome {
     NotCancelled(String),
 }
 
-pub enum Provider {
-    /// PiAPI and Qubico: one adapter, two hosts.
-    Wanx(piapi::Client),
-    Novita(novita::Client),
-    Apikley(apikley::Client),
-    Local(local::Client),
-    Dashscope(dashscope::Client),
+/// A provider's client as the watcher and the core use it. Each provider module implements it
+/// for its `Client` (a few lines that call its own `submit`, `poll` and `cancel`).
+pub trait Provider: Send + Sync {
+    fn submit<'a>(&'a self, s: &'a Submission<'a>) -> BoxFuture<'a, Result<String, ProviderError>>;
+
+    fn poll<'a>(&'a self, row: &'a TaskRow) -> BoxFuture<'a, Result<Snapshot, ProviderError>>;
+
+    fn cancel<'a>(
+        &'a self,
+        row: &'a TaskRow,
+    ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>>;
 }
 
-impl Provider {
-    pub async fn submit(&self, s: &Submission<'_>) -> Result<String, ProviderError> {
-        match self {
-            Provider::Wanx(c) => c.submit(s).await,
-            Provider::Novita(c) => c.submit(s).await,
-            Provider::Apikley(c) => c.submit(s).await,
-            Provider::Local(c) => c.submit(s).await,
-            Provider::Dashscope(c) => c.submit(s).await,
-        }
-    }
-
-    pub async fn poll(&self, row: &TaskRow) -> Result<Snapshot, ProviderError> {
-        let ptid = row.provider_task_id.as_deref().unwrap_or_default();
-        match self {
-            Provider::Wanx(c) => c.poll(ptid).await,
-            Provider::Novita(c) => c.poll(ptid).await,
-            Provider::Apikley(c) => c.poll(ptid).await,
-            Provider::Local(c) => c.poll(row).await,
-            Provider::Dashscope(c) => c.poll(ptid).await,
-        }
-    }
-
-    pub async fn cancel(&self, row: &TaskRow) -> Result<CancelOutcome, ProviderError> {
-        let ptid = row.provider_task_id.as_deref().unwrap_or_default();
-        match self {
-            Provider::Wanx(c) => c.cancel(ptid).await,
-            Provider::Local(c) => Ok(c.cancel(&row.id)),
-            Provider::Dashscope(c) => c.cancel(ptid).await,
-            Provider::Novita(_) | Provider::Apikley(_) => Ok(CancelOutcome::NotCancelled(format!(
-                "{} has no cancel API",
-                row.provider.decl().name
-            ))),
-        }
-    }
+/// The provider's own id for a task (empty before it has one).
+pub fn provider_task_id(row: &TaskRow) -> &str {
+    row.provider_task_id.as_deref().unwrap_or_default()
 }
 
-/// Every provider, built once from the configuration with one shared HTTP client.
-pub struct Providers {
-    map: BTreeMap<ProviderId, Arc<Provider>>,
-}
-
-impl Providers {
-    pub fn new(cfg: &Config, http: &http::HttpClient, journal: Journal) -> Providers {
-        let map = cfg
-            .providers
-            .iter()
-            .map(|(id, pc)| {
-                let b = Build {
-                    id: *id,
-                    cfg,
-                    provider: pc,
-                    http,
-                    journal: &journal,
-                };
-                (*id, Arc::new((id.decl().build)(&b)))
-            })
-            .collect();
-        Providers { map }
-    }
-
-    pub fn get(&self, id: ProviderId) -> Result<Arc<Provider>, Error> {
-        self.map
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::internal(format!("provider {id} is not set up")))
-    }
+/// The cancel of a provider without a cancel API.
+pub fn no_cancel<'a>(decl: &Declaration) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+    let reason = format!("{} has no cancel API", decl.name);
+    Box::pin(async move { Ok(CancelOutcome::NotCancelled(reason)) })
 }

@@ -14,14 +14,18 @@
 //! (CONTRACTS.md 2.7, CONTRACTS-2026-12.md B.5), so the catalog leaves it unset. Contracts:
 //! `shared/providers/CONTRACTS.md` sections 0 and 2, `CONTRACTS-2026-12.md` section B.
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Api, Reply, Stage};
-use super::{Auth, Build, Declaration, Provider, ProviderError, Snapshot, Submission, WebhookDecl};
-use crate::catalog::{ImageDelivery, ModelSpec, Price, range, strings};
-use crate::config::{ProviderConfig, RateLimits};
+use super::{
+    Auth, Build, CancelOutcome, Declaration, Provider, ProviderConfig, ProviderError, RateLimits,
+    Snapshot, Submission, WebhookDecl,
+};
+use crate::catalog::spec::{ImageDelivery, ModelSpec, Price, range, strings};
 use crate::error::{Category, Error, snippet};
+use crate::journal::TaskRow;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, ProviderId, Resolution, Status, now_ms};
 
@@ -47,7 +51,7 @@ pub static DECL: Declaration = Declaration {
     same_upstream: &[ProviderId::Novita],
     poll_interval: None,
     keyless_offer: None,
-    build: |b: &Build<'_>| Provider::Novita(Client::new(b.provider, b.http.clone())),
+    build: |b: &Build<'_>| std::sync::Arc::new(Client::new(b.provider, b.http.clone())),
 };
 
 /// CONTRACTS-2026-12.md B.2, B.5: the default (first) model.
@@ -181,8 +185,20 @@ const RESULT_PATH: &str = "/v3/async/task-result";
 /// CONTRACTS.md 2.2: "Currently supports up to 3 LoRAs".
 const MAX_LORAS: usize = 3;
 
+impl Provider for Client {
+    fn submit<'a>(&'a self, s: &'a Submission<'a>) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(Client::submit(self, s))
+    }
+    fn poll<'a>(&'a self, row: &'a TaskRow) -> BoxFuture<'a, Result<Snapshot, ProviderError>> {
+        Box::pin(Client::poll(self, super::provider_task_id(row)))
+    }
+    fn cancel<'a>(&'a self, _: &'a TaskRow) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+        super::no_cancel(&DECL)
+    }
+}
+
 fn key_env() -> &'static str {
-    ProviderId::Novita.key_env().unwrap_or_default()
+    DECL.key_env.unwrap_or_default()
 }
 
 pub struct Client {
@@ -1345,6 +1361,8 @@ mod tests {
             timeout: Duration::from_secs(5),
             rate_limit: Default::default(),
             allow_retired: false,
+            auth: DECL.auth,
+            no_key: String::new(),
         };
         let client = Client::new(&cfg, http::client().unwrap());
         let url = ImageInput::Url("https://x.test/in.jpg".into());

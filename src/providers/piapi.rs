@@ -7,6 +7,7 @@
 //! $0.12 per 1.3B generation (same pages). Contract: `shared/providers/CONTRACTS.md` section 1
 //! (C.1 of CONTRACTS-2026-12.md: WanX still documented, liveness in late 2026 UNVERIFIED).
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -15,9 +16,10 @@ use super::{
     Auth, Build, CancelOutcome, Declaration, Provider, ProviderError, Snapshot, Submission,
     WebhookDecl,
 };
-use crate::catalog::{ImageDelivery, Lora, ModelSpec, Price, Range, range};
-use crate::config::{ProviderConfig, RateLimits};
+use super::{ProviderConfig, RateLimits};
+use crate::catalog::spec::{ImageDelivery, Lora, ModelSpec, Price, Range, range};
 use crate::error::{Category, Error, snippet};
+use crate::journal::TaskRow;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, CreateRequest, ProviderId, Status};
 
@@ -87,8 +89,32 @@ pub static QUBICO: Declaration = Declaration {
     ..PIAPI_DECL
 };
 
-fn build(b: &Build<'_>) -> Provider {
-    Provider::Wanx(Client::new(b.id, b.provider, b.http.clone()))
+fn build(b: &Build<'_>) -> std::sync::Arc<dyn Provider> {
+    std::sync::Arc::new(Client::new(b.id, b.provider, b.http.clone()))
+}
+
+/// PiAPI and Qubico: one adapter, two hosts.
+fn decl(id: ProviderId) -> &'static Declaration {
+    if id == ProviderId::Qubico {
+        &QUBICO
+    } else {
+        &PIAPI
+    }
+}
+
+impl Provider for Client {
+    fn submit<'a>(&'a self, s: &'a Submission<'a>) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(Client::submit(self, s))
+    }
+    fn poll<'a>(&'a self, row: &'a TaskRow) -> BoxFuture<'a, Result<Snapshot, ProviderError>> {
+        Box::pin(Client::poll(self, super::provider_task_id(row)))
+    }
+    fn cancel<'a>(
+        &'a self,
+        row: &'a TaskRow,
+    ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+        Box::pin(Client::cancel(self, super::provider_task_id(row)))
+    }
 }
 
 /// The WanX models of `provider`, the image-to-video one first (the provider default).
@@ -537,7 +563,7 @@ fn failure(id: ProviderId, reply: &Reply, what: &str) -> ProviderError {
         reply,
         category,
         format!("{what}: {id} answered HTTP {status}: {message}{hint}"),
-        id.key_env().unwrap_or_default(),
+        decl(id).key_env.unwrap_or_default(),
     )
 }
 

@@ -230,7 +230,14 @@ mod media {
 
         let good = dir.path().join("a.png");
         std::fs::write(&good, png(64, 48, false)).unwrap();
-        let img = resolve(good.to_str().unwrap(), "image", spec, &allowed).unwrap();
+        let img = resolve(
+            good.to_str().unwrap(),
+            "image",
+            spec,
+            &allowed,
+            crate::catalog::models(),
+        )
+        .unwrap();
         let local = img.as_local().unwrap();
         assert_eq!(
             (local.width, local.height, local.format),
@@ -239,31 +246,73 @@ mod media {
 
         let outside = other.path().join("b.png");
         std::fs::write(&outside, png(8, 8, false)).unwrap();
-        let e = resolve(outside.to_str().unwrap(), "image", spec, &allowed).unwrap_err();
+        let e = resolve(
+            outside.to_str().unwrap(),
+            "image",
+            spec,
+            &allowed,
+            crate::catalog::models(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("outside the allowed"), "{}", e.message);
 
         // A symlink inside the allowed dir pointing outside is refused: symlinks are resolved first.
         let link = dir.path().join("link.png");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        let e = resolve(link.to_str().unwrap(), "image", spec, &allowed).unwrap_err();
+        let e = resolve(
+            link.to_str().unwrap(),
+            "image",
+            spec,
+            &allowed,
+            crate::catalog::models(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("outside the allowed"), "{}", e.message);
 
-        let e = resolve(dir.path().to_str().unwrap(), "image", spec, &allowed).unwrap_err();
+        let e = resolve(
+            dir.path().to_str().unwrap(),
+            "image",
+            spec,
+            &allowed,
+            crate::catalog::models(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("directory"), "{}", e.message);
 
         let fake = dir.path().join("fake.png");
         std::fs::write(&fake, b"not an image at all, just text").unwrap();
-        let e = resolve(fake.to_str().unwrap(), "image", spec, &allowed).unwrap_err();
+        let e = resolve(
+            fake.to_str().unwrap(),
+            "image",
+            spec,
+            &allowed,
+            crate::catalog::models(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("not a JPEG"), "{}", e.message);
 
         let big = dir.path().join("big.png");
         let mut bytes = png(8, 8, false);
         bytes.resize(11 * 1024 * 1024, 0);
         std::fs::write(&big, bytes).unwrap();
-        let e = resolve(big.to_str().unwrap(), "image", spec, &allowed).unwrap_err();
+        let e = resolve(
+            big.to_str().unwrap(),
+            "image",
+            spec,
+            &allowed,
+            crate::catalog::models(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("at most 10 MB"), "{}", e.message);
 
-        let e = resolve("/no/such/file.png", "image", spec, &allowed).unwrap_err();
+        let e = resolve(
+            "/no/such/file.png",
+            "image",
+            spec,
+            &allowed,
+            crate::catalog::models(),
+        )
+        .unwrap_err();
         assert_eq!(e.category, Category::InvalidInput);
     }
 
@@ -271,28 +320,42 @@ mod media {
     fn data_uris_and_model_rules() {
         let spec26 = find_key("novita/wan2.6-i2v").unwrap();
         let uri = format!("data:image/png;base64,{}", B64.encode(png(400, 400, true)));
-        let e = resolve(&uri, "image", spec26, &[]).unwrap_err();
+        let e = resolve(&uri, "image", spec26, &[], crate::catalog::models()).unwrap_err();
         assert!(e.message.contains("alpha"), "{}", e.message);
         let uri = format!("data:image/png;base64,{}", B64.encode(png(100, 400, false)));
-        let e = resolve(&uri, "image", spec26, &[]).unwrap_err();
+        let e = resolve(&uri, "image", spec26, &[], crate::catalog::models()).unwrap_err();
         assert!(e.message.contains("between 360 and 2000"), "{}", e.message);
         let uri = format!("data:image/png;base64,{}", B64.encode(png(400, 400, false)));
-        assert!(resolve(&uri, "image", spec26, &[]).is_ok());
+        assert!(resolve(&uri, "image", spec26, &[], crate::catalog::models()).is_ok());
 
         // Over the size limit by its length alone: refused before decoding.
         let local = find_key("local/camera-preview").unwrap();
         let huge = format!("data:image/png;base64,{}", "A".repeat(72 << 20));
-        let e = resolve(&huge, "image", local, &[]).unwrap_err();
+        let e = resolve(&huge, "image", local, &[], crate::catalog::models()).unwrap_err();
         assert!(e.message.contains("at most 50 MB"), "{}", e.message);
-        let e = resolve("data:image/png;base64,iVBORw0KGgo%%%", "image", local, &[]).unwrap_err();
+        let e = resolve(
+            "data:image/png;base64,iVBORw0KGgo%%%",
+            "image",
+            local,
+            &[],
+            crate::catalog::models(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("base64"), "{}", e.message);
 
         let spec21 = find_key("novita/wan2.1-i2v").unwrap();
-        let e = resolve(&uri, "image", spec21, &[]).unwrap_err();
+        let e = resolve(&uri, "image", spec21, &[], crate::catalog::models()).unwrap_err();
         assert_eq!(e.category, Category::Unsupported);
         assert!(e.message.contains("novita/wan2.6-i2v"), "{}", e.message);
         assert!(matches!(
-            resolve("https://x.test/a.png", "image", spec21, &[]).unwrap(),
+            resolve(
+                "https://x.test/a.png",
+                "image",
+                spec21,
+                &[],
+                crate::catalog::models()
+            )
+            .unwrap(),
             ImageInput::Url(_)
         ));
     }
@@ -402,6 +465,7 @@ mod validate {
 }
 
 mod registry {
+    use super::super::registry::*;
     use super::super::*;
 
     #[test]

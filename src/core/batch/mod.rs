@@ -28,6 +28,7 @@ use super::{CallCtx, Core, Quote};
 use crate::error::{Category, Error, Result};
 use crate::journal::{BatchRow, NewBatchRow};
 use crate::model::{ProviderId, Status, Task, now_ms};
+use crate::providers::registry::Declared;
 pub use manifest::{Invalid, Row};
 
 /// Rows vetted at once (image reads and decodes run on the blocking pool).

@@ -25,7 +25,7 @@
 use serde::Serialize;
 
 use super::{CreateBody, Inputs, TaskConfig, WebhookConfig};
-use crate::catalog::{ImageDelivery, ModelSpec, Price, Tier};
+use crate::catalog::spec::{ImageDelivery, ModelSpec, Price, Tier};
 use crate::error::Error;
 use crate::media::ImageInput;
 use crate::model::{AspectRatio, ProviderId, Resolution};

@@ -1,14 +1,10 @@
-//! Every provider x model the server knows: what it can do, its limits, and its price with the
-//! source of that price. A price nobody published is `None` with a note, never a guess; the user can
-//! set one under `[pricing]`. Each provider declares its own models (`providers::Declaration`),
-//! with the `shared/providers/CONTRACTS.md` section behind each fact; this module gathers them.
-
-use std::sync::LazyLock;
+//! What a model is, in facts a provider declares (`providers::Declaration::models`): what it can
+//! do, its limits, and its price with the source of that price. Types and pure helpers only, below
+//! every provider module; the gathered catalog is in [`crate::catalog`].
 
 use rmcp::schemars::{self, JsonSchema};
 use serde::Serialize;
 
-use crate::error::Error;
 use crate::model::{AspectRatio, ProviderId, Resolution};
 
 /// How a model can receive the source image.
@@ -290,54 +286,6 @@ impl ModelSpec {
     }
 }
 
-static MODELS: LazyLock<Vec<ModelSpec>> = LazyLock::new(|| {
-    crate::providers::declarations()
-        .flat_map(|d| (d.models)())
-        .collect()
-});
-
-static LORAS: LazyLock<Vec<Lora>> = LazyLock::new(|| {
-    crate::providers::declarations()
-        .flat_map(|d| (d.loras)())
-        .collect()
-});
-
-pub fn models() -> &'static [ModelSpec] {
-    &MODELS
-}
-
-pub fn loras() -> &'static [Lora] {
-    &LORAS
-}
-
-/// The default model of a provider (its first in the catalog).
-pub fn default_model(provider: ProviderId) -> &'static ModelSpec {
-    // Every provider has at least one model (tested), so the fallback is never taken.
-    MODELS
-        .iter()
-        .find(|m| m.provider == provider)
-        .unwrap_or(&MODELS[0])
-}
-
-/// The default text-to-video model of a provider (its first one that is not retired), if it has one.
-pub fn default_t2v_model(provider: ProviderId) -> Option<&'static ModelSpec> {
-    MODELS
-        .iter()
-        .find(|m| m.provider == provider && m.text_to_video && m.retired_on.is_none())
-}
-
-pub fn find(provider: ProviderId, model: &str) -> Option<&'static ModelSpec> {
-    MODELS
-        .iter()
-        .find(|m| m.provider == provider && m.model.eq_ignore_ascii_case(model.trim()))
-}
-
-/// Look up a `provider/model` key, as used under `[pricing]`.
-pub fn find_key(key: &str) -> Option<&'static ModelSpec> {
-    let (p, m) = key.split_once('/')?;
-    find(p.parse().ok()?, m)
-}
-
 impl ModelSpec {
     /// This model as text-to-video: it takes no image (`validate` refuses one), so it lists no
     /// image limits, and it needs a prompt.
@@ -357,31 +305,8 @@ impl ModelSpec {
         format!("{}/{}", self.provider, self.model)
     }
 
-    /// The refusal of a create on a retired model (`None` when it is not retired): the date, the
-    /// replacement, and the setting that allows it anyway.
-    pub fn retirement(&self) -> Option<Error> {
-        let on = self.retired_on.as_deref()?;
-        let instead = self
-            .replacement
-            .as_deref()
-            .map(|r| format!("; its replacement: {r}"))
-            .unwrap_or_default();
-        Some(
-            Error::unsupported(format!(
-                "{} was retired by {} on {on}{instead}",
-                self.key(),
-                self.provider.decl().name
-            ))
-            .with_next_step(format!(
-                "use the replacement or another model from list_models; if a proxy still serves it, set [providers.{p}] allow_retired = true (or {}=true)",
-                self.provider.allow_retired_env(),
-                p = self.provider,
-            )),
-        )
-    }
-
     /// `key()`, marked when retired (for "who supports it" lists).
-    fn listed_key(&self) -> String {
+    pub(crate) fn listed_key(&self) -> String {
         match &self.retired_on {
             Some(on) => format!("{} (retired {on})", self.key()),
             None => self.key(),
@@ -389,9 +314,9 @@ impl ModelSpec {
     }
 }
 
-/// `provider/model` keys of the models for which `has` holds, for "who supports it" messages.
-pub fn who_supports(has: impl Fn(&ModelSpec) -> bool) -> String {
-    let keys: Vec<String> = MODELS
+/// `provider/model` keys of the `models` for which `has` holds, for "who supports it" messages.
+pub fn who_supports_in(models: &[ModelSpec], has: impl Fn(&ModelSpec) -> bool) -> String {
+    let keys: Vec<String> = models
         .iter()
         .filter(|m| has(m))
         .map(|m| m.listed_key())
