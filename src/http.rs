@@ -1350,7 +1350,7 @@ async fn webhook(
         .and_then(|h| headers.get(h))
         .and_then(|v| v.to_str().ok())
         .or(q.token.as_deref());
-    match app.core.webhook(p, q.task.as_deref(), secret, &body).await {
+    match app.core.webhook(p, q.task.as_deref(), secret, &headers, &body).await {
         Ok(WebhookOutcome::Confirming { task_id }) => {
             tracing::info!(task = %task_id, provider = %p, "webhook accepted; confirming with one poll");
             (StatusCode::OK, "ok").into_response()
@@ -1366,7 +1366,7 @@ async fn webhook(
             tracing::warn!(provider = %p, task = ?task, reason = %e.message, "webhook refused");
             let text = match e.category {
                 Category::NotFound => "unknown task",
-                Category::Auth => "webhook secret does not match",
+                Category::Auth => "webhook not authenticated (signature or per-task secret)",
                 _ => "internal error",
             };
             (status, text).into_response()

@@ -41,17 +41,25 @@ impl Core {
         })
     }
 
-    /// A provider called back. The task is found by our id (query `task`) or the provider's id in
-    /// the body, the per-task secret is checked in constant time (a provider header or the `token`
-    /// query parameter), and then the watcher polls the provider once (a GET). Duplicates and
-    /// retries are harmless: each just asks for another poll.
+    /// A provider called back. A provider that signs its callbacks checks the signature first
+    /// ([`crate::providers::Provider::verify_webhook`]); the task is found by our id (query
+    /// `task`) or the provider's id in the body, the per-task secret is checked in constant time
+    /// (a provider header or the `token` query parameter), and then the watcher polls the
+    /// provider once (a GET). Duplicates and retries are harmless: each just asks for another
+    /// poll.
     pub async fn webhook(
         &self,
         provider: ProviderId,
         task_id: Option<&str>,
         secret: Option<&str>,
+        headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<WebhookOutcome> {
+        let client = self
+            .providers
+            .get(provider)
+            .map_err(|_| Error::not_found("webhook for a provider this server does not run"))?;
+        client.verify_webhook(headers, body).await?;
         let row = match task_id {
             Some(id) => self.journal.get(id).await?,
             None => match provider_task_id_in(body) {

@@ -361,6 +361,18 @@ pub trait Provider: Send + Sync {
         &'a self,
         row: &'a TaskRow,
     ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>>;
+
+    /// Check a callback's own signature, for providers that sign them (headers and the raw
+    /// body as they arrived). Runs before the task is looked up and before the per-task secret
+    /// is compared; an `Err` (category `auth`) refuses the call with 401. Default: the provider
+    /// does not sign, the per-task secret alone authenticates.
+    fn verify_webhook<'a>(
+        &'a self,
+        _headers: &'a reqwest::header::HeaderMap,
+        _body: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The provider's own id for a task (empty before it has one).
