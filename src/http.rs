@@ -106,6 +106,10 @@ pub struct HttpOptions {
     pub header_read_timeout: Duration,
     /// Most live streamable-HTTP sessions; past it a new session is refused (503).
     pub max_sessions: usize,
+    /// Accept access tokens of this authorization server beside the static token (issue 24).
+    pub oauth: Option<crate::oauth::OAuthConfig>,
+    /// Fewest time between JWKS refetches caused by unknown keys or failures.
+    pub jwks_min_refresh: Duration,
 }
 
 impl HttpOptions {
@@ -125,6 +129,8 @@ impl HttpOptions {
             max_connections: None,
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_sessions: MAX_SESSIONS,
+            oauth: cfg.http.oauth.clone(),
+            jwks_min_refresh: crate::oauth::DEFAULT_MIN_REFRESH,
         }
     }
 }
@@ -232,13 +238,30 @@ pub fn serve(
         );
     }
 
+    let video_base = video_base(public.as_ref(), addr);
+    let oauth = match &opts.oauth {
+        Some(o) => {
+            let mut rs = crate::oauth::ResourceServer::new(o.clone(), &video_base)?;
+            rs.min_refresh = opts.jwks_min_refresh;
+            Some(Arc::new(rs))
+        }
+        None => None,
+    };
+
     let stop_accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let guard = Arc::new(Guard::new(&opts, &hosts, &origins, in_flight.clone()));
+    let guard = Arc::new(Guard::new(
+        &opts,
+        &hosts,
+        &origins,
+        in_flight.clone(),
+        oauth.clone(),
+    ));
     let app = Arc::new(App {
         core,
-        video_base: video_base(public.as_ref(), addr),
+        oauth: oauth.clone(),
+        video_base,
         legacy: Mutex::new(HashMap::new()),
         message_path: message_path(public.as_ref()),
         streams: streams.clone(),
@@ -259,7 +282,14 @@ pub fn serve(
     ));
     tracing::info!(
         %addr,
-        auth = if opts.auth_token.is_some() { "bearer token" } else { "none (loopback only)" },
+        auth = match (&oauth, &opts.auth_token) {
+            (Some(_), Some(_)) => "OAuth and bearer token",
+            (Some(_), None) => "OAuth",
+            (None, Some(_)) => "bearer token",
+            (None, None) => "none (loopback only)",
+        },
+        oauth_issuer = oauth.as_ref().map(|o| o.issuer()),
+        oauth_resource = oauth.as_ref().map(|o| o.audience()),
         webhooks = public.is_some(),
         stateless = opts.stateless,
         max_connections,
@@ -324,6 +354,14 @@ fn router(
     let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
     let open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*resource}",
+            get(resource_metadata),
+        )
         .route(
             "/webhooks/{provider}",
             post(webhook).layer(DefaultBodyLimit::max(opts.webhook_max_body_bytes)),
@@ -699,6 +737,9 @@ fn refuse_exposed_without_token(addr: SocketAddr, opts: &HttpOptions) -> Result<
         return Ok(());
     }
     let Some(token) = &opts.auth_token else {
+        if opts.oauth.is_some() {
+            return Ok(()); // every request needs an access token of the issuer
+        }
         return Err(Error::invalid_input(format!(
             "refusing to serve on {addr} without a bearer token: anyone who can reach it could spend your provider credits"
         ))
@@ -863,6 +904,8 @@ impl OriginRule {
 struct Guard {
     /// SHA-256 of the token: compared in constant time whatever the lengths.
     token_sha256: Option<[u8; 32]>,
+    /// Access tokens of an authorization server, beside the static token.
+    oauth: Option<Arc<crate::oauth::ResourceServer>>,
     hosts: Vec<HostRule>,
     origins: Vec<OriginRule>,
     in_flight: TaskTracker,
@@ -874,8 +917,10 @@ impl Guard {
         hosts: &[String],
         origins: &[String],
         in_flight: TaskTracker,
+        oauth: Option<Arc<crate::oauth::ResourceServer>>,
     ) -> Guard {
         Guard {
+            oauth,
             token_sha256: opts
                 .auth_token
                 .as_ref()
@@ -910,10 +955,16 @@ impl Guard {
             .is_some_and(|o| self.origins.iter().any(|r| r.admits(&o)))
     }
 
-    fn token_ok(&self, headers: &HeaderMap) -> bool {
-        let Some(expected) = &self.token_sha256 else {
-            return true;
-        };
+    /// The static token, else an access token of the authorization server; with neither
+    /// configured (loopback only), everyone is the operator.
+    async fn principal(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<crate::oauth::Principal, Option<crate::oauth::Refusal>> {
+        use crate::oauth::{Principal, Refusal};
+        if self.token_sha256.is_none() && self.oauth.is_none() {
+            return Ok(Principal::operator());
+        }
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -921,8 +972,95 @@ impl Guard {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
             .unwrap_or_default();
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        bool::from(given.ct_eq(expected))
+        if let Some(expected) = &self.token_sha256 {
+            let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+            if bool::from(digest.ct_eq(expected)) {
+                return Ok(Principal::operator());
+            }
+        }
+        match &self.oauth {
+            None => Err(None),
+            Some(_) if given.is_empty() => Err(Some(Refusal::Missing)),
+            Some(rs) => rs.authenticate(given).await.map_err(Some),
+        }
+    }
+}
+
+/// The answer to a request whose credentials were refused.
+fn refused(guard: &Guard, path: &str, refusal: Option<crate::oauth::Refusal>) -> Response {
+    use crate::oauth::Refusal;
+    let (Some(rs), Some(refusal)) = (&guard.oauth, refusal) else {
+        tracing::warn!(path, "refused: missing or wrong bearer token");
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: send the header `Authorization: Bearer <token>` with the server's token",
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"i2v-mcp\""),
+        );
+        return r;
+    };
+    // The reason, never the token.
+    tracing::warn!(path, reason = %refusal.reason(), "refused: access token not accepted");
+    let (status, text) = match &refusal {
+        Refusal::Missing => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Unauthorized: sign in through the authorization server {} (metadata: {})",
+                rs.issuer(),
+                rs.metadata_url()
+            ),
+        ),
+        Refusal::Invalid(why) => (
+            StatusCode::UNAUTHORIZED,
+            format!("Unauthorized: the access token is not accepted: {why}"),
+        ),
+        Refusal::Scope(missing) => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "Forbidden: the access token lacks the scope {}",
+                missing.join(" ")
+            ),
+        ),
+        Refusal::Unavailable(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Service Unavailable: cannot check access tokens now: {why}"),
+        ),
+    };
+    let mut r = (status, text).into_response();
+    if let Ok(v) = HeaderValue::from_str(&crate::oauth::challenge(rs, &refusal)) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    }
+    r
+}
+
+/// `GET /.well-known/oauth-protected-resource[/...]`: RFC 9728 metadata (404 without OAuth).
+async fn resource_metadata(State(app): State<Arc<App>>) -> Response {
+    match &app.oauth {
+        Some(rs) => {
+            let mut r = axum::Json(rs.metadata()).into_response();
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            );
+            // Browser-based clients (MCP Inspector) read it cross-origin; it is public.
+            r.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            r
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            "not found: OAuth is off (set I2V_MCP_OAUTH_ISSUER to turn it on)",
+        )
+            .into_response(),
     }
 }
 
@@ -946,21 +1084,12 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
         )
             .into_response();
     }
-    if !guard.token_ok(req.headers()) {
-        tracing::warn!(
-            path = req.uri().path(),
-            "refused: missing or wrong bearer token"
-        );
-        let mut r = (
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized: send the header `Authorization: Bearer <token>` with the server's token",
-        )
-            .into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"i2v-mcp\""),
-        );
-        return r;
+    let mut req = req;
+    match guard.principal(req.headers()).await {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+        }
+        Err(refusal) => return refused(&guard, req.uri().path(), refusal),
     }
     if req.method() == Method::GET {
         // Streams (SSE) run until the client leaves; they do not hold up shutdown.
@@ -1149,6 +1278,8 @@ async fn succeeded_video(
 
 struct App {
     core: Arc<Core>,
+    /// The OAuth resource server, when an issuer is configured.
+    oauth: Option<Arc<crate::oauth::ResourceServer>>,
     /// Base of `/videos/{task_id}.mp4` links.
     video_base: Arc<str>,
     legacy: Mutex<HashMap<String, LegacySession>>,

@@ -12,6 +12,7 @@ pub mod journal;
 pub mod mcp;
 pub mod media;
 pub mod model;
+pub mod oauth;
 pub mod preview;
 pub mod providers;
 pub mod render;
