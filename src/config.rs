@@ -229,6 +229,8 @@ pub struct TierOverride {
 pub struct Budget {
     pub per_task_usd: Option<f64>,
     pub daily_usd: Option<f64>,
+    /// Each OAuth subject's own daily spend cap (issue 24); the operator is held by `daily_usd`.
+    pub per_user_daily_usd: Option<f64>,
     /// Ask the person (elicitation) before a create above this price, or unpriced.
     pub confirm_above_usd: Option<f64>,
 }

@@ -412,6 +412,7 @@ fn mcp_service(
     let mcp = StreamableHttpService::new(
         move || {
             Ok(Server::new(core.clone())
+                .caller_per_request()
                 .trust_roots(false)
                 .subscriptions(!stateless)
                 .video_links(&video_base))
@@ -1205,7 +1206,12 @@ fn human_bytes(n: usize) -> String {
 /// tower-http's `ServeFile` so players get `Range`, `HEAD` and `If-Modified-Since`.
 async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Request) -> Response {
     let (task_id, image) = split_video_file(&file);
-    let path = match succeeded_video(&app, task_id).await {
+    let who = req
+        .extensions()
+        .get::<crate::oauth::Principal>()
+        .cloned()
+        .unwrap_or_else(crate::oauth::Principal::nobody);
+    let path = match succeeded_video(&app, task_id, &who).await {
         Ok(path) => path,
         Err(refused) => return refused.into_response(),
     };
@@ -1257,9 +1263,10 @@ fn split_video_file(file: &str) -> (&str, Option<Beside>) {
 async fn succeeded_video(
     app: &App,
     task_id: &str,
+    who: &crate::oauth::Principal,
 ) -> Result<std::path::PathBuf, (StatusCode, String)> {
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string());
-    let path = match app.core.video_path(task_id).await {
+    let path = match app.core.video_path_as(task_id, who).await {
         Ok(Some((_, path))) => path,
         Ok(None) => {
             return Err(not_found(
@@ -1291,6 +1298,8 @@ struct App {
 
 #[derive(Clone)]
 struct LegacySession {
+    /// Who opened the stream: only they may post to it.
+    who: crate::oauth::Principal,
     to_server: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
     /// Client requests not yet answered (they hold up a graceful shutdown).
     pending: Arc<Mutex<HashMap<RequestId, TaskTrackerToken>>>,
@@ -1322,7 +1331,10 @@ fn lock_pending(
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn sse(State(app): State<Arc<App>>) -> impl IntoResponse {
+async fn sse(
+    State(app): State<Arc<App>>,
+    axum::Extension(who): axum::Extension<crate::oauth::Principal>,
+) -> impl IntoResponse {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (to_server, from_client) = futures::channel::mpsc::channel(LEGACY_CHANNEL);
     let (to_client, from_server) = futures::channel::mpsc::channel(LEGACY_CHANNEL);
@@ -1330,11 +1342,13 @@ async fn sse(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.legacy().insert(
         id.clone(),
         LegacySession {
+            who: who.clone(),
             to_server,
             pending: pending.clone(),
         },
     );
     let server = Server::new(app.core.clone())
+        .caller(who)
         .trust_roots(false)
         .video_links(&app.video_base);
     let ct = app.streams.child_token();
@@ -1392,6 +1406,7 @@ struct MessageQuery {
 async fn message(
     State(app): State<Arc<App>>,
     Query(q): Query<MessageQuery>,
+    axum::Extension(who): axum::Extension<crate::oauth::Principal>,
     body: Bytes,
 ) -> Response {
     let Some(id) = q.session_id else {
@@ -1401,7 +1416,8 @@ async fn message(
         )
             .into_response();
     };
-    let Some(session) = app.legacy().get(&id).cloned() else {
+    // Another user's session is as unknown as a closed one.
+    let Some(session) = app.legacy().get(&id).filter(|s| s.who == who).cloned() else {
         return (
             StatusCode::NOT_FOUND,
             "unknown or closed session: open GET /sse again",

@@ -77,7 +77,23 @@ pub struct Principal {
     pub admin: bool,
 }
 
+/// The operator: what the CLI and stdio are (the person at the machine). The HTTP face always
+/// sets the principal of each request explicitly.
+impl Default for Principal {
+    fn default() -> Self {
+        Principal::operator()
+    }
+}
+
 impl Principal {
+    /// Nobody: sees no task (an HTTP request that somehow carries no principal).
+    pub fn nobody() -> Principal {
+        Principal {
+            owner: "\u{0}nobody".into(),
+            admin: false,
+        }
+    }
+
     /// The static bearer token (or no auth at all on loopback): one owner that sees everything.
     pub fn operator() -> Principal {
         Principal {

@@ -2,6 +2,8 @@
 //! metadata, a JWKS of keys made here (ES256 generated per test, RS256 from
 //! tests/fixtures/oauth-rsa-2048.der (PKCS#1)) and an RFC 7662 introspection endpoint; then the hostile
 //! table: every row is a token that must not get in.
+// resources/subscribe is legacy-only in 2026-07-28; the tenancy test checks it still refuses.
+#![allow(deprecated)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -734,4 +736,242 @@ async fn a_bad_issuer_setting_is_refused_at_start() {
     let r = post_init(addr, Some(&es.token("k1", &claims))).await;
     assert_eq!(r.status(), 503);
     handle.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenancy: a task belongs to who created it.
+
+fn ids(list: &Value) -> std::collections::BTreeSet<String> {
+    list["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn set(ids: &[&Value]) -> std::collections::BTreeSet<String> {
+    ids.iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_subject_sees_only_its_own_tasks_and_the_admin_sees_all() {
+    use crate::support::fakes::{FakeProvider, Kind};
+    use crate::support::{call, err, ok};
+    use rmcp::model::{ReadResourceRequestParams, SubscribeRequestParams};
+
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    // $0.28 a task: two per user per day.
+    std::fs::write(
+        ws.path("no-config.toml"),
+        "[budget]\nper_user_daily_usd = 0.6\n",
+    )
+    .unwrap();
+    let img = ws.png("cat.png", 640, 360);
+    let es = Signer::es256();
+    let issuer = Issuer::start(vec![es.jwk("k1")]).await;
+    let mut env = crate::mcp_flow::env_for(&fake, "piapi");
+    env.extend([
+        ("I2V_MCP_POLL_FIRST_MS".into(), "30".into()),
+        ("I2V_MCP_POLL_MAX_MS".into(), "150".into()),
+        ("I2V_MCP_OAUTH_ISSUER".into(), issuer.url.clone()),
+    ]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let core = Core::start(ws.config(&pairs)).unwrap();
+    let (addr, handle) = start(core, |o, _| o.jwks_min_refresh = Duration::from_millis(300)).await;
+    let token = |sub: &str, scope: &str| es.token("k1", &issuer.claims(addr, sub, scope));
+    let (alice, _) = connect_http(addr, Some(&token("alice", ""))).await.unwrap();
+    let (bob, _) = connect_http(addr, Some(&token("bob", ""))).await.unwrap();
+    let (carol, _) = connect_http(addr, Some(&token("carol", "i2v:admin")))
+        .await
+        .unwrap();
+    let (operator, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+
+    // The operator's task (as every task from before tenancy): not the users'.
+    let args = json!({"image": img, "prompt": "the cat turns", "provider": "piapi"});
+    let op = ok(&call(&operator, "create_i2v_task", args.clone()).await);
+    // The same idempotency key from two users: two tasks, each the user's own.
+    let mut keyed = args.clone();
+    keyed["idempotency_key"] = json!("same-key");
+    let a = ok(&call(&alice, "create_i2v_task", keyed.clone()).await);
+    let b = ok(&call(&bob, "create_i2v_task", keyed.clone()).await);
+    assert_ne!(a["task_id"], b["task_id"]);
+    assert_ne!(b["deduplicated"], true, "{b}");
+    let again = ok(&call(&alice, "create_i2v_task", keyed.clone()).await);
+    assert_eq!(again["task_id"], a["task_id"]);
+    assert_eq!(again["deduplicated"], true);
+    assert_eq!(fake.creates(), 3);
+
+    let list = |s| async move { ok(&call(s, "list_tasks", json!({})).await) };
+    assert_eq!(ids(&list(&alice).await), set(&[&a["task_id"]]));
+    assert_eq!(ids(&list(&bob).await), set(&[&b["task_id"]]));
+    let all = set(&[&a["task_id"], &b["task_id"], &op["task_id"]]);
+    assert_eq!(ids(&list(&carol).await), all, "the admin scope sees all");
+    assert_eq!(
+        ids(&list(&operator).await),
+        all,
+        "the static token sees all"
+    );
+
+    // Another user's task is not_found, worded like an unknown id.
+    let a_id = a["task_id"].as_str().unwrap();
+    let unknown = err(&call(&bob, "get_task", json!({"task_id": "tsk_0000"})).await);
+    for tool in ["get_task", "cancel_task"] {
+        let e = err(&call(&bob, tool, json!({"task_id": a_id})).await);
+        assert_eq!(e["category"], "not_found", "{tool}: {e}");
+        assert_eq!(
+            e["message"].as_str().unwrap().replace(a_id, "ID"),
+            unknown["message"]
+                .as_str()
+                .unwrap()
+                .replace("tsk_0000", "ID"),
+            "{tool}"
+        );
+    }
+    let uri = format!("i2v://tasks/{a_id}");
+    assert!(
+        bob.read_resource(ReadResourceRequestParams::new(uri.clone()))
+            .await
+            .is_err()
+    );
+    assert!(
+        bob.subscribe(SubscribeRequestParams::new(uri.clone()))
+            .await
+            .is_err()
+    );
+    let listed = bob.list_all_resources().await.unwrap();
+    assert!(!listed.iter().any(|r| r.uri == uri), "{listed:?}");
+    alice
+        .read_resource(ReadResourceRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
+    alice
+        .subscribe(SubscribeRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
+
+    // The video: its owner and the admin get it; another user gets 404.
+    let done = ok(&call(
+        &alice,
+        "get_task",
+        json!({"task_id": a_id, "wait_seconds": 30}),
+    )
+    .await);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let video = format!("http://{addr}/videos/{a_id}.mp4");
+    let get_video = |t: String| {
+        let url = video.clone();
+        async move {
+            http()
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(get_video(token("bob", "")).await, 404);
+    assert_eq!(get_video(token("alice", "")).await, 200);
+    assert_eq!(get_video(token("carol", "i2v:admin")).await, 200);
+    assert_eq!(get_video(TOKEN.to_string()).await, 200);
+
+    // [budget] per_user_daily_usd: alice's second task fits, her third does not; bob's does.
+    let mut other = args.clone();
+    other["prompt"] = json!("the cat sleeps");
+    ok(&call(&alice, "create_i2v_task", other.clone()).await);
+    let e = err(&call(&alice, "create_i2v_task", other.clone()).await);
+    assert_eq!(e["category"], "budget", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("per_user_daily_usd"),
+        "{e}"
+    );
+    ok(&call(&bob, "create_i2v_task", other.clone()).await);
+    assert_eq!(fake.creates(), 5);
+
+    for s in [alice, bob, carol, operator] {
+        s.cancel().await.unwrap();
+    }
+    handle.shutdown().await;
+}
+
+/// Tasks from before tenancy (a journal written by main at 161175c) stay with the operator: the
+/// static token sees them, an OAuth subject does not.
+#[tokio::test]
+async fn tasks_from_before_stay_with_the_operator() {
+    use i2v_mcp::core::Principal;
+    let ws = Workspace::new();
+    let path = ws.data().join("journal.sqlite");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/journal-161175c.sqlite"
+        ),
+        &path,
+    )
+    .unwrap();
+    let core = Core::start(ws.config(&[])).unwrap();
+    let all = core.list(None, None, Some(50)).await.unwrap();
+    assert_eq!(all.tasks.len(), 6);
+    let rows = core
+        .journal()
+        .list(&i2v_mcp::journal::ListFilter {
+            limit: 50,
+            owner: Some(String::new()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.rows.len(), 6, "every old row belongs to the operator");
+    let alice = Principal::subject("https://as.example", "alice", false);
+    let mine = core.list_as(&alice, None, None, Some(50)).await.unwrap();
+    assert!(mine.tasks.is_empty());
+    let id = &all.tasks[0].task_id;
+    let e = core.task_as(id, &alice).await.unwrap_err();
+    assert_eq!(e.category, i2v_mcp::error::Category::NotFound);
+    assert!(
+        core.video_path_as(id, &alice).await.unwrap_err().category
+            == i2v_mcp::error::Category::NotFound
+    );
+    core.task_as(id, &Principal::subject("https://as.example", "root", true))
+        .await
+        .unwrap();
+}
+
+/// The same on PostgreSQL: a journal from before the owner column migrates, its task is the
+/// operator's.
+#[tokio::test]
+async fn a_postgres_journal_from_before_owners_keeps_its_tasks_with_the_operator() {
+    use i2v_mcp::core::Principal;
+    use i2v_mcp::journal::Journal;
+    let Some(server) = crate::support::postgres::server("a_postgres_journal_from_before_owners")
+    else {
+        return;
+    };
+    let url = server.database();
+    drop(Journal::open_postgres(&url).unwrap());
+    let before = i2v_mcp::journal::POSTGRES_MIGRATIONS.len() - 1;
+    server.psql(
+        &url,
+        &format!(
+            "ALTER TABLE tasks DROP COLUMN owner; UPDATE schema_version SET version = {before};
+             INSERT INTO tasks (id, provider, model, provider_task_id, status, request, fingerprint,
+                created_at, updated_at) VALUES ('old', 'dashscope', 'wan2.2-i2v-flash', 'up',
+                'running', '{{}}', 'fp', 1, 1)"
+        ),
+    );
+    let j = Journal::open_postgres(&url).unwrap();
+    let row = j.get("old").await.unwrap().unwrap();
+    assert_eq!(row.owner, "");
+    assert!(i2v_mcp::core::Core::visible(&row, &Principal::operator()));
+    assert!(!i2v_mcp::core::Core::visible(
+        &row,
+        &Principal::subject("https://as.example", "alice", false)
+    ));
 }
