@@ -132,6 +132,8 @@ pub struct FileHttp {
     pub allowed_origins: Option<Vec<String>>,
     /// Largest MCP request body in bytes (data: URIs travel in tool arguments).
     pub max_body_bytes: Option<usize>,
+    /// Signs video links (env I2V_MCP_LINK_SECRET); default: a key file in the data dir.
+    pub link_secret: Option<String>,
 }
 
 // By hand, so the token never reaches a log through `{:?}`.
@@ -145,6 +147,10 @@ impl std::fmt::Debug for FileHttp {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "link_secret",
+                &self.link_secret.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
@@ -158,6 +164,8 @@ pub struct HttpConfig {
     pub max_body_bytes: Option<usize>,
     /// `[oauth]`, when an issuer is set.
     pub oauth: Option<crate::oauth::OAuthConfig>,
+    /// Signs `/videos` links; `None`: the data dir's key file.
+    pub link_secret: Option<SecretString>,
 }
 
 /// Polling schedule overrides (milliseconds), for proxies, fake providers and benchmarks.
@@ -728,6 +736,12 @@ fn http_config(file: FileHttp, oauth: FileOAuth, env: &dyn Env) -> Result<HttpCo
         allowed_origins: list("I2V_MCP_ALLOWED_ORIGINS", file.allowed_origins),
         max_body_bytes,
         oauth: oauth_config(oauth, env),
+        link_secret: env
+            .var("I2V_MCP_LINK_SECRET")
+            .or(file.link_secret)
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from),
     })
 }
 

@@ -110,6 +110,8 @@ pub struct HttpOptions {
     pub oauth: Option<crate::oauth::OAuthConfig>,
     /// Fewest time between JWKS refetches caused by unknown keys or failures.
     pub jwks_min_refresh: Duration,
+    /// Signs `/videos` links; `None`: `<data_dir>/video-links.key`.
+    pub link_secret: Option<SecretString>,
 }
 
 impl HttpOptions {
@@ -131,6 +133,7 @@ impl HttpOptions {
             max_sessions: MAX_SESSIONS,
             oauth: cfg.http.oauth.clone(),
             jwks_min_refresh: crate::oauth::DEFAULT_MIN_REFRESH,
+            link_secret: cfg.http.link_secret.clone(),
         }
     }
 }
@@ -248,6 +251,11 @@ pub fn serve(
         None => None,
     };
 
+    let links = Arc::new(crate::links::LinkSigner::load(
+        &core.cfg.data_dir,
+        opts.link_secret.as_ref().map(|s| s.expose_secret()),
+    )?);
+
     let stop_accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
@@ -261,6 +269,7 @@ pub fn serve(
     let app = Arc::new(App {
         core,
         oauth: oauth.clone(),
+        links,
         video_base,
         legacy: Mutex::new(HashMap::new()),
         message_path: message_path(public.as_ref()),
@@ -354,6 +363,8 @@ fn router(
     let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
     let open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // Signed links need no token: the signature is the grant (see crate::links).
+        .route("/videos/s/{exp}/{sig}/{file}", get(signed_video))
         .route(
             "/.well-known/oauth-protected-resource",
             get(resource_metadata),
@@ -408,6 +419,7 @@ fn mcp_service(
         .with_cancellation_token(app.streams.child_token());
     let core = app.core.clone();
     let video_base = app.video_base.clone();
+    let links = app.links.clone();
     let stateless = opts.stateless;
     let mcp = StreamableHttpService::new(
         move || {
@@ -415,7 +427,7 @@ fn mcp_service(
                 .caller_per_request()
                 .trust_roots(false)
                 .subscriptions(!stateless)
-                .video_links(&video_base))
+                .video_links(&video_base, links.clone()))
         },
         sessions,
         mcp_config,
@@ -1244,6 +1256,28 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Reque
     }
 }
 
+/// `GET`/`HEAD /videos/s/{exp}/{sig}/{task_id}.mp4`: what `/videos/{task_id}.mp4` serves, to
+/// anyone holding a link this server signed for that file that has not expired.
+async fn signed_video(
+    State(app): State<Arc<App>>,
+    Path((exp, sig, file)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    if !app.links.verify(&file, &exp, &sig) {
+        tracing::warn!("refused: expired or wrong video link");
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: this video link has expired or is not valid: call get_task again for a fresh link",
+        )
+            .into_response();
+    }
+    // The link was handed to someone who may see this task; it names this one file.
+    let mut req = req;
+    req.extensions_mut()
+        .insert(crate::oauth::Principal::operator());
+    video(State(app), Path(file), req).await
+}
+
 /// Where a file beside the video lives, given the video's path and the task id.
 type Beside = fn(&std::path::Path, &str) -> std::path::PathBuf;
 
@@ -1287,6 +1321,8 @@ struct App {
     core: Arc<Core>,
     /// The OAuth resource server, when an issuer is configured.
     oauth: Option<Arc<crate::oauth::ResourceServer>>,
+    /// Signs the `/videos` links handed out.
+    links: Arc<crate::links::LinkSigner>,
     /// Base of `/videos/{task_id}.mp4` links.
     video_base: Arc<str>,
     legacy: Mutex<HashMap<String, LegacySession>>,
@@ -1350,7 +1386,7 @@ async fn sse(
     let server = Server::new(app.core.clone())
         .caller(who)
         .trust_roots(false)
-        .video_links(&app.video_base);
+        .video_links(&app.video_base, app.links.clone());
     let ct = app.streams.child_token();
     let session = id.clone();
     tokio::spawn(async move {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod journal;
+pub mod links;
 pub mod mcp;
 pub mod media;
 pub mod model;

@@ -879,6 +879,47 @@ async fn each_subject_sees_only_its_own_tasks_and_the_admin_sees_all() {
     assert_eq!(get_video(token("carol", "i2v:admin")).await, 200);
     assert_eq!(get_video(TOKEN.to_string()).await, 200);
 
+    // The result's link is signed: it opens with no header (a `<video>` tag), for this file
+    // only, until it expires; it carries no token.
+    let r = call(&alice, "get_task", json!({"task_id": a_id})).await;
+    let link = r
+        .content
+        .iter()
+        .find_map(|c| c.as_resource_link().cloned())
+        .expect("a video link")
+        .uri;
+    assert!(
+        link.starts_with(&format!("http://{addr}/videos/s/")),
+        "{link}"
+    );
+    assert!(link.ends_with(&format!("/{a_id}.mp4")), "{link}");
+    assert!(!link.contains(&token("alice", "")) && !link.contains(TOKEN));
+    let anon = |url: String| async move { http().get(url).send().await.unwrap().status() };
+    assert_eq!(anon(link.clone()).await, 200);
+    assert_eq!(anon(video.clone()).await, 401, "unsigned, no token");
+    let b_id = b["task_id"].as_str().unwrap();
+    assert_eq!(anon(link.replace(a_id, b_id)).await, 403, "another file");
+    let signer = i2v_mcp::links::LinkSigner::load(&ws.data(), None).unwrap();
+    let file = format!("{a_id}.mp4");
+    let expired = signer.path_until(&file, chrono::Utc::now().timestamp() - 1);
+    assert_eq!(
+        anon(format!("http://{addr}{expired}")).await,
+        403,
+        "expired"
+    );
+    let fresh = signer.path_until(&file, chrono::Utc::now().timestamp() + 60);
+    assert_eq!(anon(format!("http://{addr}{fresh}")).await, 200);
+    // resources/read of the signed link: still per subject.
+    assert!(
+        bob.read_resource(ReadResourceRequestParams::new(link.clone()))
+            .await
+            .is_err()
+    );
+    alice
+        .read_resource(ReadResourceRequestParams::new(link.clone()))
+        .await
+        .unwrap();
+
     // [budget] per_user_daily_usd: alice's second task fits, her third does not; bob's does.
     let mut other = args.clone();
     other["prompt"] = json!("the cat sleeps");

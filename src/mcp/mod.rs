@@ -63,6 +63,8 @@ pub struct Server {
     /// SSE: who opened the stream). `None`: each request must carry it (streamable HTTP puts the
     /// auth layer's `Principal` in the request's extensions); one that does not sees nothing.
     caller: Option<crate::oauth::Principal>,
+    /// Signs the `/videos` links (HTTP mode), so a `<video>` tag opens them without a header.
+    links: Option<Arc<crate::links::LinkSigner>>,
 }
 
 impl Server {
@@ -104,6 +106,7 @@ impl Server {
             subscribe: true,
             video_base: None,
             caller: Some(crate::oauth::Principal::operator()),
+            links: None,
         }
     }
 
@@ -134,9 +137,18 @@ impl Server {
         self.core.clone().await
     }
 
+    /// Where `/videos` links point and the signer, in HTTP mode.
+    fn video_link_base(&self) -> LinkBase<'_> {
+        match (&self.video_base, &self.links) {
+            (Some(b), Some(l)) => Some((b.as_ref(), l.as_ref())),
+            _ => None,
+        }
+    }
+
     /// Link results as `<base>/videos/{task_id}.mp4` (a remote client cannot open the server's files).
-    pub fn video_links(mut self, base: &str) -> Self {
+    pub fn video_links(mut self, base: &str, signer: Arc<crate::links::LinkSigner>) -> Self {
         self.video_base = Some(Arc::from(base.trim_end_matches('/')));
+        self.links = Some(signer);
         self
     }
 
@@ -158,7 +170,7 @@ impl Server {
             }
             _ => false,
         };
-        task_result(task, self.video_base.as_deref(), sheet, poster)
+        task_result(task, self.video_link_base(), sheet, poster)
     }
 
     /// Whether to offer resource subscriptions (default: yes; stateless HTTP cannot deliver them).
@@ -270,9 +282,12 @@ fn contact_sheet(core: &Core, task: &Task) -> Option<PathBuf> {
     ))
 }
 
+/// Where `/videos` links point and who signs them (HTTP mode).
+type LinkBase<'a> = Option<(&'a str, &'a crate::links::LinkSigner)>;
+
 fn task_result(
     task: Task,
-    video_base: Option<&str>,
+    video_base: LinkBase<'_>,
     sheet: Option<Vec<u8>>,
     poster: bool,
 ) -> CallToolResult {
@@ -281,7 +296,9 @@ fn task_result(
         && let Some(path) = task.video.as_ref().and_then(|v| v.local_path.clone())
     {
         let uri = match video_base {
-            Some(base) => format!("{base}/videos/{}.mp4", task.task_id),
+            Some((base, signer)) => {
+                format!("{base}{}", signer.path(&format!("{}.mp4", task.task_id)))
+            }
             None => url::Url::from_file_path(&path)
                 .map(|u| u.to_string())
                 .unwrap_or_else(|_| format!("file://{path}")),
@@ -793,7 +810,12 @@ impl Server {
     /// `<public base>/videos/{id}.mp4` (HTTP).
     fn video_task_id<'a>(&self, uri: &'a str) -> Option<&'a str> {
         let file = match &self.video_base {
-            Some(base) => uri.strip_prefix(base.as_ref())?.strip_prefix("/videos/")?,
+            // `/videos/{id}.mp4`, or signed: `/videos/s/<exp>/<sig>/{id}.mp4`.
+            Some(base) => uri
+                .strip_prefix(base.as_ref())?
+                .strip_prefix("/videos/")?
+                .rsplit('/')
+                .next()?,
             None => uri.strip_prefix("file://")?.rsplit('/').next()?,
         };
         file.strip_suffix(".mp4").filter(|id| !id.is_empty())

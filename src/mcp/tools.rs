@@ -174,7 +174,7 @@ impl Server {
     ) -> Result<CallToolResult, Error> {
         let core = self.core().await?;
         let task = core.cancel_as(&a?.task_id, &self.who(&rc)).await?;
-        Ok(task_result(task, self.video_base.as_deref(), None, false))
+        Ok(task_result(task, self.video_link_base(), None, false))
     }
 
     #[tool(
