@@ -408,6 +408,7 @@ fn mcp_service(
         stateless: opts.stateless,
         keep_alive: opts.session_keep_alive,
         max_body_bytes: opts.max_body_bytes,
+        owners: Mutex::new(HashMap::new()),
     });
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!opts.stateless)
@@ -1141,6 +1142,15 @@ struct McpGate {
     stateless: bool,
     keep_alive: Option<Duration>,
     max_body_bytes: usize,
+    /// Who opened each session: another principal presenting its id is told it does not exist
+    /// (it would otherwise hear that session's notifications).
+    owners: Mutex<HashMap<String, String>>,
+}
+
+impl McpGate {
+    fn owners(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// `/mcp`: refuse a new session past the cap (503 + Retry-After), answer a session's DELETE
@@ -1181,8 +1191,39 @@ async fn mcp_gate(State(gate): State<Arc<McpGate>>, req: Request, next: Next) ->
             return r;
         }
     }
+    let owner = req
+        .extensions()
+        .get::<crate::oauth::Principal>()
+        .map(|p| p.owner.clone())
+        .unwrap_or_default();
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &session
+        && gate.owners().get(id).is_some_and(|o| *o != owner)
+    {
+        tracing::warn!("refused: a session presented by another user than the one who opened it");
+        return (
+            StatusCode::NOT_FOUND,
+            "Not Found: unknown session; start a new one with initialize",
+        )
+            .into_response();
+    }
     let delete = req.method() == Method::DELETE;
     let resp = next.run(req).await;
+    if opens_session
+        && let Some(id) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        let live = gate.sessions.sessions.read().await;
+        let mut owners = gate.owners();
+        owners.retain(|k, _| live.contains_key(k.as_str()));
+        owners.insert(id.to_string(), owner);
+    }
     if delete && resp.status() == StatusCode::ACCEPTED {
         let (mut parts, _) = resp.into_parts();
         parts.status = StatusCode::NO_CONTENT;

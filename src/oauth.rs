@@ -89,7 +89,9 @@ impl Principal {
     /// Nobody: sees no task (an HTTP request that somehow carries no principal).
     pub fn nobody() -> Principal {
         Principal {
-            owner: "\u{0}nobody".into(),
+            // No owner is this: subjects' owners start with their https (or loopback http)
+            // issuer, the operator's is empty.
+            owner: "!nobody".into(),
             admin: false,
         }
     }

@@ -920,6 +920,38 @@ async fn each_subject_sees_only_its_own_tasks_and_the_admin_sees_all() {
         .await
         .unwrap();
 
+    // A session belongs to who opened it: bob presenting alice's session id is told it does
+    // not exist (he would hear her subscriptions' news).
+    let init = post_init(addr, Some(&token("alice", ""))).await;
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let in_session = |t: String| {
+        let sid = sid.clone();
+        async move {
+            http()
+                .post(format!("http://{addr}/mcp"))
+                .bearer_auth(t)
+                .header("mcp-session-id", sid)
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(in_session(token("bob", "")).await, 404);
+    assert_eq!(
+        in_session(token("carol", "i2v:admin")).await,
+        404,
+        "not even the admin"
+    );
+    assert_eq!(in_session(token("alice", "")).await, 202);
+
     // [budget] per_user_daily_usd: alice's second task fits, her third does not; bob's does.
     let mut other = args.clone();
     other["prompt"] = json!("the cat sleeps");
