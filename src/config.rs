@@ -221,6 +221,10 @@ pub struct Budget {
     pub daily_usd: Option<f64>,
     /// Each OAuth subject's own daily spend cap (issue 24); the operator is held by `daily_usd`.
     pub per_user_daily_usd: Option<f64>,
+    /// Each OAuth subject's own create windows (`[budget.per_user_rate_limit] per_minute = 5`),
+    /// counted in the journal like the providers' so every replica holds them together; the
+    /// operator has none.
+    pub per_user_rate_limit: Option<RateLimits>,
     /// Ask the person (elicitation) before a create above this price, or unpriced.
     pub confirm_above_usd: Option<f64>,
 }

@@ -39,6 +39,10 @@ pub const LEEWAY_S: i64 = 30;
 pub const DEFAULT_ADMIN_SCOPE: &str = "i2v:admin";
 /// Fewest time between two JWKS (or metadata) fetches caused by unknown keys or failures.
 pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(30);
+/// How long an active introspection answer is reused (never past the token's `exp`).
+pub const INTROSPECTION_TTL: Duration = Duration::from_secs(30);
+/// Most cached introspection answers (expired ones are dropped first, then all).
+const INTROSPECTION_CACHE_MAX: usize = 10_000;
 /// Cached keys older than this are refetched (and kept if the refetch fails).
 const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
 /// Largest metadata, JWKS or introspection answer read.
@@ -178,6 +182,10 @@ pub struct ResourceServer {
     metadata_url: String,
     http: reqwest::Client,
     cache: tokio::sync::Mutex<Cache>,
+    /// Active introspection answers by sha256 of the token, until `min(exp, INTROSPECTION_TTL)`:
+    /// a chat host sends its token with every request, and asking the AS each time would put
+    /// its latency on every tool call. The token itself is never kept.
+    introspected: std::sync::Mutex<HashMap<[u8; 32], (Claims, Instant)>>,
     /// Fewest time between fetches caused by unknown keys or failures (tests shorten it).
     pub min_refresh: Duration,
 }
@@ -223,6 +231,7 @@ impl ResourceServer {
             metadata_url,
             http,
             cache: tokio::sync::Mutex::new(Cache::default()),
+            introspected: std::sync::Mutex::default(),
             min_refresh: DEFAULT_MIN_REFRESH,
         })
     }
@@ -509,8 +518,42 @@ impl ResourceServer {
         read_json(resp).await
     }
 
-    /// RFC 7662: `active`, then the same claim checks (iss and aud when present).
+    /// RFC 7662, answered from the cache while a recent answer said `active` (a revoked token
+    /// keeps working at most `INTROSPECTION_TTL`; inactive answers are not cached).
     async fn introspect(&self, token: &str) -> Result<Claims, Refusal> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = Instant::now();
+        {
+            let mut seen = self.introspected.lock().unwrap_or_else(|p| p.into_inner());
+            match seen.get(&digest) {
+                Some((claims, until)) if *until > now => return Ok(claims.clone()),
+                Some(_) => {
+                    seen.remove(&digest);
+                }
+                None => {}
+            }
+        }
+        let (claims, exp) = self.introspect_remote(token).await?;
+        let mut ttl = INTROSPECTION_TTL;
+        if let Some(exp) = exp {
+            let left = exp.saturating_sub(chrono::Utc::now().timestamp());
+            ttl = ttl.min(Duration::from_secs(left.max(0) as u64));
+        }
+        let mut seen = self.introspected.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= INTROSPECTION_CACHE_MAX {
+            seen.retain(|_, (_, until)| *until > now);
+            if seen.len() >= INTROSPECTION_CACHE_MAX {
+                seen.clear();
+            }
+        }
+        seen.insert(digest, (claims.clone(), now + ttl));
+        Ok(claims)
+    }
+
+    /// RFC 7662: `active`, then the same claim checks (iss and aud when present); the claims and
+    /// the answer's `exp`.
+    async fn introspect_remote(&self, token: &str) -> Result<(Claims, Option<i64>), Refusal> {
         let endpoint = {
             let mut cache = self.cache.lock().await;
             if self.cfg.introspection_endpoint.is_none() && self.cfg.client_id.is_none() {
@@ -554,11 +597,13 @@ impl ResourceServer {
         if doc.get("active").and_then(Value::as_bool) != Some(true) {
             return Err(Refusal::invalid("token is not active (introspection)"));
         }
-        self.check_claims(&doc, false)
+        let exp = doc.get("exp").and_then(Value::as_f64).map(|e| e as i64);
+        Ok((self.check_claims(&doc, false)?, exp))
     }
 }
 
 /// What the checks leave of a token.
+#[derive(Debug, Clone)]
 struct Claims {
     sub: String,
     scopes: Vec<String>,

@@ -697,6 +697,10 @@ async fn opaque_tokens_go_through_introspection() {
         m.insert("expired".into(), json!({"active": true, "sub": "bob", "aud": aud, "scope": "mcp:tools", "exp": now() - 600}));
     }
     assert_eq!(post_init(addr, Some("good-opaque")).await.status(), 200);
+    // An active answer is reused (INTROSPECTION_TTL, never past exp): no second question.
+    let hits = issuer.state.introspect_hits.load(Ordering::SeqCst);
+    assert_eq!(post_init(addr, Some("good-opaque")).await.status(), 200);
+    assert_eq!(issuer.state.introspect_hits.load(Ordering::SeqCst), hits);
     for (token, status) in [
         ("revoked-or-unknown", 401),
         ("other-resource", 401),
@@ -711,6 +715,13 @@ async fn opaque_tokens_go_through_introspection() {
         );
     }
     assert!(issuer.state.introspect_hits.load(Ordering::SeqCst) >= 6);
+    // Inactive answers are not cached: asked again, and refused again.
+    let hits = issuer.state.introspect_hits.load(Ordering::SeqCst);
+    assert_eq!(post_init(addr, Some("expired")).await.status(), 401);
+    assert_eq!(
+        issuer.state.introspect_hits.load(Ordering::SeqCst),
+        hits + 1
+    );
     handle.shutdown().await;
 }
 
@@ -969,6 +980,56 @@ async fn each_subject_sees_only_its_own_tasks_and_the_admin_sees_all() {
     assert_eq!(fake.creates(), 5);
 
     for s in [alice, bob, carol, operator] {
+        s.cancel().await.unwrap();
+    }
+    handle.shutdown().await;
+}
+
+/// `[budget.per_user_rate_limit]`: each subject answers to its own windows, counted in the
+/// journal; a refused create reaches no provider; the operator is not held.
+#[tokio::test]
+async fn each_subject_has_its_own_create_rate() {
+    use crate::support::fakes::{FakeProvider, Kind};
+    use crate::support::{call, err, ok};
+
+    let fake = FakeProvider::start(Kind::Piapi).await;
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.path("no-config.toml"),
+        "[budget.per_user_rate_limit]\nper_minute = 1\n",
+    )
+    .unwrap();
+    let img = ws.png("cat.png", 640, 360);
+    let es = Signer::es256();
+    let issuer = Issuer::start(vec![es.jwk("k1")]).await;
+    let mut env = crate::mcp_flow::env_for(&fake, "piapi");
+    env.push(("I2V_MCP_OAUTH_ISSUER".into(), issuer.url.clone()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let core = Core::start(ws.config(&pairs)).unwrap();
+    let (addr, handle) = start(core, |o, _| o.jwks_min_refresh = Duration::from_millis(300)).await;
+    let token = |sub: &str| es.token("k1", &issuer.claims(addr, sub, ""));
+    let (alice, _) = connect_http(addr, Some(&token("alice"))).await.unwrap();
+    let (bob, _) = connect_http(addr, Some(&token("bob"))).await.unwrap();
+    let (operator, _) = connect_http(addr, Some(TOKEN)).await.unwrap();
+
+    let args = |p: &str| json!({"image": img, "prompt": p, "provider": "piapi"});
+    ok(&call(&alice, "create_i2v_task", args("one")).await);
+    let e = err(&call(&alice, "create_i2v_task", args("two")).await);
+    assert_eq!(e["category"], "rate_limited", "{e}");
+    assert_eq!(e["retryable"], true, "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("[budget.per_user_rate_limit]") && msg.contains("per minute"),
+        "{msg}"
+    );
+    assert_eq!(fake.creates(), 1, "a refused create reaches no provider");
+    ok(&call(&bob, "create_i2v_task", args("three")).await);
+    for p in ["four", "five"] {
+        ok(&call(&operator, "create_i2v_task", args(p)).await);
+    }
+    assert_eq!(fake.creates(), 4);
+
+    for s in [alice, bob, operator] {
         s.cancel().await.unwrap();
     }
     handle.shutdown().await;

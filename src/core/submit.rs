@@ -130,6 +130,9 @@ impl Core {
         } = self.inspect(req, provider, spec, ctx).await?;
         self.check_budget(&quote, req).await?;
         self.confirm_spend(&quote, req, spec, ctx).await?;
+        self.limiters
+            .admit_owner(&ctx.caller.owner, deadline)
+            .await?;
         self.limiters.admit(provider, deadline).await?;
         Ok(Prepared {
             provider,

@@ -577,14 +577,15 @@ impl Postgres {
     /// (replicas' clocks may differ), or say how long until all of them admit one (ms) and which
     /// window is the reason. Replicas taking slots at one provider are serialised by an advisory
     /// lock, so each counts every slot committed before its own.
+    /// `key`: [`super::RateKey::column`].
     pub async fn take_rate_slot(
         &self,
-        provider: ProviderId,
+        key: &str,
         windows: &[(i64, i64)],
     ) -> Result<std::result::Result<(), (i64, usize)>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let p = provider.as_str();
+        let p = key;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
             &[&format!("rate:{p}")],

@@ -579,15 +579,16 @@ impl Sqlite {
     /// Take a create slot at `provider` in every window `(max, period ms)` at `now`, or say how
     /// long until all of them admit one (ms) and which window is the reason. Processes taking slots
     /// at once are serialised by the IMMEDIATE transaction's write lock.
+    /// `key`: [`super::RateKey::column`].
     pub fn take_rate_slot(
         &self,
-        provider: ProviderId,
+        key: &str,
         windows: &[(i64, i64)],
         now: i64,
     ) -> Result<std::result::Result<(), (i64, usize)>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let p = provider.as_str();
+        let p = key;
         let mut nths = Vec::with_capacity(windows.len());
         for (max, period) in windows {
             // The max-th newest slot still inside the window: while there is one, it is full.
