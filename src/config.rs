@@ -41,6 +41,48 @@ pub struct FileConfig {
     pub http: FileHttp,
     #[serde(default)]
     pub preview: FilePreview,
+    #[serde(default)]
+    pub oauth: FileOAuth,
+}
+
+/// `[oauth]`: accept access tokens of an existing authorization server (issue 24).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOAuth {
+    /// The authorization server's issuer (env I2V_MCP_OAUTH_ISSUER); turns OAuth on.
+    pub issuer: Option<String>,
+    /// The resource tokens must be issued for (default `<public_url>/mcp`).
+    pub audience: Option<String>,
+    /// Scopes every token must carry.
+    pub required_scopes: Option<Vec<String>>,
+    /// The scope that sees every user's tasks (default `i2v:admin`; "" for none).
+    pub admin_scope: Option<String>,
+    /// JWKS location, instead of the discovered one.
+    pub jwks_uri: Option<String>,
+    /// RFC 7662 introspection endpoint, for opaque tokens.
+    pub introspection_endpoint: Option<String>,
+    /// Client credentials for introspection.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+// By hand, so the client secret never reaches a log through `{:?}`.
+impl std::fmt::Debug for FileOAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileOAuth")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("required_scopes", &self.required_scopes)
+            .field("admin_scope", &self.admin_scope)
+            .field("jwks_uri", &self.jwks_uri)
+            .field("introspection_endpoint", &self.introspection_endpoint)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
 }
 
 /// `[preview]`: the contact sheet made when a task succeeds.
@@ -92,6 +134,8 @@ pub struct FileHttp {
     pub allowed_origins: Option<Vec<String>>,
     /// Largest MCP request body in bytes (data: URIs travel in tool arguments).
     pub max_body_bytes: Option<usize>,
+    /// Signs video links (env I2V_MCP_LINK_SECRET); default: a key file in the data dir.
+    pub link_secret: Option<String>,
 }
 
 // By hand, so the token never reaches a log through `{:?}`.
@@ -105,6 +149,10 @@ impl std::fmt::Debug for FileHttp {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "link_secret",
+                &self.link_secret.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
@@ -116,6 +164,10 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: Option<usize>,
+    /// `[oauth]`, when an issuer is set.
+    pub oauth: Option<crate::oauth::OAuthConfig>,
+    /// Signs `/videos` links; `None`: the data dir's key file.
+    pub link_secret: Option<SecretString>,
 }
 
 /// Polling schedule overrides (milliseconds), for proxies, fake providers and benchmarks.
@@ -167,6 +219,12 @@ pub struct TierOverride {
 pub struct Budget {
     pub per_task_usd: Option<f64>,
     pub daily_usd: Option<f64>,
+    /// Each OAuth subject's own daily spend cap (issue 24); the operator is held by `daily_usd`.
+    pub per_user_daily_usd: Option<f64>,
+    /// Each OAuth subject's own create windows (`[budget.per_user_rate_limit] per_minute = 5`),
+    /// counted in the journal like the providers' so every replica holds them together; the
+    /// operator has none.
+    pub per_user_rate_limit: Option<RateLimits>,
     /// Ask the person (elicitation) before a create above this price, or unpriced.
     pub confirm_above_usd: Option<f64>,
 }
@@ -324,7 +382,7 @@ impl Config {
             download_timeout: Duration::from_secs(file.download.timeout.unwrap_or(300)),
             source,
             poll: poll_schedule(&file.poll, env)?,
-            http: http_config(file.http, env)?,
+            http: http_config(file.http, file.oauth, env)?,
             preview: preview_config(&file.preview, env)?,
         })
     }
@@ -622,7 +680,7 @@ fn preview_config(file: &FilePreview, env: &dyn Env) -> Result<PreviewConfig, Er
 
 /// `[http]` under I2V_MCP_AUTH_TOKEN, I2V_MCP_ALLOWED_HOSTS / I2V_MCP_ALLOWED_ORIGINS
 /// (comma-separated) and I2V_MCP_MAX_BODY_BYTES.
-fn http_config(file: FileHttp, env: &dyn Env) -> Result<HttpConfig, Error> {
+fn http_config(file: FileHttp, oauth: FileOAuth, env: &dyn Env) -> Result<HttpConfig, Error> {
     let list = |name: &str, file: Option<Vec<String>>| -> Vec<String> {
         env.var(name)
             .map(|v| v.split(',').map(str::to_string).collect())
@@ -652,6 +710,54 @@ fn http_config(file: FileHttp, env: &dyn Env) -> Result<HttpConfig, Error> {
         allowed_hosts: list("I2V_MCP_ALLOWED_HOSTS", file.allowed_hosts),
         allowed_origins: list("I2V_MCP_ALLOWED_ORIGINS", file.allowed_origins),
         max_body_bytes,
+        oauth: oauth_config(oauth, env),
+        link_secret: env
+            .var("I2V_MCP_LINK_SECRET")
+            .or(file.link_secret)
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from),
+    })
+}
+
+/// `[oauth]` under I2V_MCP_OAUTH_ISSUER, _AUDIENCE, _REQUIRED_SCOPES (comma- or space-separated),
+/// _ADMIN_SCOPE, _JWKS_URI, _INTROSPECTION_ENDPOINT, _CLIENT_ID, _CLIENT_SECRET. `None` without
+/// an issuer. URLs are checked when the server starts ([`crate::oauth::ResourceServer::new`]).
+fn oauth_config(file: FileOAuth, env: &dyn Env) -> Option<crate::oauth::OAuthConfig> {
+    let get = |name: &str, file: Option<String>| {
+        env.var(name)
+            .or(file)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let issuer = get("I2V_MCP_OAUTH_ISSUER", file.issuer)?;
+    let required_scopes = match env.var("I2V_MCP_OAUTH_REQUIRED_SCOPES") {
+        Some(v) => v
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => file.required_scopes.unwrap_or_default(),
+    };
+    let admin_scope = env
+        .var("I2V_MCP_OAUTH_ADMIN_SCOPE")
+        .or(file.admin_scope)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| crate::oauth::DEFAULT_ADMIN_SCOPE.to_string());
+    Some(crate::oauth::OAuthConfig {
+        issuer,
+        audience: get("I2V_MCP_OAUTH_AUDIENCE", file.audience),
+        required_scopes,
+        admin_scope,
+        jwks_uri: get("I2V_MCP_OAUTH_JWKS_URI", file.jwks_uri),
+        introspection_endpoint: get(
+            "I2V_MCP_OAUTH_INTROSPECTION_ENDPOINT",
+            file.introspection_endpoint,
+        ),
+        client_id: get("I2V_MCP_OAUTH_CLIENT_ID", file.client_id),
+        client_secret: get("I2V_MCP_OAUTH_CLIENT_SECRET", file.client_secret)
+            .map(SecretString::from),
     })
 }
 
@@ -795,6 +901,48 @@ pub(crate) mod tests {
         assert_eq!(c.http.max_body_bytes, Some(1024));
         assert!(!format!("{c:?}").contains("file-token-value"));
         let err = toml::from_str::<FileConfig>("[http]\ntoken = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn oauth_section_env_over_file_and_secret_hidden() {
+        let file = || {
+            toml::from_str::<FileConfig>(
+                "[oauth]\nissuer = \"https://auth.example.com\"\nrequired_scopes = [\"mcp\"]\nclient_id = \"rs\"\nclient_secret = \"file-secret-value\"\n",
+            )
+            .unwrap()
+        };
+        assert!(!format!("{:?}", file()).contains("file-secret-value"));
+        let c = Config::from_layers(file(), None, &Overrides::default(), &env(&[])).unwrap();
+        let o = c.http.oauth.as_ref().unwrap();
+        assert_eq!(o.issuer, "https://auth.example.com");
+        assert_eq!(o.required_scopes, ["mcp"]);
+        assert_eq!(o.admin_scope, crate::oauth::DEFAULT_ADMIN_SCOPE);
+        assert_eq!(
+            o.client_secret.as_ref().unwrap().expose_secret(),
+            "file-secret-value"
+        );
+        assert!(!format!("{c:?}").contains("file-secret-value"));
+        let e = env(&[
+            ("I2V_MCP_OAUTH_ISSUER", "https://other.example"),
+            ("I2V_MCP_OAUTH_REQUIRED_SCOPES", "a, b c"),
+            ("I2V_MCP_OAUTH_ADMIN_SCOPE", "ops"),
+        ]);
+        let c = Config::from_layers(file(), None, &Overrides::default(), &e).unwrap();
+        let o = c.http.oauth.as_ref().unwrap();
+        assert_eq!(o.issuer, "https://other.example");
+        assert_eq!(o.required_scopes, ["a", "b", "c"]);
+        assert_eq!(o.admin_scope, "ops");
+        // No issuer: off.
+        let c = Config::from_layers(
+            FileConfig::default(),
+            None,
+            &Overrides::default(),
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(c.http.oauth.is_none());
+        let err = toml::from_str::<FileConfig>("[oauth]\nissuers = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 

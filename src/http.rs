@@ -107,6 +107,12 @@ pub struct HttpOptions {
     pub header_read_timeout: Duration,
     /// Most live streamable-HTTP sessions; past it a new session is refused (503).
     pub max_sessions: usize,
+    /// Accept access tokens of this authorization server beside the static token (issue 24).
+    pub oauth: Option<crate::oauth::OAuthConfig>,
+    /// Fewest time between JWKS refetches caused by unknown keys or failures.
+    pub jwks_min_refresh: Duration,
+    /// Signs `/videos` links; `None`: `<data_dir>/video-links.key`.
+    pub link_secret: Option<SecretString>,
 }
 
 impl HttpOptions {
@@ -126,6 +132,9 @@ impl HttpOptions {
             max_connections: None,
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_sessions: MAX_SESSIONS,
+            oauth: cfg.http.oauth.clone(),
+            jwks_min_refresh: crate::oauth::DEFAULT_MIN_REFRESH,
+            link_secret: cfg.http.link_secret.clone(),
         }
     }
 }
@@ -233,13 +242,36 @@ pub fn serve(
         );
     }
 
+    let video_base = video_base(public.as_ref(), addr);
+    let oauth = match &opts.oauth {
+        Some(o) => {
+            let mut rs = crate::oauth::ResourceServer::new(o.clone(), &video_base)?;
+            rs.min_refresh = opts.jwks_min_refresh;
+            Some(Arc::new(rs))
+        }
+        None => None,
+    };
+
+    let links = Arc::new(crate::links::LinkSigner::load(
+        &core.cfg.data_dir,
+        opts.link_secret.as_ref().map(|s| s.expose_secret()),
+    )?);
+
     let stop_accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let guard = Arc::new(Guard::new(&opts, &hosts, &origins, in_flight.clone()));
+    let guard = Arc::new(Guard::new(
+        &opts,
+        &hosts,
+        &origins,
+        in_flight.clone(),
+        oauth.clone(),
+    ));
     let app = Arc::new(App {
         core,
-        video_base: video_base(public.as_ref(), addr),
+        oauth: oauth.clone(),
+        links,
+        video_base,
         legacy: Mutex::new(HashMap::new()),
         message_path: message_path(public.as_ref()),
         streams: streams.clone(),
@@ -260,7 +292,14 @@ pub fn serve(
     ));
     tracing::info!(
         %addr,
-        auth = if opts.auth_token.is_some() { "bearer token" } else { "none (loopback only)" },
+        auth = match (&oauth, &opts.auth_token) {
+            (Some(_), Some(_)) => "OAuth and bearer token",
+            (Some(_), None) => "OAuth",
+            (None, Some(_)) => "bearer token",
+            (None, None) => "none (loopback only)",
+        },
+        oauth_issuer = oauth.as_ref().map(|o| o.issuer()),
+        oauth_resource = oauth.as_ref().map(|o| o.audience()),
         webhooks = public.is_some(),
         stateless = opts.stateless,
         max_connections,
@@ -325,6 +364,16 @@ fn router(
     let guarded = guarded.layer(middleware::from_fn_with_state(guard, check));
     let open = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // Signed links need no token: the signature is the grant (see crate::links).
+        .route("/videos/s/{exp}/{sig}/{file}", get(signed_video))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*resource}",
+            get(resource_metadata),
+        )
         .route(
             "/webhooks/{provider}",
             post(webhook).layer(DefaultBodyLimit::max(opts.webhook_max_body_bytes)),
@@ -360,6 +409,7 @@ fn mcp_service(
         stateless: opts.stateless,
         keep_alive: opts.session_keep_alive,
         max_body_bytes: opts.max_body_bytes,
+        owners: Mutex::new(HashMap::new()),
     });
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!opts.stateless)
@@ -371,13 +421,15 @@ fn mcp_service(
         .with_cancellation_token(app.streams.child_token());
     let core = app.core.clone();
     let video_base = app.video_base.clone();
+    let links = app.links.clone();
     let stateless = opts.stateless;
     let mcp = StreamableHttpService::new(
         move || {
             Ok(Server::new(core.clone())
+                .caller_per_request()
                 .trust_roots(false)
                 .subscriptions(!stateless)
-                .video_links(&video_base))
+                .video_links(&video_base, links.clone()))
         },
         sessions,
         mcp_config,
@@ -700,6 +752,9 @@ fn refuse_exposed_without_token(addr: SocketAddr, opts: &HttpOptions) -> Result<
         return Ok(());
     }
     let Some(token) = &opts.auth_token else {
+        if opts.oauth.is_some() {
+            return Ok(()); // every request needs an access token of the issuer
+        }
         return Err(Error::invalid_input(format!(
             "refusing to serve on {addr} without a bearer token: anyone who can reach it could spend your provider credits"
         ))
@@ -864,6 +919,8 @@ impl OriginRule {
 struct Guard {
     /// SHA-256 of the token: compared in constant time whatever the lengths.
     token_sha256: Option<[u8; 32]>,
+    /// Access tokens of an authorization server, beside the static token.
+    oauth: Option<Arc<crate::oauth::ResourceServer>>,
     hosts: Vec<HostRule>,
     origins: Vec<OriginRule>,
     in_flight: TaskTracker,
@@ -875,8 +932,10 @@ impl Guard {
         hosts: &[String],
         origins: &[String],
         in_flight: TaskTracker,
+        oauth: Option<Arc<crate::oauth::ResourceServer>>,
     ) -> Guard {
         Guard {
+            oauth,
             token_sha256: opts
                 .auth_token
                 .as_ref()
@@ -911,10 +970,16 @@ impl Guard {
             .is_some_and(|o| self.origins.iter().any(|r| r.admits(&o)))
     }
 
-    fn token_ok(&self, headers: &HeaderMap) -> bool {
-        let Some(expected) = &self.token_sha256 else {
-            return true;
-        };
+    /// The static token, else an access token of the authorization server; with neither
+    /// configured (loopback only), everyone is the operator.
+    async fn principal(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<crate::oauth::Principal, Option<crate::oauth::Refusal>> {
+        use crate::oauth::{Principal, Refusal};
+        if self.token_sha256.is_none() && self.oauth.is_none() {
+            return Ok(Principal::operator());
+        }
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -922,8 +987,95 @@ impl Guard {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
             .unwrap_or_default();
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        bool::from(given.ct_eq(expected))
+        if let Some(expected) = &self.token_sha256 {
+            let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+            if bool::from(digest.ct_eq(expected)) {
+                return Ok(Principal::operator());
+            }
+        }
+        match &self.oauth {
+            None => Err(None),
+            Some(_) if given.is_empty() => Err(Some(Refusal::Missing)),
+            Some(rs) => rs.authenticate(given).await.map_err(Some),
+        }
+    }
+}
+
+/// The answer to a request whose credentials were refused.
+fn refused(guard: &Guard, path: &str, refusal: Option<crate::oauth::Refusal>) -> Response {
+    use crate::oauth::Refusal;
+    let (Some(rs), Some(refusal)) = (&guard.oauth, refusal) else {
+        tracing::warn!(path, "refused: missing or wrong bearer token");
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: send the header `Authorization: Bearer <token>` with the server's token",
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"i2v-mcp\""),
+        );
+        return r;
+    };
+    // The reason, never the token.
+    tracing::warn!(path, reason = %refusal.reason(), "refused: access token not accepted");
+    let (status, text) = match &refusal {
+        Refusal::Missing => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Unauthorized: sign in through the authorization server {} (metadata: {})",
+                rs.issuer(),
+                rs.metadata_url()
+            ),
+        ),
+        Refusal::Invalid(why) => (
+            StatusCode::UNAUTHORIZED,
+            format!("Unauthorized: the access token is not accepted: {why}"),
+        ),
+        Refusal::Scope(missing) => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "Forbidden: the access token lacks the scope {}",
+                missing.join(" ")
+            ),
+        ),
+        Refusal::Unavailable(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Service Unavailable: cannot check access tokens now: {why}"),
+        ),
+    };
+    let mut r = (status, text).into_response();
+    if let Ok(v) = HeaderValue::from_str(&crate::oauth::challenge(rs, &refusal)) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    }
+    r
+}
+
+/// `GET /.well-known/oauth-protected-resource[/...]`: RFC 9728 metadata (404 without OAuth).
+async fn resource_metadata(State(app): State<Arc<App>>) -> Response {
+    match &app.oauth {
+        Some(rs) => {
+            let mut r = axum::Json(rs.metadata()).into_response();
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            );
+            // Browser-based clients (MCP Inspector) read it cross-origin; it is public.
+            r.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            r
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            "not found: OAuth is off (set I2V_MCP_OAUTH_ISSUER to turn it on)",
+        )
+            .into_response(),
     }
 }
 
@@ -947,21 +1099,12 @@ async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Res
         )
             .into_response();
     }
-    if !guard.token_ok(req.headers()) {
-        tracing::warn!(
-            path = req.uri().path(),
-            "refused: missing or wrong bearer token"
-        );
-        let mut r = (
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized: send the header `Authorization: Bearer <token>` with the server's token",
-        )
-            .into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"i2v-mcp\""),
-        );
-        return r;
+    let mut req = req;
+    match guard.principal(req.headers()).await {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+        }
+        Err(refusal) => return refused(&guard, req.uri().path(), refusal),
     }
     if req.method() == Method::GET {
         // Streams (SSE) run until the client leaves; they do not hold up shutdown.
@@ -1000,6 +1143,15 @@ struct McpGate {
     stateless: bool,
     keep_alive: Option<Duration>,
     max_body_bytes: usize,
+    /// Who opened each session: another principal presenting its id is told it does not exist
+    /// (it would otherwise hear that session's notifications).
+    owners: Mutex<HashMap<String, String>>,
+}
+
+impl McpGate {
+    fn owners(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// `/mcp`: refuse a new session past the cap (503 + Retry-After), answer a session's DELETE
@@ -1040,8 +1192,39 @@ async fn mcp_gate(State(gate): State<Arc<McpGate>>, req: Request, next: Next) ->
             return r;
         }
     }
+    let owner = req
+        .extensions()
+        .get::<crate::oauth::Principal>()
+        .map(|p| p.owner.clone())
+        .unwrap_or_default();
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &session
+        && gate.owners().get(id).is_some_and(|o| *o != owner)
+    {
+        tracing::warn!("refused: a session presented by another user than the one who opened it");
+        return (
+            StatusCode::NOT_FOUND,
+            "Not Found: unknown session; start a new one with initialize",
+        )
+            .into_response();
+    }
     let delete = req.method() == Method::DELETE;
     let resp = next.run(req).await;
+    if opens_session
+        && let Some(id) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        let live = gate.sessions.sessions.read().await;
+        let mut owners = gate.owners();
+        owners.retain(|k, _| live.contains_key(k.as_str()));
+        owners.insert(id.to_string(), owner);
+    }
     if delete && resp.status() == StatusCode::ACCEPTED {
         let (mut parts, _) = resp.into_parts();
         parts.status = StatusCode::NO_CONTENT;
@@ -1077,7 +1260,12 @@ fn human_bytes(n: usize) -> String {
 /// tower-http's `ServeFile` so players get `Range`, `HEAD` and `If-Modified-Since`.
 async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Request) -> Response {
     let (task_id, image) = split_video_file(&file);
-    let path = match succeeded_video(&app, task_id).await {
+    let who = req
+        .extensions()
+        .get::<crate::oauth::Principal>()
+        .cloned()
+        .unwrap_or_else(crate::oauth::Principal::nobody);
+    let path = match succeeded_video(&app, task_id, &who).await {
         Ok(path) => path,
         Err(refused) => return refused.into_response(),
     };
@@ -1110,6 +1298,28 @@ async fn video(State(app): State<Arc<App>>, Path(file): Path<String>, req: Reque
     }
 }
 
+/// `GET`/`HEAD /videos/s/{exp}/{sig}/{task_id}.mp4`: what `/videos/{task_id}.mp4` serves, to
+/// anyone holding a link this server signed for that file that has not expired.
+async fn signed_video(
+    State(app): State<Arc<App>>,
+    Path((exp, sig, file)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    if !app.links.verify(&file, &exp, &sig) {
+        tracing::warn!("refused: expired or wrong video link");
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: this video link has expired or is not valid: call get_task again for a fresh link",
+        )
+            .into_response();
+    }
+    // The link was handed to someone who may see this task; it names this one file.
+    let mut req = req;
+    req.extensions_mut()
+        .insert(crate::oauth::Principal::operator());
+    video(State(app), Path(file), req).await
+}
+
 /// Where a file beside the video lives, given the video's path and the task id.
 type Beside = fn(&std::path::Path, &str) -> std::path::PathBuf;
 
@@ -1129,9 +1339,10 @@ fn split_video_file(file: &str) -> (&str, Option<Beside>) {
 async fn succeeded_video(
     app: &App,
     task_id: &str,
+    who: &crate::oauth::Principal,
 ) -> Result<std::path::PathBuf, (StatusCode, String)> {
     let not_found = |why: &str| (StatusCode::NOT_FOUND, why.to_string());
-    let path = match app.core.video_path(task_id).await {
+    let path = match app.core.video_path_as(task_id, who).await {
         Ok(Some((_, path))) => path,
         Ok(None) => {
             return Err(not_found(
@@ -1150,6 +1361,10 @@ async fn succeeded_video(
 
 struct App {
     core: Arc<Core>,
+    /// The OAuth resource server, when an issuer is configured.
+    oauth: Option<Arc<crate::oauth::ResourceServer>>,
+    /// Signs the `/videos` links handed out.
+    links: Arc<crate::links::LinkSigner>,
     /// Base of `/videos/{task_id}.mp4` links.
     video_base: Arc<str>,
     legacy: Mutex<HashMap<String, LegacySession>>,
@@ -1161,6 +1376,8 @@ struct App {
 
 #[derive(Clone)]
 struct LegacySession {
+    /// Who opened the stream: only they may post to it.
+    who: crate::oauth::Principal,
     to_server: futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
     /// Client requests not yet answered (they hold up a graceful shutdown).
     pending: Arc<Mutex<HashMap<RequestId, TaskTrackerToken>>>,
@@ -1192,7 +1409,10 @@ fn lock_pending(
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn sse(State(app): State<Arc<App>>) -> impl IntoResponse {
+async fn sse(
+    State(app): State<Arc<App>>,
+    axum::Extension(who): axum::Extension<crate::oauth::Principal>,
+) -> impl IntoResponse {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (to_server, from_client) = futures::channel::mpsc::channel(LEGACY_CHANNEL);
     let (to_client, from_server) = futures::channel::mpsc::channel(LEGACY_CHANNEL);
@@ -1200,13 +1420,15 @@ async fn sse(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.legacy().insert(
         id.clone(),
         LegacySession {
+            who: who.clone(),
             to_server,
             pending: pending.clone(),
         },
     );
     let server = Server::new(app.core.clone())
+        .caller(who)
         .trust_roots(false)
-        .video_links(&app.video_base);
+        .video_links(&app.video_base, app.links.clone());
     let ct = app.streams.child_token();
     let session = id.clone();
     tokio::spawn(async move {
@@ -1262,6 +1484,7 @@ struct MessageQuery {
 async fn message(
     State(app): State<Arc<App>>,
     Query(q): Query<MessageQuery>,
+    axum::Extension(who): axum::Extension<crate::oauth::Principal>,
     body: Bytes,
 ) -> Response {
     let Some(id) = q.session_id else {
@@ -1271,7 +1494,8 @@ async fn message(
         )
             .into_response();
     };
-    let Some(session) = app.legacy().get(&id).cloned() else {
+    // Another user's session is as unknown as a closed one.
+    let Some(session) = app.legacy().get(&id).filter(|s| s.who == who).cloned() else {
         return (
             StatusCode::NOT_FOUND,
             "unknown or closed session: open GET /sse again",

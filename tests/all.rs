@@ -22,6 +22,7 @@ mod lifecycle;
 mod local;
 mod mcp_flow;
 mod mcp_stdio;
+mod oauth;
 mod piapi_t2v;
 mod preview;
 mod providers;

@@ -557,6 +557,8 @@ async fn a_row_left_submitting_by_a_dead_run_is_never_sent_again() {
             webhook_secret: None,
             created_at: i2v_mcp::model::now_ms() - 3_600_000,
             daily_budget: None,
+            owner: String::new(),
+            owner_budget: None,
         })
         .await
         .unwrap();

@@ -957,7 +957,16 @@ async fn videos_are_linked_and_served_to_token_holders() {
         .find_map(|c| c.as_resource_link().cloned())
         .expect("resource_link");
     let id = t["task_id"].as_str().unwrap();
-    assert_eq!(link.uri, format!("http://{addr}/videos/{id}.mp4"));
+    // Signed (issue 24): a `<video>` tag opens it without a header; the token never goes in it.
+    let plain = format!("http://{addr}/videos/{id}.mp4");
+    let signed_path = link
+        .uri
+        .strip_prefix(&format!("http://{addr}/videos/s/"))
+        .expect("a signed link");
+    assert!(
+        signed_path.ends_with(&format!("/{id}.mp4")) && !signed_path.contains(TOKEN),
+        "{signed_path}"
+    );
     let on_disk = std::fs::read(t["video"]["local_path"].as_str().unwrap()).unwrap();
 
     let got = within(
@@ -970,10 +979,22 @@ async fn videos_are_linked_and_served_to_token_holders() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.headers()["content-type"], "video/mp4");
     assert_eq!(got.bytes().await.unwrap().to_vec(), on_disk);
-    let anon = within(10, "GET without token", http().get(&link.uri).send())
+    let anon = within(10, "GET without token", http().get(&plain).send())
         .await
         .unwrap();
     assert_eq!(anon.status(), 401);
+    let signed = within(10, "GET the signed link", http().get(&link.uri).send())
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    assert_eq!(signed.bytes().await.unwrap().to_vec(), on_disk);
+    let sig = signed_path.split('/').nth(1).unwrap();
+    let forged = link.uri.replace(sig, &"0".repeat(64));
+    let r = within(10, "GET a forged link", http().get(&forged).send())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("get_task"));
     // The contact sheet and the poster beside it, behind the same token.
     for (file, on_disk) in [("sheet", "sheet.jpg"), ("poster", "poster.jpg")] {
         let url = format!("http://{addr}/videos/{id}.{on_disk}");

@@ -112,6 +112,17 @@ fn conformance_server_scenarios() {
     );
 }
 
+/// Issue 24: the npm `oidc-provider` as the authorization server (dynamic registration, PKCE,
+/// resource indicators, JWT access tokens) and the TypeScript SDK's OAuth client doing the whole
+/// flow headlessly; two users see only their own task, an admin sees both.
+#[test]
+fn oauth_with_oidc_provider_and_the_typescript_sdk() {
+    run(
+        node_with(&["@modelcontextprotocol/sdk", "oidc-provider"]),
+        "oauth_flow.mjs",
+    );
+}
+
 #[test]
 fn raw_http_edges() {
     run(node(), "raw_http.mjs");

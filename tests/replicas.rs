@@ -42,6 +42,8 @@ fn new_task(id: &str, key: Option<&str>) -> NewTask {
         webhook_secret: None,
         created_at: 1_000,
         daily_budget: None,
+        owner: String::new(),
+        owner_budget: None,
     }
 }
 

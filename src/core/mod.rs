@@ -50,7 +50,12 @@ pub struct CallCtx {
     /// How to ask the person before spending (`[budget] confirm_above_usd`); `None`: the
     /// caller is the person (the CLI), nobody is asked.
     pub consent: Option<Arc<dyn Consent>>,
+    /// On whose behalf: the operator (CLI, stdio, the static token) sees every task; an OAuth
+    /// subject only its own (the HTTP auth layer says which).
+    pub caller: Principal,
 }
+
+pub use crate::oauth::Principal;
 
 /// `list_models` result.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -157,14 +162,43 @@ impl Core {
 
     /// A task as agents see it, or a `not_found` error that says where to look.
     pub async fn task(&self, id: &str) -> Result<Task> {
-        Ok(self.row(id).await?.to_task())
+        self.task_as(id, &Principal::operator()).await
+    }
+
+    /// A task `who` may see (its own, or any for an admin); another owner's is `not_found`,
+    /// exactly like an unknown id, so ids of others cannot be probed.
+    pub async fn task_as(&self, id: &str, who: &Principal) -> Result<Task> {
+        Ok(self.row_as(id, who).await?.to_task())
+    }
+
+    /// Whether `who` may see and act on `row`. The one place tenancy is decided.
+    pub fn visible(row: &TaskRow, who: &Principal) -> bool {
+        who.admin || row.owner == who.owner
+    }
+
+    pub(crate) async fn row_as(&self, id: &str, who: &Principal) -> Result<TaskRow> {
+        let row = self.row(id).await?;
+        if Self::visible(&row, who) {
+            Ok(row)
+        } else {
+            Err(unknown_task(id))
+        }
     }
 
     /// The downloaded video of a succeeded task: `Ok(None)` while there is none (not succeeded,
     /// not downloaded yet, or no longer inside the output dir); a `not_found` error for an
     /// unknown task.
     pub async fn video_path(&self, id: &str) -> Result<Option<(Task, PathBuf)>> {
-        let task = self.task(id).await?;
+        self.video_path_as(id, &Principal::operator()).await
+    }
+
+    /// `video_path` of a task `who` may see.
+    pub async fn video_path_as(
+        &self,
+        id: &str,
+        who: &Principal,
+    ) -> Result<Option<(Task, PathBuf)>> {
+        let task = self.task_as(id, who).await?;
         let Some(path) = task
             .video
             .as_ref()
@@ -193,11 +227,7 @@ impl Core {
     }
 
     async fn row(&self, id: &str) -> Result<TaskRow> {
-        self.journal.get(id).await?.ok_or_else(|| {
-            Error::not_found(format!(
-                "unknown task_id '{id}': list_tasks shows the tasks this server knows"
-            ))
-        })
+        self.journal.get(id).await?.ok_or_else(|| unknown_task(id))
     }
 
     /// The requested provider, else the configured default, else the first provider with a key
@@ -257,12 +287,25 @@ impl Core {
         provider: Option<ProviderId>,
         limit: Option<u32>,
     ) -> Result<TaskList> {
+        self.list_as(&Principal::operator(), status, provider, limit)
+            .await
+    }
+
+    /// The tasks `who` may see (an admin: everyone's), newest first.
+    pub async fn list_as(
+        &self,
+        who: &Principal,
+        status: Option<Status>,
+        provider: Option<ProviderId>,
+        limit: Option<u32>,
+    ) -> Result<TaskList> {
         let listed = self
             .journal
             .list(&ListFilter {
                 status,
                 provider,
                 limit: limit.unwrap_or(20).clamp(1, 500),
+                owner: (!who.admin).then(|| who.owner.clone()),
             })
             .await?;
         let note = (!listed.unreadable.is_empty()).then(|| {
@@ -284,7 +327,12 @@ impl Core {
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Task> {
-        let row = self.row(id).await?;
+        self.cancel_as(id, &Principal::operator()).await
+    }
+
+    /// `cancel` of a task `who` may see.
+    pub async fn cancel_as(&self, id: &str, who: &Principal) -> Result<Task> {
+        let row = self.row_as(id, who).await?;
         let task = row.to_task();
         if task.status.is_terminal() {
             let mut t = task;
@@ -352,6 +400,12 @@ impl Core {
             note: registry::lora_note(),
         })
     }
+}
+
+fn unknown_task(id: &str) -> Error {
+    Error::not_found(format!(
+        "unknown task_id '{id}': list_tasks shows the tasks this server knows"
+    ))
 }
 
 /// No image, and nothing here makes video from text alone (`why`): give one, or use a model that does.

@@ -116,7 +116,7 @@ impl Core {
     /// timeout gets one more look, and an open task is polled now. With `wait_seconds`, waits
     /// (with progress) until it settles or the wait ends.
     pub async fn get(&self, id: &str, wait_seconds: Option<u32>, ctx: CallCtx) -> Result<Task> {
-        let row = self.row(id).await?;
+        let row = self.row_as(id, &ctx.caller).await?;
         let started = Instant::now();
         let task = self.revived(&row).await?;
         if task.is_settled() {

@@ -1,4 +1,5 @@
-//! Client-side create limits, per provider: exact sliding windows ("at most 10 in any 60 s"), as
+//! Client-side create limits, per provider and per OAuth subject
+//! (`[budget.per_user_rate_limit]`): exact sliding windows ("at most 10 in any 60 s"), as
 //! providers state them. (A token bucket with burst n lets up to 2n-1 through in one window,
 //! which would meet the provider's own limit with a 429.) The windows are counted in the journal
 //! (SQLite or PostgreSQL), so every server on one data dir or database keeps to the provider's
@@ -10,14 +11,18 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, RateLimits};
 use crate::error::{Category, Error, Result};
-use crate::journal::Journal;
+use crate::journal::{Journal, RateKey};
 use crate::model::ProviderId;
 
-/// The limiters of every configured provider.
+/// The limiters of every configured provider, and the one every OAuth subject answers to.
 pub(super) struct RateLimiters {
     limiters: BTreeMap<ProviderId, Limiter>,
+    /// `[budget.per_user_rate_limit]`: each subject's own windows (the operator has none).
+    per_owner: RateLimits,
     /// The journal, where the windows are counted (`None` in unit tests: in memory).
     shared: Option<Journal>,
+    /// In memory only (unit tests): each owner's windows.
+    owners: Mutex<BTreeMap<String, Limiter>>,
 }
 
 impl RateLimiters {
@@ -28,14 +33,16 @@ impl RateLimiters {
                 .iter()
                 .map(|(id, pc)| (*id, Limiter::new(&pc.rate_limit)))
                 .collect(),
+            per_owner: cfg.budget.per_user_rate_limit.unwrap_or_default(),
             shared: Some(journal.clone()),
+            owners: Mutex::default(),
         }
     }
 
     /// A slot in every window of `limiter`, or how long until one and which window says so.
     async fn try_take(
         &self,
-        provider: ProviderId,
+        key: RateKey<'_>,
         limiter: &Limiter,
     ) -> Result<std::result::Result<(), (Duration, &'static str)>> {
         let Some(journal) = &self.shared else {
@@ -46,7 +53,7 @@ impl RateLimiters {
             return Ok(Ok(()));
         }
         Ok(journal
-            .take_rate_slot(provider, &windows)
+            .take_rate_slot(key, &windows)
             .await?
             .map_err(|(ms, i)| {
                 let name = names.get(i).copied().unwrap_or("window");
@@ -59,25 +66,70 @@ impl RateLimiters {
         let Some(limiter) = self.limiters.get(&provider) else {
             return Ok(());
         };
+        let whose = format!("client-side rate limit for {provider}");
+        self.wait_for(RateKey::Provider(provider), limiter, deadline, &whose)
+            .await
+    }
+
+    /// Wait for a slot in `owner`'s own windows (`[budget.per_user_rate_limit]`) within
+    /// `deadline`, or say when to retry. The operator (`""`) has no such limit.
+    pub(super) async fn admit_owner(&self, owner: &str, deadline: Instant) -> Result<()> {
+        if owner.is_empty() || self.per_owner == RateLimits::default() {
+            return Ok(());
+        }
+        let whose = "your rate limit ([budget.per_user_rate_limit])";
+        if self.shared.is_some() {
+            let limiter = Limiter::new(&self.per_owner);
+            return self
+                .wait_for(RateKey::Owner(owner), &limiter, deadline, whose)
+                .await;
+        }
         loop {
-            let Err((wait, window)) = self.try_take(provider, limiter).await? else {
+            let taken = {
+                let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+                owners
+                    .entry(owner.to_string())
+                    .or_insert_with(|| Limiter::new(&self.per_owner))
+                    .try_take(Instant::now())
+            };
+            let Err((wait, window)) = taken else {
                 return Ok(());
             };
-            if Instant::now() + wait > deadline {
-                let secs = wait.as_secs().max(1);
-                return Err(Error::new(
-                    Category::RateLimited,
-                    format!(
-                        "client-side rate limit for {provider} (per {window}) reached: retry in {secs} s"
-                    ),
-                )
-                .with_next_step(format!(
-                    "create again in {secs} s, or pass wait_seconds to let the server wait"
-                )));
-            }
+            check_wait(wait, window, deadline, whose)?;
             tokio::time::sleep(wait).await;
         }
     }
+
+    async fn wait_for(
+        &self,
+        key: RateKey<'_>,
+        limiter: &Limiter,
+        deadline: Instant,
+        whose: &str,
+    ) -> Result<()> {
+        loop {
+            let Err((wait, window)) = self.try_take(key, limiter).await? else {
+                return Ok(());
+            };
+            check_wait(wait, window, deadline, whose)?;
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A `rate_limited` error when waiting `wait` for a slot would pass `deadline`.
+fn check_wait(wait: Duration, window: &str, deadline: Instant, whose: &str) -> Result<()> {
+    if Instant::now() + wait <= deadline {
+        return Ok(());
+    }
+    let secs = wait.as_secs().max(1);
+    Err(Error::new(
+        Category::RateLimited,
+        format!("{whose} (per {window}) reached: retry in {secs} s"),
+    )
+    .with_next_step(format!(
+        "create again in {secs} s, or pass wait_seconds to let the server wait"
+    )))
 }
 
 struct Limiter {
@@ -202,7 +254,9 @@ mod tests {
         };
         let r = RateLimiters {
             limiters: [(p, Limiter::new(&one_per_10s))].into_iter().collect(),
+            per_owner: RateLimits::default(),
             shared: None,
+            owners: Mutex::default(),
         };
         r.admit(p, Instant::now()).await.unwrap();
         // The next slot is 10 s away: a 2 s deadline is refused at once, with a retry hint.
@@ -222,5 +276,34 @@ mod tests {
         // A provider without limits is always admitted.
         let other = ProviderId::ALL[1];
         r.admit(other, Instant::now()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_subject_has_its_own_windows_and_the_operator_none() {
+        let r = RateLimiters {
+            limiters: BTreeMap::new(),
+            per_owner: RateLimits {
+                per_minute: Some(2),
+                ..RateLimits::default()
+            },
+            shared: None,
+            owners: Mutex::default(),
+        };
+        let now = Instant::now;
+        r.admit_owner("iss#alice", now()).await.unwrap();
+        r.admit_owner("iss#alice", now()).await.unwrap();
+        let e = r.admit_owner("iss#alice", now()).await.unwrap_err();
+        assert_eq!(e.category, Category::RateLimited);
+        assert!(
+            e.message
+                .starts_with("your rate limit ([budget.per_user_rate_limit]) (per minute)"),
+            "{}",
+            e.message
+        );
+        // Bob's windows are his own; the operator is never held.
+        r.admit_owner("iss#bob", now()).await.unwrap();
+        for _ in 0..10 {
+            r.admit_owner("", now()).await.unwrap();
+        }
     }
 }

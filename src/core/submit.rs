@@ -52,6 +52,7 @@ impl Core {
     pub async fn create(&self, req: CreateRequest, ctx: CallCtx) -> Result<Task> {
         let (provider, spec) = self.choose(&req)?;
         validate::check(&req, spec)?;
+        let req = owned_key(req, &ctx.caller);
         let wait = req.wait_seconds.unwrap_or(0).min(self.cfg.max_wait_seconds);
         let started = Instant::now();
         let deadline = started + Duration::from_secs(wait as u64);
@@ -61,7 +62,7 @@ impl Core {
             return self.finish_wait(task, wait, started, &ctx).await;
         }
         let prepared = self.prepare(&req, provider, spec, &ctx, deadline).await?;
-        let (id, webhook) = match self.journal_task(&req, &prepared).await? {
+        let (id, webhook) = match self.journal_task(&req, &prepared, &ctx.caller).await? {
             Journaled::New { id, webhook } => (id, webhook),
             Journaled::Existing(task) => return self.finish_wait(*task, wait, started, &ctx).await,
         };
@@ -129,6 +130,9 @@ impl Core {
         } = self.inspect(req, provider, spec, ctx).await?;
         self.check_budget(&quote, req).await?;
         self.confirm_spend(&quote, req, spec, ctx).await?;
+        self.limiters
+            .admit_owner(&ctx.caller.owner, deadline)
+            .await?;
         self.limiters.admit(provider, deadline).await?;
         Ok(Prepared {
             provider,
@@ -187,7 +191,12 @@ impl Core {
     }
 
     /// Write the task to the journal before anything is sent.
-    async fn journal_task(&self, req: &CreateRequest, p: &Prepared) -> Result<Journaled> {
+    async fn journal_task(
+        &self,
+        req: &CreateRequest,
+        p: &Prepared,
+        caller: &super::Principal,
+    ) -> Result<Journaled> {
         let id = new_task_id();
         let webhook = self.webhook_for(p.provider, &id);
         let fingerprint = req.fingerprint();
@@ -204,6 +213,14 @@ impl Core {
             webhook_secret: webhook.as_ref().map(|w| w.secret.clone()),
             daily_budget: self.cfg.budget.daily_usd.map(super::pricing::daily_budget),
             created_at: now_ms(),
+            owner: caller.owner.clone(),
+            // The operator answers to `daily_usd`; each OAuth subject to its own share too.
+            owner_budget: self
+                .cfg
+                .budget
+                .per_user_daily_usd
+                .filter(|_| !caller.owner.is_empty())
+                .map(super::pricing::daily_budget),
         };
         Ok(match self.journal.insert(new).await? {
             Inserted::New => Journaled::New { id, webhook },
@@ -375,6 +392,20 @@ impl Core {
         }
         Ok(path.display().to_string())
     }
+}
+
+/// Idempotency keys are per owner: an OAuth subject's key is stored behind a fixed-length digest
+/// of its owner, so two users' equal keys never meet, and the UNIQUE column keeps guarding each.
+/// The operator's keys stay as given (journals from before tenancy keep working).
+fn owned_key(mut req: CreateRequest, caller: &super::Principal) -> CreateRequest {
+    if let Some(key) = &req.idempotency_key
+        && !caller.owner.is_empty()
+    {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(&Sha256::digest(caller.owner.as_bytes())[..12]);
+        req.idempotency_key = Some(format!("u:{digest}:{key}"));
+    }
+    req
 }
 
 /// The task of a journal row an idempotency key found, if the request is the same one.

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_billed_seconds.sql"),
     include_str!("migrations/0003_shared.sql"),
     include_str!("migrations/0004_batches.sql"),
+    include_str!("migrations/0005_owner.sql"),
 ];
 
 fn version(conn: &Connection) -> Result<usize> {

@@ -88,6 +88,26 @@ macro_rules! on_backend {
     };
 }
 
+/// Whose creates a rate window counts: a provider's (its client-side limits) or one OAuth
+/// subject's (`[budget.per_user_rate_limit]`). Both share `rate_events`, keyed by
+/// [`RateKey::column`].
+#[derive(Debug, Clone, Copy)]
+pub enum RateKey<'a> {
+    Provider(ProviderId),
+    Owner(&'a str),
+}
+
+impl RateKey<'_> {
+    /// The `rate_events.provider` value: the provider id, or `owner:` and the owner string
+    /// (provider ids never hold a colon, so the two never meet).
+    pub fn column(self) -> String {
+        match self {
+            RateKey::Provider(p) => p.as_str().to_string(),
+            RateKey::Owner(o) => format!("owner:{o}"),
+        }
+    }
+}
+
 impl Journal {
     fn with(backend: Backend) -> Journal {
         Journal {
@@ -457,19 +477,20 @@ impl Journal {
     /// when one is full.
     pub async fn take_rate_slot(
         &self,
-        provider: ProviderId,
+        key: RateKey<'_>,
         windows: &[(i64, i64)],
     ) -> Result<std::result::Result<(), (i64, usize)>> {
+        let key = key.column();
         match &self.backend {
             Backend::Sqlite(db) => {
                 let (db, windows) = (db.clone(), windows.to_vec());
                 tokio::task::spawn_blocking(move || {
-                    db.take_rate_slot(provider, &windows, crate::model::now_ms())
+                    db.take_rate_slot(&key, &windows, crate::model::now_ms())
                 })
                 .await
                 .map_err(|e| Error::internal(format!("journal call did not finish: {e}")))?
             }
-            Backend::Postgres(pg) => pg.take_rate_slot(provider, windows).await,
+            Backend::Postgres(pg) => pg.take_rate_slot(&key, windows).await,
         }
     }
 

@@ -14,8 +14,8 @@ use super::row::{
     Cols, Inserted, ListFilter, Listed, NewTask, State, TaskRow, Update, checked, decode_cols,
 };
 use super::sqlite::{
-    INSERT, OPEN, ROW, SUBMITTABLE, SUBMITTED, key_taken_over, release_key, spent_sql,
-    takeover_note,
+    INSERT, OPEN, ROW, SUBMITTABLE, SUBMITTED, key_taken_over, release_key, spent_by_owner_sql,
+    spent_sql, takeover_note,
 };
 use crate::error::{Error, Result};
 use crate::model::ProviderId;
@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0003_rate_events.sql"),
     include_str!("migrations/postgres/0004_billed_seconds.sql"),
     include_str!("migrations/postgres/0005_batches.sql"),
+    include_str!("migrations/postgres/0006_owner.sql"),
 ];
 
 /// Channels: every task change (payload: the task id), and "poll this task now" for the replica
@@ -213,6 +214,21 @@ impl Postgres {
             let spent = row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0);
             budget.check(spent, t.estimated_cost.unwrap_or(0.0))?;
         }
+        if let Some(budget) = &t.owner_budget {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('i2v:user-budget:' || $1, 0))",
+                &[&t.owner],
+            )
+            .await?;
+            let row = tx
+                .query_one(
+                    &spent_by_owner_sql("$1", "$2"),
+                    &[&budget.since_ms, &t.owner],
+                )
+                .await?;
+            let spent = row.try_get::<_, Option<f64>>(0)?.unwrap_or(0.0);
+            budget.check_user(spent, t.estimated_cost.unwrap_or(0.0))?;
+        }
         tx.execute(
             &pg(INSERT),
             &[
@@ -225,6 +241,7 @@ impl Postgres {
                 &t.estimated_cost,
                 &t.webhook_secret,
                 &t.created_at,
+                &t.owner,
             ],
         )
         .await?;
@@ -403,6 +420,7 @@ impl Postgres {
             "SELECT {ROW} FROM tasks
              WHERE ($1::text IS NULL OR status = $1 OR ($1 = 'queued' AND status = 'submitting'))
                AND ($2::text IS NULL OR provider = $2)
+               AND ($4::text IS NULL OR owner = $4)
              ORDER BY created_at DESC, id DESC LIMIT $3"
         );
         let status = f.status.map(|s| <&str>::from(State::from(s)));
@@ -411,7 +429,7 @@ impl Postgres {
         let rows = self
             .client()
             .await?
-            .query(&sql, &[&status, &provider, &limit])
+            .query(&sql, &[&status, &provider, &limit, &f.owner])
             .await?;
         let mut listed = Listed::default();
         for row in &rows {
@@ -559,14 +577,15 @@ impl Postgres {
     /// (replicas' clocks may differ), or say how long until all of them admit one (ms) and which
     /// window is the reason. Replicas taking slots at one provider are serialised by an advisory
     /// lock, so each counts every slot committed before its own.
+    /// `key`: [`super::RateKey::column`].
     pub async fn take_rate_slot(
         &self,
-        provider: ProviderId,
+        key: &str,
         windows: &[(i64, i64)],
     ) -> Result<std::result::Result<(), (i64, usize)>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let p = provider.as_str();
+        let p = key;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
             &[&format!("rate:{p}")],

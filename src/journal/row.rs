@@ -106,6 +106,9 @@ pub struct TaskRow {
     pub finished_at: Option<i64>,
     /// Seconds the provider billed, when its poll answer said.
     pub billed_seconds: Option<f64>,
+    /// Who created it: `""` for the operator (the static token, stdio, the CLI, and every task
+    /// from before tenancy), else `<issuer>#<sub>` of an OAuth subject.
+    pub owner: String,
 }
 
 /// Reads one column of a journal row by name, whatever the backend: `Err` says what is wrong
@@ -177,6 +180,11 @@ impl TaskRow {
             updated_at: required(r.int("updated_at")?, "updated_at")?,
             finished_at: r.int("finished_at")?,
             billed_seconds: r.real("billed_seconds")?,
+            owner: if r.has("owner") {
+                r.text("owner")?.unwrap_or_default()
+            } else {
+                String::new()
+            },
         })
     }
 }
@@ -460,6 +468,10 @@ pub struct NewTask {
     /// Checked in the insert's own transaction, so creates at the same moment (in one process or
     /// on several replicas) cannot pass it together.
     pub daily_budget: Option<DailyBudget>,
+    /// Who creates it (see `TaskRow::owner`).
+    pub owner: String,
+    /// `[budget].per_user_daily_usd`: today's spend of `owner` alone, checked like `daily_budget`.
+    pub owner_budget: Option<DailyBudget>,
 }
 
 /// `[budget].daily_usd` and the start of today.
@@ -471,6 +483,18 @@ pub struct DailyBudget {
 
 impl DailyBudget {
     /// A `budget` error when `cost` on top of `spent` goes over the limit.
+    /// Like `check`, for one user's share (`[budget].per_user_daily_usd`).
+    pub fn check_user(&self, spent: f64, cost: f64) -> Result<()> {
+        if spent + cost > self.limit_usd + 1e-9 {
+            return Err(Error::budget(format!(
+                "this ${cost} task would bring your spend today to ${:.2}, over the per-user budget ${} ([budget].per_user_daily_usd): wait until 00:00 UTC or ask the operator",
+                spent + cost,
+                self.limit_usd
+            )));
+        }
+        Ok(())
+    }
+
     pub fn check(&self, spent: f64, cost: f64) -> Result<()> {
         if spent + cost > self.limit_usd + 1e-9 {
             return Err(Error::budget(format!(
@@ -495,6 +519,8 @@ pub struct ListFilter {
     pub status: Option<Status>,
     pub provider: Option<ProviderId>,
     pub limit: u32,
+    /// Only this owner's tasks; `None`: everyone's.
+    pub owner: Option<String>,
 }
 
 #[cfg(test)]

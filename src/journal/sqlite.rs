@@ -19,7 +19,7 @@ pub(super) const ROW: &str =
     "id, provider, model, provider_task_id, status, fingerprint, idempotency_key,
     progress, eta, estimated_cost, video_url, url_expires_at, local_path, bytes, sha256, download,
     error_category, error_message, error_retryable, error_next_step, note, webhook_secret, polls,
-    created_at, updated_at, finished_at, billed_seconds";
+    created_at, updated_at, finished_at, billed_seconds, owner";
 
 pub(super) const OPEN: &str = "('submitting','queued','running')";
 /// A failed task that surely reached no provider: it has no provider id and its create was refused
@@ -36,14 +36,19 @@ pub(super) fn spent_sql(since: &str) -> String {
     format!("SELECT SUM(estimated_cost) FROM tasks WHERE created_at >= {since} AND NOT {REFUSED}")
 }
 
+/// One owner's spend today (placeholders: since, owner).
+pub(super) fn spent_by_owner_sql(since: &str, owner: &str) -> String {
+    format!("{} AND owner = {owner}", spent_sql(since))
+}
+
 pub(super) const REFUSED: &str = "(status = 'failed' AND provider_task_id IS NULL
     AND error_category IS NOT NULL AND error_category <> 'submit_unknown')";
 
-/// A new task's row (`?1`..`?9`: id, provider, model, request, fingerprint, key, cost, webhook
-/// secret, now).
+/// A new task's row (`?1`..`?10`: id, provider, model, request, fingerprint, key, cost, webhook
+/// secret, now, owner).
 pub(super) const INSERT: &str = "INSERT INTO tasks (id, provider, model, status, request,
-    fingerprint, idempotency_key, estimated_cost, webhook_secret, created_at, updated_at)
-    VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8, ?9, ?9)";
+    fingerprint, idempotency_key, estimated_cost, webhook_secret, created_at, updated_at, owner)
+    VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)";
 
 /// A refused task gives up its idempotency key (`?1` id, `?2` note, `?3` now).
 pub(super) fn release_key() -> String {
@@ -174,6 +179,14 @@ impl Sqlite {
                 tx.query_row(&spent_sql("?1"), [budget.since_ms], |r| r.get(0))?;
             budget.check(spent.unwrap_or(0.0), t.estimated_cost.unwrap_or(0.0))?;
         }
+        if let Some(budget) = &t.owner_budget {
+            let spent: Option<f64> = tx.query_row(
+                &spent_by_owner_sql("?1", "?2"),
+                params![budget.since_ms, t.owner],
+                |r| r.get(0),
+            )?;
+            budget.check_user(spent.unwrap_or(0.0), t.estimated_cost.unwrap_or(0.0))?;
+        }
         tx.execute(
             INSERT,
             params![
@@ -185,7 +198,8 @@ impl Sqlite {
                 t.idempotency_key,
                 t.estimated_cost,
                 t.webhook_secret,
-                t.created_at
+                t.created_at,
+                t.owner
             ],
         )?;
         tx.commit()?;
@@ -391,13 +405,15 @@ impl Sqlite {
             "SELECT {ROW} FROM tasks
              WHERE (?1 IS NULL OR status = ?1 OR (?1 = 'queued' AND status = 'submitting'))
                AND (?2 IS NULL OR provider = ?2)
+               AND (?4 IS NULL OR owner = ?4)
              ORDER BY created_at DESC, id DESC LIMIT ?3"
         ))?;
         let rows = stmt.query_map(
             params![
                 f.status.map(State::from),
                 f.provider.map(|p| p.as_str()),
-                f.limit.max(1)
+                f.limit.max(1),
+                f.owner
             ],
             decode,
         )?;
@@ -563,15 +579,16 @@ impl Sqlite {
     /// Take a create slot at `provider` in every window `(max, period ms)` at `now`, or say how
     /// long until all of them admit one (ms) and which window is the reason. Processes taking slots
     /// at once are serialised by the IMMEDIATE transaction's write lock.
+    /// `key`: [`super::RateKey::column`].
     pub fn take_rate_slot(
         &self,
-        provider: ProviderId,
+        key: &str,
         windows: &[(i64, i64)],
         now: i64,
     ) -> Result<std::result::Result<(), (i64, usize)>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let p = provider.as_str();
+        let p = key;
         let mut nths = Vec::with_capacity(windows.len());
         for (max, period) in windows {
             // The max-th newest slot still inside the window: while there is one, it is full.
@@ -659,6 +676,8 @@ mod tests {
             webhook_secret: None,
             daily_budget: None,
             created_at: 1_000,
+            owner: String::new(),
+            owner_budget: None,
         }
     }
 

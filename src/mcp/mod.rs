@@ -59,6 +59,12 @@ pub struct Server {
     /// Base URL under which `/videos/{task_id}` serves results (HTTP mode); without it the
     /// resource_link is the file's local `file://` URI.
     video_base: Option<Arc<str>>,
+    /// On whose behalf calls run when the request does not say (stdio: the operator; legacy
+    /// SSE: who opened the stream). `None`: each request must carry it (streamable HTTP puts the
+    /// auth layer's `Principal` in the request's extensions); one that does not sees nothing.
+    caller: Option<crate::oauth::Principal>,
+    /// Signs the `/videos` links (HTTP mode), so a `<video>` tag opens them without a header.
+    links: Option<Arc<crate::links::LinkSigner>>,
 }
 
 impl Server {
@@ -99,7 +105,31 @@ impl Server {
             trust_roots: true,
             subscribe: true,
             video_base: None,
+            caller: Some(crate::oauth::Principal::operator()),
+            links: None,
         }
+    }
+
+    /// Calls run on behalf of `who` whatever the request (legacy SSE: who opened the stream).
+    pub fn caller(mut self, who: crate::oauth::Principal) -> Self {
+        self.caller = Some(who);
+        self
+    }
+
+    /// Each request names its principal (streamable HTTP); one that does not sees nothing.
+    pub fn caller_per_request(mut self) -> Self {
+        self.caller = None;
+        self
+    }
+
+    /// Who this request is on behalf of.
+    pub(crate) fn who(&self, rc: &RequestContext<RoleServer>) -> crate::oauth::Principal {
+        rc.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::oauth::Principal>())
+            .cloned()
+            .or_else(|| self.caller.clone())
+            .unwrap_or_else(crate::oauth::Principal::nobody)
     }
 
     /// The core, once started (immediately, unless it is still starting).
@@ -107,9 +137,18 @@ impl Server {
         self.core.clone().await
     }
 
+    /// Where `/videos` links point and the signer, in HTTP mode.
+    fn video_link_base(&self) -> LinkBase<'_> {
+        match (&self.video_base, &self.links) {
+            (Some(b), Some(l)) => Some((b.as_ref(), l.as_ref())),
+            _ => None,
+        }
+    }
+
     /// Link results as `<base>/videos/{task_id}.mp4` (a remote client cannot open the server's files).
-    pub fn video_links(mut self, base: &str) -> Self {
+    pub fn video_links(mut self, base: &str, signer: Arc<crate::links::LinkSigner>) -> Self {
         self.video_base = Some(Arc::from(base.trim_end_matches('/')));
+        self.links = Some(signer);
         self
     }
 
@@ -131,7 +170,7 @@ impl Server {
             }
             _ => false,
         };
-        task_result(task, self.video_base.as_deref(), sheet, poster)
+        task_result(task, self.video_link_base(), sheet, poster)
     }
 
     /// Whether to offer resource subscriptions (default: yes; stateless HTTP cannot deliver them).
@@ -159,6 +198,7 @@ impl Server {
             cancel: rc.ct.clone(),
             roots,
             consent: None,
+            caller: self.who(rc),
         };
         // Only a client that sent a token gets progress: never invent one.
         let forwarder = rc.meta.get_progress_token().map(|token| {
@@ -242,9 +282,12 @@ fn contact_sheet(core: &Core, task: &Task) -> Option<PathBuf> {
     ))
 }
 
+/// Where `/videos` links point and who signs them (HTTP mode).
+type LinkBase<'a> = Option<(&'a str, &'a crate::links::LinkSigner)>;
+
 fn task_result(
     task: Task,
-    video_base: Option<&str>,
+    video_base: LinkBase<'_>,
     sheet: Option<Vec<u8>>,
     poster: bool,
 ) -> CallToolResult {
@@ -253,7 +296,9 @@ fn task_result(
         && let Some(path) = task.video.as_ref().and_then(|v| v.local_path.clone())
     {
         let uri = match video_base {
-            Some(base) => format!("{base}/videos/{}.mp4", task.task_id),
+            Some((base, signer)) => {
+                format!("{base}{}", signer.path(&format!("{}.mp4", task.task_id)))
+            }
             None => url::Url::from_file_path(&path)
                 .map(|u| u.to_string())
                 .unwrap_or_else(|_| format!("file://{path}")),
@@ -358,25 +403,25 @@ impl ServerHandler for Server {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
-        tasks::get(self, request).await
+        tasks::get(self, request, &self.who(&context)).await
     }
 
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        tasks::cancel(self, request).await
+        tasks::cancel(self, request, &self.who(&context)).await
     }
 
     async fn update_task(
         &self,
         request: UpdateTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        tasks::update(self, request).await
+        tasks::update(self, request, &self.who(&context)).await
     }
 
     async fn call_tool(
@@ -401,11 +446,12 @@ impl ServerHandler for Server {
         if as_task {
             tasks::no_wait(&mut request);
         }
+        let who = self.who(&context);
         let response = router
             .call(ToolCallContext::new(self, request, context))
             .await?;
         if as_task {
-            return tasks::handle(self, response).await;
+            return tasks::handle(self, response, &who).await;
         }
         Ok(response)
     }
@@ -421,7 +467,9 @@ impl ServerHandler for Server {
             items.push(apps::player_resource(self.video_base.as_deref()));
         }
         if let Ok(core) = self.core().await
-            && let Ok(list) = core.list(None, None, Some(50)).await
+            && let Ok(list) = core
+                .list_as(&self.who(&context), None, None, Some(50))
+                .await
         {
             for t in list.tasks {
                 items.push(
@@ -451,9 +499,10 @@ impl ServerHandler for Server {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let uri = request.uri.clone();
+        let who = self.who(&context);
         if uri == apps::PLAYER_URI {
             return Ok(apps::read_player(self.video_base.as_deref()).into());
         }
@@ -465,15 +514,18 @@ impl ServerHandler for Server {
             serde_json::to_string(&core.list_models(None))
         } else if let Some((id, file)) = task_image(&uri) {
             let (id, file) = (id.to_string(), file.to_string());
-            return read_task_image(&core, &id, &file, uri)
+            return read_task_image(&core, &id, &file, uri, &who)
                 .await
                 .map(Into::into);
         } else if let Some(id) = uri.strip_prefix("i2v://tasks/") {
-            let task = core.task(id).await.map_err(|e| task_error(id, e))?;
+            let task = core
+                .task_as(id, &who)
+                .await
+                .map_err(|e| task_error(id, e))?;
             serde_json::to_string(&task)
         } else if let Some(id) = self.video_task_id(&uri) {
             let id = id.to_string();
-            return self.read_video(&core, &id, uri).await.map(Into::into);
+            return self.read_video(&core, &id, uri, &who).await.map(Into::into);
         } else {
             return Err(McpError::resource_not_found(
                 format!(
@@ -508,6 +560,13 @@ impl ServerHandler for Server {
                 None,
             ));
         };
+        // Only to a task the caller may see: another user's is as unknown as a made-up id.
+        self.core()
+            .await
+            .map_err(|e| McpError::internal_error(e.message, None))?
+            .task_as(id, &self.who(&context))
+            .await
+            .map_err(|e| task_error(id, e))?;
         let first = {
             let mut subs = self
                 .subscriptions
@@ -606,6 +665,7 @@ impl ServerHandler for Server {
             .core()
             .await
             .map_err(|e| McpError::internal_error(e.message, None))?;
+        let who = self.who(context.request_context());
         let mut rx = core.watcher().subscribe();
         loop {
             let task = tokio::select! {
@@ -617,7 +677,11 @@ impl ServerHandler for Server {
                 },
             };
             let uri = format!("i2v://tasks/{}", task.task_id);
-            if wanted.contains(&uri) && context.sink().notify_resource_updated(uri).await.is_err() {
+            // Only news of tasks this caller may see: another user's id stays silent.
+            if wanted.contains(&uri)
+                && core.task_as(&task.task_id, &who).await.is_ok()
+                && context.sink().notify_resource_updated(uri).await.is_err()
+            {
                 return Ok(());
             }
         }
@@ -682,8 +746,12 @@ fn task_image(uri: &str) -> Option<(&str, &str)> {
 }
 
 /// A succeeded task and the path of its downloaded video, or why there is none (resource errors).
-async fn succeeded_video(core: &Core, id: &str) -> Result<(Task, String), McpError> {
-    core.video_path(id)
+async fn succeeded_video(
+    core: &Core,
+    id: &str,
+    who: &crate::oauth::Principal,
+) -> Result<(Task, String), McpError> {
+    core.video_path_as(id, who)
         .await
         .map_err(|e| task_error(id, e))?
         .map(|(task, path)| (task, path.display().to_string()))
@@ -708,9 +776,10 @@ async fn read_task_image(
     id: &str,
     file: &str,
     uri: String,
+    who: &crate::oauth::Principal,
 ) -> Result<ReadResourceResult, McpError> {
     let not_found = |why: String| McpError::resource_not_found(why, None);
-    let (task, video) = succeeded_video(core, id).await?;
+    let (task, video) = succeeded_video(core, id, who).await?;
     let video = std::path::Path::new(&video);
     let path = if file == "poster.jpg" {
         crate::preview::poster_path(video, id)
@@ -741,7 +810,12 @@ impl Server {
     /// `<public base>/videos/{id}.mp4` (HTTP).
     fn video_task_id<'a>(&self, uri: &'a str) -> Option<&'a str> {
         let file = match &self.video_base {
-            Some(base) => uri.strip_prefix(base.as_ref())?.strip_prefix("/videos/")?,
+            // `/videos/{id}.mp4`, or signed: `/videos/s/<exp>/<sig>/{id}.mp4`.
+            Some(base) => uri
+                .strip_prefix(base.as_ref())?
+                .strip_prefix("/videos/")?
+                .rsplit('/')
+                .next()?,
             None => uri.strip_prefix("file://")?.rsplit('/').next()?,
         };
         file.strip_suffix(".mp4").filter(|id| !id.is_empty())
@@ -753,9 +827,10 @@ impl Server {
         core: &Core,
         id: &str,
         uri: String,
+        who: &crate::oauth::Principal,
     ) -> Result<ReadResourceResult, McpError> {
         let not_found = |why: String| McpError::resource_not_found(why, None);
-        let (_, path) = succeeded_video(core, id).await?;
+        let (_, path) = succeeded_video(core, id, who).await?;
         // Over stdio the link is the file's own URI: it must name exactly this file.
         if self.video_base.is_none() {
             let linked = url::Url::parse(&uri)

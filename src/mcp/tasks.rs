@@ -18,6 +18,7 @@
 //!   handles) and of the `server/discover` answers to clients that do not declare it: they see
 //!   today's bytes.
 
+use crate::oauth::Principal;
 use rmcp::ErrorData as McpError;
 use rmcp::RoleServer;
 use rmcp::model::{
@@ -84,6 +85,7 @@ pub fn hide(caps: &mut ServerCapabilities) {
 pub async fn handle(
     server: &Server,
     response: CallToolResponse,
+    who: &Principal,
 ) -> Result<CallToolResponse, McpError> {
     let CallToolResponse::Complete(result) = &response else {
         return Ok(response);
@@ -97,15 +99,19 @@ pub async fn handle(
     };
     // Read back from the journal: the handle is durable before it is returned.
     let core = core(server).await?;
-    let task = core.task(id).await.map_err(|e| task_error(id, e))?;
+    let task = core.task_as(id, who).await.map_err(|e| task_error(id, e))?;
     Ok(CallToolResponse::Task(CreateTaskResult::new(seed(&task))))
 }
 
 /// `tasks/get`: the task from the journal; once settled, the result `get_task` gives.
-pub async fn get(server: &Server, p: GetTaskParams) -> Result<GetTaskResult, McpError> {
+pub async fn get(
+    server: &Server,
+    p: GetTaskParams,
+    who: &Principal,
+) -> Result<GetTaskResult, McpError> {
     let core = core(server).await?;
     let task = core
-        .task(&p.task_id)
+        .task_as(&p.task_id, who)
         .await
         .map_err(|e| task_error(&p.task_id, e))?;
     let payload = if !task.is_settled() {
@@ -122,9 +128,9 @@ pub async fn get(server: &Server, p: GetTaskParams) -> Result<GetTaskResult, Mcp
 }
 
 /// `tasks/cancel`: what `cancel_task` does. An ack; the outcome shows on the next `tasks/get`.
-pub async fn cancel(server: &Server, p: CancelTaskParams) -> Result<(), McpError> {
+pub async fn cancel(server: &Server, p: CancelTaskParams, who: &Principal) -> Result<(), McpError> {
     let core = core(server).await?;
-    core.cancel(&p.task_id)
+    core.cancel_as(&p.task_id, who)
         .await
         .map(drop)
         .map_err(|e| task_error(&p.task_id, e))
@@ -132,9 +138,9 @@ pub async fn cancel(server: &Server, p: CancelTaskParams) -> Result<(), McpError
 
 /// `tasks/update`: our tasks never ask for input, so every response answers no outstanding
 /// request and is ignored (the spec's SHOULD); an unknown task is an error.
-pub async fn update(server: &Server, p: UpdateTaskParams) -> Result<(), McpError> {
+pub async fn update(server: &Server, p: UpdateTaskParams, who: &Principal) -> Result<(), McpError> {
     let core = core(server).await?;
-    core.task(&p.task_id)
+    core.task_as(&p.task_id, who)
         .await
         .map(drop)
         .map_err(|e| task_error(&p.task_id, e))

@@ -147,10 +147,17 @@ impl Server {
         output_schema = output::<TaskList>(&[]),
         annotations(read_only_hint = true, open_world_hint = false)
     )]
-    async fn list_tasks(&self, Args(a): Args<ListArgs>) -> Result<CallToolResult, Error> {
+    async fn list_tasks(
+        &self,
+        Args(a): Args<ListArgs>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
         let core = self.core().await?;
         let a = a?;
-        Ok(structured(&core.list(a.status, a.provider, a.limit).await?))
+        let who = self.who(&rc);
+        Ok(structured(
+            &core.list_as(&who, a.status, a.provider, a.limit).await?,
+        ))
     }
 
     #[tool(
@@ -160,10 +167,14 @@ impl Server {
         output_schema = output::<Task>(TASK_FIELDS),
         annotations(idempotent_hint = true)
     )]
-    async fn cancel_task(&self, Args(a): Args<CancelArgs>) -> Result<CallToolResult, Error> {
+    async fn cancel_task(
+        &self,
+        Args(a): Args<CancelArgs>,
+        rc: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, Error> {
         let core = self.core().await?;
-        let task = core.cancel(&a?.task_id).await?;
-        Ok(task_result(task, self.video_base.as_deref(), None, false))
+        let task = core.cancel_as(&a?.task_id, &self.who(&rc)).await?;
+        Ok(task_result(task, self.video_link_base(), None, false))
     }
 
     #[tool(

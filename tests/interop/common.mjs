@@ -401,7 +401,7 @@ export async function scenario(label, ws, c, kind, { render = true } = {}) {
   await check(`${label}: resources/read of the resource_link (${kind})`, async () => {
     const { link } = done;
     if (kind === "stdio") assert.match(link.uri, /^file:\/\//, "a file:// link over stdio");
-    else assert.match(link.uri, /^http:\/\/127\.0\.0\.1:\d+\/videos\/tsk_[0-9a-f]+\.mp4$/, `an http video link, got ${link.uri}`);
+    else assert.match(link.uri, /^http:\/\/127\.0\.0\.1:\d+\/videos\/s\/\d+\/[0-9a-f]{64}\/tsk_[0-9a-f]+\.mp4$/, `an http video link, got ${link.uri}`);
     assertVideoContents(await c.read(link.uri));
   });
   return done.task;
