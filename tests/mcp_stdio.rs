@@ -302,6 +302,19 @@ async fn bad_input_is_a_clear_tool_error_and_the_server_keeps_serving() {
         assert_eq!(e["category"], *category, "{tool} {args}: {r}");
         assert!(e["message"].as_str().unwrap().len() > 20, "{r}");
     }
+    // estimate_cost's `provider` is a plain string in its schema (the enum is create's): a wrong
+    // one is still refused naming the providers there are.
+    let r = p
+        .call(
+            90,
+            "estimate_cost",
+            json!({"provider": "nope", "prompt": "x"}),
+        )
+        .await;
+    let e = &raw_err(&r);
+    assert_eq!(e["category"], "invalid_input", "{r}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("nope") && msg.contains("dashscope"), "{msg}");
     // Nothing was written to the journal, nothing reached a provider; still serving.
     let list = p.call(100, "list_tasks", json!({})).await;
     assert_eq!(list["structuredContent"]["tasks"], json!([]), "{list}");

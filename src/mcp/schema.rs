@@ -185,6 +185,8 @@ fn shallow_field(field: &Value) -> JsonObject {
 
 /// Descriptions below the top level removed: estimate_cost's nested arguments (LoRAs, camera
 /// motion) are create_i2v_task's, documented there; repeating them costs every host tokens.
+/// So is its `provider` enum (about 4 tokens a provider): a plain string here, listed once in
+/// create's schema, and a wrong one is still refused by name when the arguments are read.
 /// Hand-written: it depends on the tool, not on the type (create keeps them).
 pub fn without_nested_descriptions(schema: Arc<JsonObject>) -> Arc<JsonObject> {
     fn strip(v: &mut Value) {
@@ -195,6 +197,9 @@ pub fn without_nested_descriptions(schema: Arc<JsonObject>) -> Arc<JsonObject> {
     }
     let mut schema = Arc::unwrap_or_clone(schema);
     if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        if let Some(Value::Object(p)) = props.get_mut("provider") {
+            p.remove("enum");
+        }
         for field in props.values_mut() {
             if let Value::Object(f) = field {
                 for (k, v) in f.iter_mut() {
