@@ -70,8 +70,16 @@ impl LinkSigner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
         }
+        // Written whole to a private temporary file, then published with link(2), which fails
+        // if the name exists: a server starting beside this one (per-call servers start
+        // together) reads either no file or the whole key, never a half-written one.
         let key: [u8; KEY_BYTES] = rand::random();
         std::fs::create_dir_all(data_dir).map_err(io)?;
+        let tmp = data_dir.join(format!(
+            ".{KEY_FILE}.{}.{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
@@ -79,15 +87,24 @@ impl LinkSigner {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        match opts.open(&path) {
-            Ok(mut f) => {
-                use std::io::Write;
-                f.write_all(&key).and_then(|()| f.sync_all()).map_err(io)?;
-                Ok(LinkSigner::new(&key))
-            }
-            // Another server on this data dir made it first: use theirs.
+        let written = opts.open(&tmp).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&key).and_then(|()| f.sync_all())
+        });
+        let published = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+        let _ = std::fs::remove_file(&tmp);
+        match published {
+            Ok(()) => Ok(LinkSigner::new(&key)),
+            // Another server on this data dir made it first: use theirs (complete: it was
+            // linked only once written).
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let key = std::fs::read(&path).map_err(io)?;
+                if key.len() < KEY_BYTES {
+                    return Err(Error::internal(format!(
+                        "'{}' holds fewer than {KEY_BYTES} bytes: delete it to make a new one",
+                        path.display()
+                    )));
+                }
                 Ok(LinkSigner::new(&key))
             }
             Err(e) => Err(io(e)),
@@ -166,5 +183,24 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(LinkSigner::load(dir.path(), Some("short")).is_err());
+    }
+
+    #[test]
+    fn servers_starting_together_sign_alike() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let signers: Vec<LinkSigner> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| LinkSigner::load(dir.path(), None).unwrap()))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let (exp, sig) = parts(&signers[0].path("f.mp4"));
+            for s in &signers {
+                assert!(s.verify("f.mp4", &exp, &sig));
+            }
+            let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert_eq!(names.len(), 1, "no temporary file is left");
+        }
     }
 }
