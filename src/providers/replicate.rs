@@ -296,7 +296,11 @@ struct SecretAnswer {
 
 // ---- pure translation ----
 
-fn lower_resolution(res: Resolution, model: &str, allowed: &[Resolution]) -> Result<&'static str, Error> {
+fn lower_resolution(
+    res: Resolution,
+    model: &str,
+    allowed: &[Resolution],
+) -> Result<&'static str, Error> {
     if !allowed.contains(&res) {
         let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
         return Err(Error::unsupported(format!(
@@ -418,15 +422,19 @@ fn parse_upload(reply: &Reply, now: i64) -> Result<(String, i64), ProviderError>
         return Err(failure(reply, Stage::Upload));
     }
     let answer: FileAnswer = http::parse(reply, Stage::Upload, "Replicate Files API")?;
-    let url = answer.urls.get.filter(|u| !u.trim().is_empty()).ok_or_else(|| {
-        http::unreadable(
-            Stage::Upload,
-            format!(
-                "image upload: the Replicate Files API answer has no urls.get; it began: {}",
-                snippet(&reply.body)
-            ),
-        )
-    })?;
+    let url = answer
+        .urls
+        .get
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| {
+            http::unreadable(
+                Stage::Upload,
+                format!(
+                    "image upload: the Replicate Files API answer has no urls.get; it began: {}",
+                    snippet(&reply.body)
+                ),
+            )
+        })?;
     let until = unix_ms(answer.expires_at.as_deref())
         .map(|e| e - UPLOAD_MARGIN_MS)
         .unwrap_or(now + OUTPUT_TTL_MS);
@@ -503,7 +511,11 @@ pub(crate) fn parse_task(reply: &Reply, now: i64) -> Result<Snapshot, ProviderEr
             });
         }
         "failed" => {
-            snap.error = Some(http::failed_because("Replicate", "", error_text(p.error.as_ref())));
+            snap.error = Some(http::failed_because(
+                "Replicate",
+                "",
+                error_text(p.error.as_ref()),
+            ));
         }
         "aborted" => {
             let why = error_text(p.error.as_ref()).unwrap_or_else(|| "no reason given".into());
@@ -563,12 +575,21 @@ fn failure(reply: &Reply, stage: Stage) -> ProviderError {
         parts.join("; ")
     );
     let mut pe = http::failure(reply, category, message, key_env());
+    if stage.acceptance(true) == super::Acceptance::Rejected {
+        // An upload never creates a prediction, whatever its answer.
+        pe.acceptance = super::Acceptance::Rejected;
+    }
     if category == Category::InvalidInput {
         pe.error.next_step = Some("fix the request as the message says, then create again".into());
     }
     if category == Category::Credits {
+        pe.error.next_step =
+            Some("add credit at https://replicate.com/account/billing, then create again".into());
+    }
+    if category == Category::NotFound {
         pe.error.next_step = Some(
-            "add credit at https://replicate.com/account/billing, then create again".into(),
+            "Replicate does not know this (another account's token, or deleted): create a new task"
+                .into(),
         );
     }
     if category == Category::RateLimited && pe.retry_after.is_none() {
@@ -760,7 +781,12 @@ impl Client {
         // Never `Prefer: wait`: the create returns at once and the watcher polls.
         let reply = self
             .api
-            .post_with(&path, &[("Cancel-After", CANCEL_AFTER)], &body, Stage::Create)
+            .post_with(
+                &path,
+                &[("Cancel-After", CANCEL_AFTER)],
+                &body,
+                Stage::Create,
+            )
             .await?;
         if !reply.is_success() {
             return Err(failure(&reply, Stage::Create));
@@ -771,7 +797,11 @@ impl Client {
     pub async fn poll(&self, id: &str) -> Result<Snapshot, ProviderError> {
         let reply = self
             .api
-            .get(&format!("/v1/predictions/{}", path_segment(id)), &[], Stage::Poll)
+            .get(
+                &format!("/v1/predictions/{}", path_segment(id)),
+                &[],
+                Stage::Poll,
+            )
             .await?;
         if !reply.is_success() {
             return Err(failure(&reply, Stage::Poll));
@@ -815,8 +845,9 @@ impl Client {
                 if !reply.is_success() {
                     return Err(failure(&reply, Stage::Poll).error);
                 }
-                let answer: SecretAnswer = http::parse(&reply, Stage::Poll, "Replicate webhook secret")
-                    .map_err(|pe| pe.error)?;
+                let answer: SecretAnswer =
+                    http::parse(&reply, Stage::Poll, "Replicate webhook secret")
+                        .map_err(|pe| pe.error)?;
                 secret_key(&answer.key)
             })
             .await?;
@@ -831,3 +862,338 @@ fn path_segment(id: &str) -> String {
         .collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CreateRequest;
+    use crate::providers::http::reply;
+    use crate::providers::{Acceptance, Webhook};
+    use serde_json::json;
+
+    fn body(
+        key: &str,
+        req: &CreateRequest,
+        image: Option<&str>,
+        hook: Option<&Webhook>,
+    ) -> (String, Value) {
+        let url = image.map(|u| ImageInput::Url(u.into()));
+        let s = crate::providers::submission(key, req, url.as_ref(), None, hook);
+        let (path, b) = create_request(&s, image.map(String::from)).unwrap();
+        (path, serde_json::to_value(b).unwrap())
+    }
+
+    #[test]
+    fn create_bodies_per_model() {
+        let req = CreateRequest {
+            prompt: "a kite".into(),
+            negative_prompt: Some("blur".into()),
+            resolution: Some(Resolution::P1080),
+            duration_seconds: Some(10),
+            seed: Some(7),
+            audio_url: Some("https://x.test/a.mp3".into()),
+            prompt_extend: Some(false),
+            ..CreateRequest::default()
+        };
+        let hook = Webhook {
+            url: "https://me.test/webhooks/replicate?task=t&token=s".into(),
+            secret: "s".into(),
+        };
+        let (path, b) = body(
+            "replicate/wan-2.5-i2v",
+            &req,
+            Some("https://x.test/i.png"),
+            Some(&hook),
+        );
+        assert_eq!(path, "/v1/models/wan-video/wan-2.5-i2v/predictions");
+        assert_eq!(
+            b,
+            json!({"input": {"image": "https://x.test/i.png", "prompt": "a kite", "negative_prompt": "blur",
+                "resolution": "1080p", "duration": 10, "seed": 7, "audio": "https://x.test/a.mp3",
+                "enable_prompt_expansion": false},
+              "webhook": "https://me.test/webhooks/replicate?task=t&token=s",
+              "webhook_events_filter": ["completed"]})
+        );
+        let req = CreateRequest {
+            prompt: "p".into(),
+            steps: Some(20),
+            flow_shift: Some(8.0),
+            ..CreateRequest::default()
+        };
+        let (path, b) = body(
+            "replicate/wan-2.2-i2v-a14b",
+            &req,
+            Some("https://x.test/i.png"),
+            None,
+        );
+        assert_eq!(path, "/v1/models/wan-video/wan-2.2-i2v-a14b/predictions");
+        assert_eq!(
+            b,
+            json!({"input": {"image": "https://x.test/i.png", "prompt": "p", "resolution": "480p",
+                "sample_steps": 20, "sample_shift": 8.0}})
+        );
+        let req = CreateRequest {
+            prompt: "p".into(),
+            aspect_ratio: Some(AspectRatio::Portrait),
+            ..CreateRequest::default()
+        };
+        let (_, b) = body("replicate/wan-2.5-t2v", &req, None, None);
+        assert_eq!(
+            b,
+            json!({"input": {"prompt": "p", "size": "720*1280", "duration": 5}})
+        );
+    }
+
+    #[test]
+    fn refused_before_sending() {
+        let req = CreateRequest {
+            prompt: "p".into(),
+            resolution: Some(Resolution::P1080),
+            ..CreateRequest::default()
+        };
+        let url = ImageInput::Url("https://x.test/i.png".into());
+        let s = crate::providers::submission(
+            "replicate/wan-2.2-i2v-a14b",
+            &req,
+            Some(&url),
+            None,
+            None,
+        );
+        let e = create_request(&s, Some("https://x.test/i.png".into())).unwrap_err();
+        assert_eq!(e.category, Category::Unsupported);
+        assert!(e.message.contains("480p or 720p"), "{}", e.message);
+        let e = create_request(&s, None).unwrap_err();
+        assert_eq!(e.category, Category::InvalidInput, "{}", e.message);
+    }
+
+    #[test]
+    fn every_status() {
+        let now = 1_000_000;
+        let snap = |b: &str| parse_task(&reply(200, b), now).unwrap();
+        assert_eq!(
+            snap(r#"{"id":"p1","status":"starting"}"#).status,
+            Status::Queued
+        );
+        assert_eq!(
+            snap(r#"{"id":"p1","status":"processing"}"#).status,
+            Status::Running
+        );
+        assert_eq!(
+            snap(r#"{"id":"p1","status":"canceled"}"#).status,
+            Status::Cancelled
+        );
+        assert_eq!(
+            snap(r#"{"id":"p1","status":"something_new"}"#).status,
+            Status::Running
+        );
+        let ok = snap(
+            r#"{"id":"p1","status":"succeeded","output":"https://replicate.delivery/x/out.mp4","completed_at":"2026-12-07T12:00:00.000Z","data_removed":false}"#,
+        );
+        assert_eq!(ok.status, Status::Succeeded);
+        assert_eq!(
+            ok.video_url.as_deref(),
+            Some("https://replicate.delivery/x/out.mp4")
+        );
+        assert_eq!(ok.url_expires_at, Some(1_796_644_800_000 + OUTPUT_TTL_MS));
+        let list = snap(r#"{"status":"succeeded","output":["https://r.test/a.mp4"]}"#);
+        assert_eq!(list.url_expires_at, Some(now + OUTPUT_TTL_MS));
+        assert_eq!(list.video_url.as_deref(), Some("https://r.test/a.mp4"));
+        let empty = snap(r#"{"status":"succeeded","output":null}"#);
+        assert_eq!(empty.status, Status::Failed);
+        let gone =
+            snap(r#"{"status":"succeeded","output":"https://r.test/a.mp4","data_removed":true}"#);
+        assert_eq!(gone.status, Status::Failed);
+        assert!(gone.error.unwrap().message.contains("one hour"));
+        let failed = snap(r#"{"status":"failed","error":"NSFW content detected"}"#);
+        assert_eq!(failed.status, Status::Failed);
+        assert!(
+            failed
+                .error
+                .unwrap()
+                .message
+                .contains("NSFW content detected")
+        );
+        let aborted = snap(r#"{"status":"aborted","error":null}"#);
+        assert_eq!(aborted.status, Status::Failed);
+        assert!(aborted.error.unwrap().message.contains("aborted"));
+        let pe = parse_task(&reply(200, "<html>"), now).unwrap_err();
+        assert_eq!(pe.error.category, Category::ProviderUnavailable);
+    }
+
+    #[test]
+    fn create_answers() {
+        assert_eq!(
+            parse_create(&reply(201, r#"{"id":"abc","status":"starting"}"#)).unwrap(),
+            "abc"
+        );
+        for bad in [r#"{"id":""}"#, "{}", "<html>gateway"] {
+            let pe = parse_create(&reply(201, bad)).unwrap_err();
+            assert_eq!(pe.error.category, Category::SubmitUnknown, "{bad}");
+            assert_eq!(pe.acceptance, Acceptance::Unknown);
+        }
+    }
+
+    #[test]
+    fn error_answers_map_to_categories() {
+        let cases: &[(u16, &str, Category, Acceptance)] = &[
+            (
+                401,
+                r#"{"title":"Unauthenticated","detail":"You did not pass a valid authentication token","status":401}"#,
+                Category::Auth,
+                Acceptance::Rejected,
+            ),
+            (
+                402,
+                r#"{"title":"Insufficient credit","detail":"You have insufficient credit to run this model.","status":402}"#,
+                Category::Credits,
+                Acceptance::Rejected,
+            ),
+            (
+                404,
+                r#"{"title":"Not found","detail":"The requested resource could not be found.","status":404}"#,
+                Category::NotFound,
+                Acceptance::Rejected,
+            ),
+            (
+                422,
+                r#"{"title":"Input validation failed","detail":"- input: Additional property foo is not allowed","status":422,"invalid_fields":[{"type":"additional_property_not_allowed","field":"input","description":"Additional property foo is not allowed"}]}"#,
+                Category::InvalidInput,
+                Acceptance::Rejected,
+            ),
+            (
+                429,
+                r#"{"title":"Request was throttled","detail":"Request was throttled. Expected available in 7 seconds.","status":429}"#,
+                Category::RateLimited,
+                Acceptance::Rejected,
+            ),
+            (
+                500,
+                "<html>oops</html>",
+                Category::ProviderUnavailable,
+                Acceptance::Unknown,
+            ),
+        ];
+        for (status, text, cat, acc) in cases {
+            let pe = failure(&reply(*status, text), Stage::Create);
+            assert_eq!(pe.error.category, *cat, "{text}");
+            assert_eq!(pe.acceptance, *acc, "{text}");
+            assert!(pe.error.next_step.is_some(), "{text}");
+        }
+        let pe = failure(&reply(429, cases[4].1), Stage::Create);
+        assert_eq!(pe.retry_after, Some(std::time::Duration::from_secs(7)));
+        assert!(pe.create_may_retry());
+        let pe = failure(&reply(422, cases[3].1), Stage::Create);
+        assert!(
+            pe.error.message.contains("Additional property foo"),
+            "{}",
+            pe.error.message
+        );
+        assert!(!failure(&reply(402, cases[1].1), Stage::Create).create_may_retry());
+        assert_eq!(
+            failure(&reply(500, "x"), Stage::Upload).acceptance,
+            Acceptance::Rejected
+        );
+    }
+
+    /// RFC 4231 test case 2, then a Standard Webhooks signature made by hand.
+    #[test]
+    fn webhook_signatures() {
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"id":"p1","status":"succeeded"}"#;
+        let sig = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .encode(hmac_sha256(&key, &[b"msg_1.1700000000.", body]))
+        };
+        let headers = |sigs: &str, ts: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("webhook-id", "msg_1".parse().unwrap());
+            h.insert("webhook-timestamp", ts.parse().unwrap());
+            h.insert("webhook-signature", sigs.parse().unwrap());
+            h
+        };
+        let now = 1_700_000_100;
+        verify_signature(
+            &key,
+            &headers(&format!("v1,{sig}"), "1700000000"),
+            body,
+            now,
+        )
+        .unwrap();
+        // Several signatures (a rotated secret): one match is enough.
+        verify_signature(
+            &key,
+            &headers(&format!("v1,AAAA v1,{sig}"), "1700000000"),
+            body,
+            now,
+        )
+        .unwrap();
+        for (sigs, ts, at) in [
+            (format!("v1,{sig}"), "1700000000", now + 400),
+            (format!("v1,{sig}"), "1700000001", now),
+            (format!("v2,{sig}"), "1700000000", now),
+            ("v1,bm9wZQ==".to_string(), "1700000000", now),
+            (format!("v1,{sig}"), "soon", now),
+        ] {
+            let e = verify_signature(&key, &headers(&sigs, ts), body, at).unwrap_err();
+            assert_eq!(e.category, Category::Auth, "{sigs} {ts}");
+        }
+        let e = verify_signature(
+            &key,
+            &headers(&format!("v1,{sig}"), "1700000000"),
+            b"{}",
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(e.category, Category::Auth);
+        let e = verify_signature(&key, &HeaderMap::new(), body, now).unwrap_err();
+        assert!(e.message.contains("webhook-id"), "{}", e.message);
+        assert!(secret_key("MfKQ9r8").is_err());
+    }
+
+    #[test]
+    fn upload_multipart_and_answer() {
+        let img = match crate::providers::tiny_png() {
+            ImageInput::Local(l) => l,
+            ImageInput::Url(_) => unreachable!(),
+        };
+        let (ct, b) = upload_body(&img);
+        let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let text = String::from_utf8_lossy(&b);
+        assert!(text.starts_with(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; filename=\""
+        )));
+        assert!(
+            text.contains("Content-Type: image/png\r\n\r\n\u{89}PNG")
+                || b.windows(4).any(|w| w == [0x89, b'P', b'N', b'G'])
+        );
+        assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
+        let now = 1_000;
+        let (url, until) = parse_upload(
+            &reply(201, r#"{"id":"f1","urls":{"get":"https://api.replicate.com/v1/files/f1"},"expires_at":"2026-12-08T12:00:00Z"}"#),
+            now,
+        )
+        .unwrap();
+        assert_eq!(url, "https://api.replicate.com/v1/files/f1");
+        assert_eq!(until, 1_796_731_200_000 - UPLOAD_MARGIN_MS);
+        let pe = parse_upload(&reply(201, r#"{"id":"f1"}"#), now).unwrap_err();
+        assert_eq!(pe.acceptance, Acceptance::Rejected);
+        let pe = parse_upload(&reply(413, r#"{"detail":"too large"}"#), now).unwrap_err();
+        assert_eq!(pe.acceptance, Acceptance::Rejected);
+    }
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        assert_eq!(
+            path_segment("ufawqhfynnddngldkgtslldrkq"),
+            "ufawqhfynnddngldkgtslldrkq"
+        );
+        assert_eq!(path_segment("../x?y"), "xy");
+    }
+}
