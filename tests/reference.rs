@@ -785,6 +785,11 @@ fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, w
             assert!(body["request_id"].is_string(), "{what}: {body}");
             &body["message"]
         }
+        Kind::Replicate => {
+            assert_eq!(status, 422, "{what}: {body}");
+            assert_eq!(body["title"], "Input validation failed", "{what}: {body}");
+            &body["detail"]
+        }
     };
     let message = message.as_str().unwrap_or_default();
     // A bare path is an unknown field there; anything else is quoted as the message says it.
