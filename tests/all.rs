@@ -27,6 +27,7 @@ mod preview;
 mod providers;
 mod reference;
 mod replicas;
+mod replicate;
 mod tasks;
 mod tools_drift;
 mod wan3;

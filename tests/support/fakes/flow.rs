@@ -513,7 +513,10 @@ async fn create(
         Err(r) => return reject(&sh, r),
     };
     // Replicate: `Cancel-After` sets a deadline; one that does not read is refused.
-    let deadline = match headers.get("cancel-after").map(|v| v.to_str().unwrap_or("")) {
+    let deadline = match headers
+        .get("cancel-after")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
         Some(v) if route == Route::Replicate => match replicate::parse_cancel_after(v) {
             Some(d) => Some(d),
             None => {
@@ -1005,7 +1008,12 @@ pub(super) async fn replicate_upload(
         return error(&sh, 400, "", "the multipart body has no content part");
     };
     let Some(filename) = filename.filter(|f| !f.is_empty() && f.len() <= 255) else {
-        return error(&sh, 400, "", "the content part needs a filename (at most 255 bytes)");
+        return error(
+            &sh,
+            400,
+            "",
+            "the content part needs a filename (at most 255 bytes)",
+        );
     };
     if bytes.len() as u64 > 100 * 1024 * 1024 {
         return error(&sh, 413, "", "files are limited to 100 MB");
@@ -1016,7 +1024,8 @@ pub(super) async fn replicate_upload(
         let seq = st.next_seq();
         let id = format!("rf{seq:024}");
         let answer = replicate::file_answer(&id, &filename, &mime, &bytes, &sh.root);
-        st.files.insert(format!("rf/{id}"), StoredFile { bytes, mime });
+        st.files
+            .insert(format!("rf/{id}"), StoredFile { bytes, mime });
         answer
     };
     finish(&sh, &conn, Endpoint::Upload, then, net::json(201, &answer)).await

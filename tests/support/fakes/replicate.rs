@@ -122,14 +122,23 @@ pub(super) fn validate(model: &str, body: &Value) -> Result<Accepted, Rejection>
     check::req_str(input, "prompt", "- input: prompt").map_err(invalid)?;
     check::opt_str(input, "negative_prompt", "- input.negative_prompt").map_err(invalid)?;
     check::opt_int(input, "seed", "- input.seed", 0, 2_147_483_647).map_err(invalid)?;
-    check::opt_bool(input, "enable_prompt_expansion", "- input.enable_prompt_expansion")
-        .map_err(invalid)?;
+    check::opt_bool(
+        input,
+        "enable_prompt_expansion",
+        "- input.enable_prompt_expansion",
+    )
+    .map_err(invalid)?;
     file_input(input, "audio", false)?;
     match model {
         "wan-2.5-i2v" => {
             file_input(input, "image", true)?;
-            check::opt_enum(input, "resolution", "- input.resolution", &["480p", "720p", "1080p"])
-                .map_err(invalid)?;
+            check::opt_enum(
+                input,
+                "resolution",
+                "- input.resolution",
+                &["480p", "720p", "1080p"],
+            )
+            .map_err(invalid)?;
             if let Some(d) = check::opt_int(input, "duration", "- input.duration", 0, i64::MAX)
                 .map_err(invalid)?
                 && ![5, 10].contains(&d)
@@ -144,8 +153,14 @@ pub(super) fn validate(model: &str, body: &Value) -> Result<Accepted, Rejection>
             check::opt_enum(input, "resolution", "- input.resolution", &["480p", "720p"])
                 .map_err(invalid)?;
             check::opt_int(input, "num_frames", "- input.num_frames", 81, 100).map_err(invalid)?;
-            check::opt_int(input, "frames_per_second", "- input.frames_per_second", 5, 24)
-                .map_err(invalid)?;
+            check::opt_int(
+                input,
+                "frames_per_second",
+                "- input.frames_per_second",
+                5,
+                24,
+            )
+            .map_err(invalid)?;
             check::opt_int(input, "sample_steps", "- input.sample_steps", 1, 50)
                 .map_err(invalid)?;
             check::opt_num(input, "sample_shift", "- input.sample_shift", 1.0, 20.0)
@@ -181,12 +196,9 @@ pub(super) fn validate(model: &str, body: &Value) -> Result<Accepted, Rejection>
     };
     if let Some(f) = root.get("webhook_events_filter") {
         let ok = f.as_array().is_some_and(|items| {
-            items.iter().all(|e| {
-                matches!(
-                    e.as_str(),
-                    Some("start" | "output" | "logs" | "completed")
-                )
-            })
+            items
+                .iter()
+                .all(|e| matches!(e.as_str(), Some("start" | "output" | "logs" | "completed")))
         });
         if !ok {
             return Err(invalid(
@@ -239,8 +251,9 @@ pub(super) fn status(phase: &Phase) -> &'static str {
 fn rfc3339(t: Option<SystemTime>) -> Value {
     t.map_or(Value::Null, |t| {
         let ms = i64::try_from(unix_ms(t)).unwrap_or(0);
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map_or(Value::Null, |d| json!(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        chrono::DateTime::from_timestamp_millis(ms).map_or(Value::Null, |d| {
+            json!(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
     })
 }
 
@@ -306,7 +319,9 @@ pub(super) fn multipart(
         if rest.starts_with(b"--") {
             return Ok(parts);
         }
-        rest = rest.strip_prefix(b"\r\n").ok_or("a boundary is not followed by CRLF")?;
+        rest = rest
+            .strip_prefix(b"\r\n")
+            .ok_or("a boundary is not followed by CRLF")?;
         let head_end = find(rest, b"\r\n\r\n").ok_or("a part has no header end")?;
         let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
         rest = &rest[head_end + 4..];
@@ -365,7 +380,10 @@ fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
     }
     let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
     let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new().chain_update(&ipad).chain_update(msg).finalize();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(msg)
+        .finalize();
     Sha256::new()
         .chain_update(&opad)
         .chain_update(inner)
