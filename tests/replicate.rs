@@ -448,3 +448,103 @@ async fn replicate_output_expiry_is_said_clearly() {
     assert!(note.contains("create the task again"), "{note}");
     assert_eq!(fake.downloads(), 2, "one failed attempt, then one 404");
 }
+
+/// Replicate signs its webhooks: a genuine delivery is accepted (and confirmed by one poll); an
+/// unsigned one, one with a foreign signature and one whose body was changed are refused with
+/// 401 before anything is looked up. The signing secret is fetched once.
+#[tokio::test]
+async fn replicate_signed_webhook_accepted_and_forged_refused() {
+    let fake = FakeProvider::start(Kind::Replicate).await;
+    let ws = Workspace::new();
+    let env = env(&fake);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Polling so slow that only the webhook can explain a prompt completion.
+    let cfg = ws
+        .config(&pairs)
+        .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600));
+    let core = Core::start(cfg).unwrap();
+    let (addr, handle) = crate::http::start(core.clone(), |o, addr| {
+        o.public_url = Some(format!("http://{addr}"));
+    })
+    .await;
+    let task = core
+        .create(
+            CreateRequest {
+                image: Some("https://example.com/cat.png".into()),
+                prompt: "p".into(),
+                provider: Some(ProviderId::Replicate),
+                ..CreateRequest::default()
+            },
+            i2v_mcp::core::CallCtx::default(),
+        )
+        .await
+        .unwrap();
+    let id = task.task_id.clone();
+    let ptid = task.provider_task_id.clone().unwrap();
+    let hook_url = fake.tasks()[0].webhook_url.clone().unwrap();
+    assert!(
+        hook_url.starts_with(&format!("http://{addr}/webhooks/replicate?task={id}&token=")),
+        "{hook_url}"
+    );
+    let sent = &creates(&fake)[0].body;
+    assert_eq!(sent["webhook"], hook_url);
+    assert_eq!(sent["webhook_events_filter"], json!(["completed"]));
+
+    let c = reqwest::Client::new();
+    let post = |body: String, headers: Vec<(String, String)>| {
+        let mut r = c
+            .post(&hook_url)
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        async move { within(10, "webhook", r.send()).await.unwrap().status().as_u16() }
+    };
+    let forged = json!({"id": ptid, "status": "succeeded", "output": "http://127.0.0.1:9/x.mp4"}).to_string();
+    assert_eq!(post(forged.clone(), vec![]).await, 401, "unsigned");
+    let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).to_string();
+    let foreign = vec![
+        ("webhook-id".to_string(), "msg_x".to_string()),
+        ("webhook-timestamp".to_string(), now),
+        ("webhook-signature".to_string(), "v1,bm90IGEgc2lnbmF0dXJlIGF0IGFsbCwgMzIgYnl0ZXM=".to_string()),
+    ];
+    assert_eq!(post(forged.clone(), foreign).await, 401, "foreign signature");
+    assert_eq!(fake.polls(&ptid), 0, "a refused webhook caused a poll");
+
+    // Replicate finishes and calls back: accepted, confirmed by one poll, downloaded.
+    assert!(fake.complete_now(&ptid));
+    let deliveries = fake.wait_webhooks(1, Duration::from_secs(10)).await;
+    assert_eq!(deliveries[0].status, Some(200), "{:?}", deliveries[0]);
+    let names: Vec<&str> = deliveries[0].headers.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["webhook-id", "webhook-timestamp", "webhook-signature"]);
+    let done = within(10, "completion after the webhook", async {
+        loop {
+            let r = core.journal().get(&id).await.unwrap().unwrap();
+            let t = r.to_task();
+            if t.status == Status::Succeeded && !t.download_pending {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_downloaded(&serde_json::to_value(&done).unwrap());
+    assert_eq!(fake.polls(&ptid), 1, "one confirming poll");
+
+    // The genuine signature with a changed body is refused.
+    let mut tampered = deliveries[0].body.clone();
+    tampered["output"] = json!("http://127.0.0.1:9/evil.mp4");
+    assert_eq!(
+        post(tampered.to_string(), deliveries[0].headers.clone()).await,
+        401,
+        "tampered body"
+    );
+    // The genuine delivery again (Replicate retries): accepted, harmless.
+    assert_eq!(
+        post(deliveries[0].body.to_string(), deliveries[0].headers.clone()).await,
+        200
+    );
+    assert_eq!(fake.secret_fetches(), 1, "the signing secret is fetched once");
+    within(15, "shutdown", handle.shutdown()).await;
+}
