@@ -26,6 +26,7 @@ mod piapi_t2v;
 mod preview;
 mod providers;
 mod reference;
+mod reference_replicate;
 mod replicas;
 mod replicate;
 mod tasks;

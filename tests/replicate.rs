@@ -119,7 +119,7 @@ async fn replicate_wan25_t2v() {
 }
 
 /// A PNG of random pixels (it does not compress), `w` x `h`.
-fn noisy_png(path: &std::path::Path, w: u32, h: u32) -> u64 {
+pub(crate) fn noisy_png(path: &std::path::Path, w: u32, h: u32) -> u64 {
     let mut x: u32 = 0x9e37_79b9;
     let img = image::RgbImage::from_fn(w, h, |_, _| {
         x ^= x << 13;
@@ -483,7 +483,9 @@ async fn replicate_signed_webhook_accepted_and_forged_refused() {
     let ptid = task.provider_task_id.clone().unwrap();
     let hook_url = fake.tasks()[0].webhook_url.clone().unwrap();
     assert!(
-        hook_url.starts_with(&format!("http://{addr}/webhooks/replicate?task={id}&token=")),
+        hook_url.starts_with(&format!(
+            "http://{addr}/webhooks/replicate?task={id}&token="
+        )),
         "{hook_url}"
     );
     let sent = &creates(&fake)[0].body;
@@ -499,25 +501,50 @@ async fn replicate_signed_webhook_accepted_and_forged_refused() {
         for (k, v) in headers {
             r = r.header(k, v);
         }
-        async move { within(10, "webhook", r.send()).await.unwrap().status().as_u16() }
+        async move {
+            within(10, "webhook", r.send())
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
-    let forged = json!({"id": ptid, "status": "succeeded", "output": "http://127.0.0.1:9/x.mp4"}).to_string();
+    let forged = json!({"id": ptid, "status": "succeeded", "output": "http://127.0.0.1:9/x.mp4"})
+        .to_string();
     assert_eq!(post(forged.clone(), vec![]).await, 401, "unsigned");
-    let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).to_string();
+    let now = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
     let foreign = vec![
         ("webhook-id".to_string(), "msg_x".to_string()),
         ("webhook-timestamp".to_string(), now),
-        ("webhook-signature".to_string(), "v1,bm90IGEgc2lnbmF0dXJlIGF0IGFsbCwgMzIgYnl0ZXM=".to_string()),
+        (
+            "webhook-signature".to_string(),
+            "v1,bm90IGEgc2lnbmF0dXJlIGF0IGFsbCwgMzIgYnl0ZXM=".to_string(),
+        ),
     ];
-    assert_eq!(post(forged.clone(), foreign).await, 401, "foreign signature");
+    assert_eq!(
+        post(forged.clone(), foreign).await,
+        401,
+        "foreign signature"
+    );
     assert_eq!(fake.polls(&ptid), 0, "a refused webhook caused a poll");
 
     // Replicate finishes and calls back: accepted, confirmed by one poll, downloaded.
     assert!(fake.complete_now(&ptid));
     let deliveries = fake.wait_webhooks(1, Duration::from_secs(10)).await;
     assert_eq!(deliveries[0].status, Some(200), "{:?}", deliveries[0]);
-    let names: Vec<&str> = deliveries[0].headers.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(names, ["webhook-id", "webhook-timestamp", "webhook-signature"]);
+    let names: Vec<&str> = deliveries[0]
+        .headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
     let done = within(10, "completion after the webhook", async {
         loop {
             let r = core.journal().get(&id).await.unwrap().unwrap();
@@ -542,9 +569,17 @@ async fn replicate_signed_webhook_accepted_and_forged_refused() {
     );
     // The genuine delivery again (Replicate retries): accepted, harmless.
     assert_eq!(
-        post(deliveries[0].body.to_string(), deliveries[0].headers.clone()).await,
+        post(
+            deliveries[0].body.to_string(),
+            deliveries[0].headers.clone()
+        )
+        .await,
         200
     );
-    assert_eq!(fake.secret_fetches(), 1, "the signing secret is fetched once");
+    assert_eq!(
+        fake.secret_fetches(),
+        1,
+        "the signing secret is fetched once"
+    );
     within(15, "shutdown", handle.shutdown()).await;
 }
