@@ -107,12 +107,14 @@ pub(super) fn validate(model: &str, body: &Value) -> Result<Accepted, Rejection>
         ));
     };
     let root = check::object(Some(body), "request body").map_err(invalid)?;
-    check::only(
-        root,
-        "",
-        &["input", "webhook", "webhook_events_filter", "stream"],
-    )
-    .map_err(|m| invalid(format!("- {m}")))?;
+    if let Some(extra) = root
+        .keys()
+        .find(|k| !["input", "webhook", "webhook_events_filter", "stream"].contains(&k.as_str()))
+    {
+        return Err(invalid(format!(
+            "- (root): Additional property {extra} is not allowed"
+        )));
+    }
     let input = check::object(root.get("input"), "input").map_err(invalid)?;
     if let Some(extra) = input.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(invalid(format!(
