@@ -234,7 +234,7 @@ async fn replicate_429_waits_as_detail_says_then_creates_once() {
     fake.push_create_fault(Fault::replicate_error(
         429,
         "Request was throttled",
-        "Request was throttled. Expected available in 1 seconds.",
+        "Request was throttled. Your rate limit resets in ~1s.",
     ));
     let task = run(&fake, &ws, json!({"image": "https://example.com/cat.png"})).await;
     assert_downloaded(&task);
@@ -255,10 +255,7 @@ async fn replicate_429_waits_as_detail_says_then_creates_once() {
     .await);
     assert_eq!(e["category"], "rate_limited", "{e}");
     assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("Expected available in"),
+        e["message"].as_str().unwrap().contains("resets in ~0s"),
         "{e}"
     );
     assert_eq!(fake.accepted_creates(), 0);
@@ -330,7 +327,7 @@ async fn replicate_refusals_and_failures() {
 
 /// The fake's own strictness, as Replicate's validation: an unknown input field is a 422 naming
 /// it, a data URI of 1 MB or more is refused, and a lapsed `Cancel-After` ends the prediction
-/// `canceled`.
+/// `aborted` (never started) or `canceled` (running).
 #[tokio::test]
 async fn replicate_fake_is_strict_and_honours_cancel_after() {
     let fake = FakeProvider::start(Kind::Replicate).await;
@@ -382,30 +379,37 @@ async fn replicate_fake_is_strict_and_honours_cancel_after() {
         processing: 1,
         outcome: Outcome::Succeed,
     });
-    let r = post(
-        json!({"input": {"image": "https://x.test/i.png", "prompt": "p"}}),
-        Some("1s"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let p: Value = r.json().await.unwrap();
-    assert_eq!(p["status"], "starting");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let polled: Value = c
-        .get(format!(
+    let body = json!({"input": {"image": "https://x.test/i.png", "prompt": "p"}});
+    let queued: Value = post(body.clone(), Some("1s"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queued["status"], "starting");
+    fake.set_plan(TaskPlan::Polls {
+        pending: 0,
+        processing: 1000,
+        outcome: Outcome::Succeed,
+    });
+    let running: Value = post(body, Some("1s")).await.unwrap().json().await.unwrap();
+    let get = |p: &Value| {
+        c.get(format!(
             "{}/v1/predictions/{}",
             fake.base_url(),
             p["id"].as_str().unwrap()
         ))
         .bearer_auth(fake.api_key())
         .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(polled["status"], "canceled", "{polled}");
+    };
+    let first: Value = get(&running).await.unwrap().json().await.unwrap();
+    assert_eq!(first["status"], "processing", "{first}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the deadline: never started = aborted, started = canceled (changelog 2025-10-16).
+    let q: Value = get(&queued).await.unwrap().json().await.unwrap();
+    assert_eq!(q["status"], "aborted", "{q}");
+    let r: Value = get(&running).await.unwrap().json().await.unwrap();
+    assert_eq!(r["status"], "canceled", "{r}");
 }
 
 /// The output is deleted an "hour" after the prediction ends: a download that fails until then

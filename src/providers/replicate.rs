@@ -522,7 +522,7 @@ pub(crate) fn parse_task(reply: &Reply, now: i64) -> Result<Snapshot, ProviderEr
             snap.error = Some(
                 Error::new(
                     Category::GenerationFailed,
-                    format!("Replicate aborted the prediction before it ran ({why}); a deadline such as Cancel-After passed while it waited"),
+                    format!("Replicate aborted the prediction before it started ({why}): its Cancel-After deadline passed while it waited; aborted predictions of public models are not charged"),
                 )
                 .with_next_step("create the task again, later if Replicate is busy"),
             );
@@ -532,15 +532,18 @@ pub(crate) fn parse_task(reply: &Reply, now: i64) -> Result<Snapshot, ProviderEr
     Ok(snap)
 }
 
-/// Seconds named in a 429 `detail` ("Request was throttled. Expected available in 7 seconds.").
+/// Seconds named in a 429 `detail`: "Request was throttled. Your rate limit resets in ~30s."
+/// (the rate-limits page), or "... Expected available in 7 seconds." (older answers).
 fn wait_in(detail: &str) -> Option<u64> {
-    let after = detail.split("available in").nth(1)?;
-    after
-        .split_whitespace()
-        .next()?
-        .trim_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()
+    let after = detail.rsplit_once(" in ")?.1.trim_start_matches(['~', ' ']);
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    let unit = after[digits.len()..].trim_start();
+    Some(if unit.starts_with('m') && !unit.starts_with("ms") {
+        n * 60
+    } else {
+        n
+    })
 }
 
 /// A non-2xx answer as a `ProviderError`, by status (Replicate's bodies carry no code of their
@@ -1080,6 +1083,22 @@ mod tests {
         }
         let pe = failure(&reply(429, cases[4].1), Stage::Create);
         assert_eq!(pe.retry_after, Some(std::time::Duration::from_secs(7)));
+        // The rate-limits page's example body.
+        let pe = failure(
+            &reply(
+                429,
+                r#"{"detail":"Request was throttled. Your rate limit resets in ~30s."}"#,
+            ),
+            Stage::Create,
+        );
+        assert_eq!(pe.retry_after, Some(std::time::Duration::from_secs(30)));
+        assert!(
+            pe.error.message.contains("resets in ~30s"),
+            "{}",
+            pe.error.message
+        );
+        assert_eq!(wait_in("resets in ~2m"), Some(120));
+        assert_eq!(wait_in("throttled"), None);
         assert!(pe.create_may_retry());
         let pe = failure(&reply(422, cases[3].1), Stage::Create);
         assert!(

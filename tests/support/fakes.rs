@@ -715,8 +715,14 @@ impl TaskRec {
             return Phase::Failed("task cancelled".to_string());
         }
         let phase = self.plan_phase(now);
-        match self.deadline {
-            Some(at) if now >= at && !phase.is_final() => Phase::Failed(replicate::LAPSED.into()),
+        // Replicate's prediction deadlines: `aborted` if it never started, `canceled` if it ran.
+        match (self.deadline, &phase) {
+            (Some(at), Phase::Queued { .. }) if now >= at => {
+                Phase::Failed(replicate::LAPSED_QUEUED.into())
+            }
+            (Some(at), _) if now >= at && !phase.is_final() => {
+                Phase::Failed(replicate::LAPSED.into())
+            }
             _ => phase,
         }
     }

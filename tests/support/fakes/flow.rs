@@ -221,7 +221,7 @@ async fn triage(
                     429,
                     "",
                     &format!(
-                        "Request was throttled. Expected available in {retry_after_secs} seconds."
+                        "Request was throttled. Your rate limit resets in ~{retry_after_secs}s."
                     ),
                 )
             } else {

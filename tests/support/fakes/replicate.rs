@@ -7,7 +7,8 @@
 //!
 //! Choices where Replicate says nothing first-hand (marked in the note): data URIs of 1 MB or
 //! more are refused (the docs only "recommend" less than 1 MB); a prediction whose Cancel-After
-//! lapses ends `canceled`; a `Fail` outcome whose message starts with "aborted" ends `aborted`;
+//! lapses ends `aborted` if it had not started and `canceled` if it ran (as the changelog of
+//! 2025-10-16 says); a `Fail` outcome whose message starts with "aborted" ends `aborted`;
 //! after the fake's output "hour" a poll shows `data_removed: true` and `output: null`, and the
 //! output URL answers 404.
 
@@ -23,8 +24,10 @@ use super::flow::{Accepted, Rejection};
 use super::net::unix_ms;
 use super::{Hook, Phase, TaskRec, video_url};
 
-/// The message of a prediction Replicate cancelled when its `Cancel-After` lapsed.
+/// A prediction whose `Cancel-After` lapsed while it ran: `canceled` (changelog 2025-10-16).
 pub(super) const LAPSED: &str = "canceled: Cancel-After lapsed";
+/// ... and before it started: `aborted`, not charged.
+pub(super) const LAPSED_QUEUED: &str = "aborted: Cancel-After lapsed before it started";
 /// "less than 1MB" (input-files page): the fake refuses data URIs at or above it.
 pub(super) const DATA_URI_MAX: usize = 1_000_000;
 /// The signing secret every fake serves (base64 of 24 fixed bytes).
