@@ -303,11 +303,11 @@ pub(super) fn prediction(task: &TaskRec, phase: &Phase, root: &str, removed: boo
     })
 }
 
-/// The fields of one `multipart/form-data` body: (name, filename, content type, bytes).
-pub(super) fn multipart(
-    content_type: &str,
-    body: &[u8],
-) -> Result<Vec<(String, Option<String>, Option<String>, Vec<u8>)>, String> {
+/// One part of a `multipart/form-data` body: name, filename, content type, bytes.
+pub(super) type Part = (String, Option<String>, Option<String>, Vec<u8>);
+
+/// The parts of one `multipart/form-data` body.
+pub(super) fn multipart(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
     let boundary = content_type
         .split(';')
         .map(str::trim)
