@@ -587,3 +587,43 @@ async fn replicate_signed_webhook_accepted_and_forged_refused() {
     );
     within(15, "shutdown", handle.shutdown()).await;
 }
+
+/// `i2v-mcp models --json` lists the Replicate models, configured once the token is set, with
+/// their limits and a price that says where to set one.
+#[test]
+fn replicate_models_in_the_cli() {
+    let ws = Workspace::new();
+    let list = |env: &[(&str, &str)]| {
+        let (code, out, err) = crate::cli::cli(&ws.env(env), &["models", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["provider"] == "replicate")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let models = list(&[]);
+    let names: Vec<&str> = models
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["wan-2.5-i2v", "wan-2.2-i2v-a14b", "wan-2.5-t2v"]);
+    assert!(models.iter().all(|m| m["configured"] == false));
+    assert_eq!(models[2]["text_to_video"], true);
+    assert_eq!(models[0]["image_delivery"], "upload");
+    for m in &models {
+        assert!(m["price"]["usd_per_second"].is_null(), "{m}");
+        assert!(
+            m["price"]["source"]
+                .as_str()
+                .unwrap()
+                .contains("[pricing.\"replicate/"),
+            "{m}"
+        );
+    }
+    let models = list(&[("REPLICATE_API_TOKEN", "r8_test")]);
+    assert!(models.iter().all(|m| m["configured"] == true), "{models:?}");
+}
