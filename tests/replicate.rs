@@ -455,7 +455,8 @@ async fn replicate_output_expiry_is_said_clearly() {
 
 /// Replicate signs its webhooks: a genuine delivery is accepted (and confirmed by one poll); an
 /// unsigned one, one with a foreign signature and one whose body was changed are refused with
-/// 401 before anything is looked up. The signing secret is fetched once.
+/// 401 before anything is looked up. The signing secret is fetched once (and again only after
+/// a fetch that failed).
 #[tokio::test]
 async fn replicate_signed_webhook_accepted_and_forged_refused() {
     let fake = FakeProvider::start(Kind::Replicate).await;
@@ -515,6 +516,11 @@ async fn replicate_signed_webhook_accepted_and_forged_refused() {
     };
     let forged = json!({"id": ptid, "status": "succeeded", "output": "http://127.0.0.1:9/x.mp4"})
         .to_string();
+    // While the signing secret cannot be fetched, a webhook is answered 500 (Replicate
+    // retries it), not 401; the next one fetches the secret again.
+    fake.fail_auth(true);
+    assert_eq!(post(forged.clone(), vec![]).await, 500, "no secret yet");
+    fake.fail_auth(false);
     assert_eq!(post(forged.clone(), vec![]).await, 401, "unsigned");
     let now = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -582,8 +588,8 @@ async fn replicate_signed_webhook_accepted_and_forged_refused() {
     );
     assert_eq!(
         fake.secret_fetches(),
-        1,
-        "the signing secret is fetched once"
+        2,
+        "one failed fetch, then the secret is fetched once and kept"
     );
     within(15, "shutdown", handle.shutdown()).await;
 }

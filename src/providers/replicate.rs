@@ -247,14 +247,6 @@ struct Prediction {
     error: Option<Value>,
     completed_at: Option<String>,
     data_removed: bool,
-    metrics: Option<Metrics>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Metrics {
-    /// Seconds of output video, where the model reports it (UNVERIFIED for these models).
-    video_output_duration_seconds: Option<f64>,
 }
 
 /// Replicate's problem body: `{"title", "detail", "status", "invalid_fields"?}`.
@@ -489,7 +481,6 @@ pub(crate) fn parse_task(reply: &Reply, now: i64) -> Result<Snapshot, ProviderEr
     let mut snap = Snapshot::new(status, p.status.clone());
     match p.status.as_str() {
         "succeeded" => {
-            snap.billed_seconds = p.metrics.and_then(|m| m.video_output_duration_seconds);
             if p.data_removed {
                 snap.status = Status::Failed;
                 snap.error = Some(
@@ -837,6 +828,17 @@ impl Client {
     }
 
     async fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Error> {
+        // A secret that cannot be fetched is not the caller's fault: the webhook is answered
+        // 500 (Replicate retries it) and the next one fetches again; polling confirms anyway.
+        let unavailable = |e: Error| {
+            Error::new(
+                Category::ProviderUnavailable,
+                format!(
+                    "cannot fetch the Replicate webhook signing secret: {}",
+                    e.message
+                ),
+            )
+        };
         let key = self
             .webhook_key
             .get_or_try_init(|| async {
@@ -844,13 +846,13 @@ impl Client {
                     .api
                     .get(SECRET_PATH, &[], Stage::Poll)
                     .await
-                    .map_err(|pe| pe.error)?;
+                    .map_err(|pe| unavailable(pe.error))?;
                 if !reply.is_success() {
-                    return Err(failure(&reply, Stage::Poll).error);
+                    return Err(unavailable(failure(&reply, Stage::Poll).error));
                 }
                 let answer: SecretAnswer =
                     http::parse(&reply, Stage::Poll, "Replicate webhook secret")
-                        .map_err(|pe| pe.error)?;
+                        .map_err(|pe| unavailable(pe.error))?;
                 secret_key(&answer.key)
             })
             .await?;
