@@ -2,7 +2,8 @@
 //!
 //! One [`FakeProvider`] speaks one provider's wire contract from `shared/providers/CONTRACTS.md`:
 //! PiAPI and Qubico WanX (section 1), Novita Wan 2.1 / Wan 2.6 (section 2) and Apikley Wan 2.2 turbo
-//! (section 3), including their documented error bodies. It records every request, advances tasks
+//! (section 3), DashScope, and Replicate (`docs/notes/replicate.md`: predictions, Files API, signed
+//! webhooks, Cancel-After, outputs deleted after an "hour"), including their documented error bodies. It records every request, advances tasks
 //! per answered poll ([`TaskPlan::Polls`]) or by the clock ([`TaskPlan::Duration`]), serves one
 //! deterministic video ([`FakeProvider::video_bytes`]), posts webhooks, and fails on purpose through
 //! queued [`Fault`]s.
