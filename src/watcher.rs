@@ -651,6 +651,7 @@ impl Inner {
         };
         let mut url = row.video_url.clone().unwrap_or_default();
         let mut last = String::new();
+        let mut gone: Option<Error> = None;
         for attempt in 0..DOWNLOAD_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(jitter(Duration::from_secs(1 << attempt.min(4)))).await;
@@ -676,15 +677,28 @@ impl Inner {
                 Err((e, expired)) => {
                     tracing::warn!(task = %row.id, attempt, error = %e, "download failed");
                     last = e.message;
-                    if expired && let Some(fresh) = self.fresh_url(row).await {
-                        url = fresh;
+                    if expired {
+                        match self.fresh_url(row).await {
+                            Fresh::Url(fresh) => url = fresh,
+                            Fresh::Gone(why) => {
+                                gone = Some(why);
+                                break;
+                            }
+                            Fresh::Nothing => {}
+                        }
                     }
                 }
             }
         }
-        let note = format!(
-            "download failed after {DOWNLOAD_ATTEMPTS} attempts ({last}); the video is still at its URL until it expires; get_task tries again"
-        );
+        let note = match gone {
+            // The provider says the result no longer exists: no retry can bring it back.
+            Some(why) => format!(
+                "download failed ({last}) and the provider no longer has the video: {}{}",
+                why.message,
+                why.next_step.map(|s| format!("; {s}")).unwrap_or_default()
+            ),
+            None => download_failed_note(&last, row.url_expires_at, now_ms()),
+        };
         let _ = self
             .journal
             .set_download_failed(&row.id, &note, now_ms())
@@ -712,15 +726,26 @@ impl Inner {
         }
     }
 
-    async fn fresh_url(&self, row: &TaskRow) -> Option<String> {
-        let provider = self.providers.get(row.provider).ok()?;
-        let snap = provider.poll(row).await.ok()?;
-        let url = snap.video_url?;
-        let _ = self
-            .journal
-            .refresh_url(&row.id, &url, snap.url_expires_at, now_ms())
-            .await;
-        Some(url)
+    /// Ask the provider again for a result whose URL looks expired: a fresh URL, or the
+    /// provider's word that the result is gone (a poll answer with an error and no URL).
+    async fn fresh_url(&self, row: &TaskRow) -> Fresh {
+        let Ok(provider) = self.providers.get(row.provider) else {
+            return Fresh::Nothing;
+        };
+        let Ok(snap) = provider.poll(row).await else {
+            return Fresh::Nothing;
+        };
+        match (snap.video_url, snap.error) {
+            (Some(url), _) => {
+                let _ = self
+                    .journal
+                    .refresh_url(&row.id, &url, snap.url_expires_at, now_ms())
+                    .await;
+                Fresh::Url(url)
+            }
+            (None, Some(why)) => Fresh::Gone(why),
+            (None, None) => Fresh::Nothing,
+        }
     }
 
     /// One download attempt. The error says whether the URL looks expired (403/404/410).
@@ -769,6 +794,33 @@ impl Inner {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+}
+
+/// What asking the provider again for an expired result URL found.
+enum Fresh {
+    Url(String),
+    /// The provider says the result no longer exists, and why.
+    Gone(Error),
+    Nothing,
+}
+
+/// What a task whose download failed says: while its result URL lives, that get_task tries
+/// again; once the provider's expiry has passed, that the output is gone (providers delete
+/// results after a while, Replicate after one hour) and the task must be created again.
+fn download_failed_note(last: &str, expires_at: Option<i64>, now: i64) -> String {
+    match expires_at.filter(|at| *at <= now) {
+        Some(at) => {
+            let when = chrono::DateTime::from_timestamp_millis(at)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| at.to_string());
+            format!(
+                "download failed after {DOWNLOAD_ATTEMPTS} attempts ({last}); the provider deleted the output when its URL expired at {when}, so this video can no longer be fetched: create the task again"
+            )
+        }
+        None => format!(
+            "download failed after {DOWNLOAD_ATTEMPTS} attempts ({last}); the video is still at its URL until it expires; get_task tries again"
+        ),
     }
 }
 
@@ -922,6 +974,22 @@ fn next_delay(current: Duration, snap: &Snapshot, poll: &crate::config::PollSche
 mod tests {
     use super::*;
     use crate::config::PollSchedule;
+
+    #[test]
+    fn a_failed_download_past_the_expiry_says_the_output_is_gone() {
+        let live = download_failed_note("download: HTTP 500", Some(2_000), 1_000);
+        assert!(live.contains("get_task tries again"), "{live}");
+        let none = download_failed_note("download: HTTP 500", None, 1_000);
+        assert!(none.contains("get_task tries again"), "{none}");
+        let gone = download_failed_note(
+            "download: HTTP 404",
+            Some(1_796_644_800_000),
+            1_796_644_800_001,
+        );
+        assert!(gone.contains("deleted the output"), "{gone}");
+        assert!(gone.contains("2026-12-07T12:00:00Z"), "{gone}");
+        assert!(gone.contains("create the task again"), "{gone}");
+    }
 
     #[test]
     fn delays_grow_and_follow_eta() {

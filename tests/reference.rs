@@ -754,6 +754,29 @@ fn strict_cases() -> Vec<Strict> {
     ]
 }
 
+/// Replicate (issue 23): an unknown input field, and an input field at the root, are refused
+/// with its 422 naming the property.
+fn replicate_strict() -> Strict {
+    let valid = json!({"input": {"image": IMAGE, "prompt": "p", "resolution": "720p"}});
+    Strict {
+        kind: Kind::Replicate,
+        path: "/v1/models/wan-video/wan-2.5-i2v/predictions",
+        refused: vec![
+            (
+                "unknown input field",
+                with(&valid, "/input/num_frames", Some(json!(81))),
+                "input: Additional property num_frames is not allowed",
+            ),
+            (
+                "input field at the root",
+                moved(&valid, "/input/resolution", "/resolution"),
+                "(root): Additional property resolution is not allowed",
+            ),
+        ],
+        valid,
+    }
+}
+
 /// The provider's own validation error: HTTP status, and the body's error fields.
 fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, what: &str) {
     let message = match kind {
@@ -785,6 +808,11 @@ fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, w
             assert!(body["request_id"].is_string(), "{what}: {body}");
             &body["message"]
         }
+        Kind::Replicate => {
+            assert_eq!(status, 422, "{what}: {body}");
+            assert_eq!(body["title"], "Input validation failed", "{what}: {body}");
+            &body["detail"]
+        }
     };
     let message = message.as_str().unwrap_or_default();
     // A bare path is an unknown field there; anything else is quoted as the message says it.
@@ -805,7 +833,7 @@ fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, w
 async fn strict_fakes_refuse_unknown_and_misplaced_fields() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
-    for case in strict_cases() {
+    for case in strict_cases().into_iter().chain([replicate_strict()]) {
         let fake = FakeProvider::start(case.kind).await;
         let post = |body: &Value| {
             let mut r = http
@@ -825,6 +853,8 @@ async fn strict_fakes_refuse_unknown_and_misplaced_fields() {
         let (status, body) = post(&case.valid).await;
         let ok_status = if case.kind == Kind::Apikley {
             body["code"].as_i64() == Some(200)
+        } else if case.kind == Kind::Replicate {
+            status == 201
         } else {
             status == 200
         };

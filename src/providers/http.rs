@@ -165,6 +165,39 @@ impl Api {
         body: Option<Vec<u8>>,
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
+        let body = body.map(|b| ("application/json".to_string(), b));
+        self.send_body(method, path, query, headers, body, stage)
+            .await
+    }
+
+    /// POST a body that is not JSON (a multipart upload), with its own content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: String,
+        body: Vec<u8>,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
+        self.send_body(
+            Method::POST,
+            path,
+            &[],
+            &[],
+            Some((content_type, body)),
+            stage,
+        )
+        .await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, &'static str)],
+        body: Option<(String, Vec<u8>)>,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base_url));
@@ -175,9 +208,9 @@ impl Api {
             req = req.header(*name, *value);
         }
         req = self.authorize(req)?;
-        if let Some(body) = body {
+        if let Some((content_type, body)) = body {
             req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(body);
         }
         send(req, self.timeout, stage.as_str())

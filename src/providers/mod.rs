@@ -23,6 +23,7 @@ pub mod local;
 pub mod novita;
 pub mod piapi;
 pub mod registry;
+pub mod replicate;
 pub mod runtime;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //!
 //! One [`FakeProvider`] speaks one provider's wire contract from `shared/providers/CONTRACTS.md`:
 //! PiAPI and Qubico WanX (section 1), Novita Wan 2.1 / Wan 2.6 (section 2) and Apikley Wan 2.2 turbo
-//! (section 3), including their documented error bodies. It records every request, advances tasks
+//! (section 3), DashScope, and Replicate (`docs/notes/replicate.md`: predictions, Files API, signed
+//! webhooks, Cancel-After, outputs deleted after an "hour"), including their documented error bodies. It records every request, advances tasks
 //! per answered poll ([`TaskPlan::Polls`]) or by the clock ([`TaskPlan::Duration`]), serves one
 //! deterministic video ([`FakeProvider::video_bytes`]), posts webhooks, and fails on purpose through
 //! queued [`Fault`]s.
@@ -24,6 +25,7 @@ mod flow;
 mod net;
 mod novita;
 mod piapi;
+mod replicate;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -50,6 +52,8 @@ pub enum Kind {
     Apikley,
     /// DashScope (Alibaba Model Studio), bearer auth, base URL `<root>/api/v1`, async header on create.
     Dashscope,
+    /// Replicate predictions API (`/v1/...`), bearer auth, Files API, signed webhooks.
+    Replicate,
 }
 
 impl Kind {
@@ -61,6 +65,7 @@ impl Kind {
             Kind::Novita => "novita",
             Kind::Apikley => "apikley",
             Kind::Dashscope => "dashscope",
+            Kind::Replicate => "replicate",
         }
     }
 
@@ -69,7 +74,7 @@ impl Kind {
         match self {
             Kind::Piapi | Kind::Dashscope => "/api/v1",
             Kind::Qubico => "/v1",
-            Kind::Novita | Kind::Apikley => "",
+            Kind::Novita | Kind::Apikley | Kind::Replicate => "",
         }
     }
 }
@@ -200,6 +205,15 @@ impl Fault {
             code,
             msg: msg.to_string(),
         }
+    }
+
+    /// Replicate's problem body `{"title","detail","status"}` with that HTTP status, e.g.
+    /// `Fault::replicate_error(402, "Insufficient credit", "You have insufficient credit...")`.
+    pub fn replicate_error(http: u16, title: &str, detail: &str) -> Fault {
+        Fault::status(
+            http,
+            serde_json::json!({"title": title, "detail": detail, "status": http}).to_string(),
+        )
     }
 
     pub fn rate_limited(retry_after_secs: u64) -> Fault {
@@ -445,6 +459,23 @@ impl FakeProvider {
         self.lock().apikley_http_status_errors = on;
     }
 
+    /// Replicate: how long after a prediction ends its output lives (default one hour, as
+    /// documented); later its URL answers 404 and polls show `data_removed`. For tasks created
+    /// from now on.
+    pub fn set_output_ttl(&self, d: Duration) {
+        self.lock().output_ttl = d;
+    }
+
+    /// Replicate: the `whsec_` secret this fake signs its webhooks with.
+    pub fn webhook_signing_secret(&self) -> &'static str {
+        replicate::SIGNING_SECRET
+    }
+
+    /// Replicate: requests that reached `GET /v1/webhooks/default/secret`.
+    pub fn secret_fetches(&self) -> usize {
+        self.lock().secret_fetches
+    }
+
     /// How long `Fault::Hang` holds a connection before closing it (default 60 s).
     pub fn set_hang_duration(&self, d: Duration) {
         self.lock().hang_for = d;
@@ -562,6 +593,9 @@ struct State {
     webhooks: Vec<WebhookDelivery>,
     /// What video URLs serve; `None`: [`FakeProvider::video_bytes`].
     video: Option<Vec<u8>>,
+    /// Replicate: how long outputs live after a prediction ends.
+    output_ttl: Duration,
+    secret_fetches: usize,
 }
 
 impl Default for State {
@@ -587,6 +621,8 @@ impl Default for State {
             next_seq: 1,
             webhooks: Vec::new(),
             video: None,
+            output_ttl: Duration::from_secs(3600),
+            secret_fetches: 0,
         }
     }
 }
@@ -619,6 +655,7 @@ enum Route {
     NovitaWan27T2v,
     Apikley,
     Dashscope,
+    Replicate,
 }
 
 /// Where the final state is posted (from the create body).
@@ -646,6 +683,10 @@ struct TaskRec {
     ended_at: Option<SystemTime>,
     hook: Option<Hook>,
     hook_fired: bool,
+    /// Replicate `Cancel-After`: a prediction not final by then ends `canceled`.
+    deadline: Option<Instant>,
+    /// Replicate: how long the output lives after the end.
+    output_ttl: Duration,
 }
 
 /// Where a task stands; rendered per provider.
@@ -674,6 +715,28 @@ impl TaskRec {
         if self.cancelled {
             return Phase::Failed("task cancelled".to_string());
         }
+        let phase = self.plan_phase(now);
+        // Replicate's prediction deadlines: `aborted` if it never started, `canceled` if it ran.
+        match (self.deadline, &phase) {
+            (Some(at), Phase::Queued { .. }) if now >= at => {
+                Phase::Failed(replicate::LAPSED_QUEUED.into())
+            }
+            (Some(at), _) if now >= at && !phase.is_final() => {
+                Phase::Failed(replicate::LAPSED.into())
+            }
+            _ => phase,
+        }
+    }
+
+    /// Whether the output has been deleted (Replicate's hour after the end).
+    fn output_removed(&self) -> bool {
+        self.route == Route::Replicate
+            && self
+                .ended_at
+                .is_some_and(|t| t + self.output_ttl <= SystemTime::now())
+    }
+
+    fn plan_phase(&self, now: Instant) -> Phase {
         let final_phase = |outcome: &Outcome| match outcome {
             Outcome::Succeed => Phase::Succeeded,
             Outcome::Fail { message } => Phase::Failed(message.clone()),
@@ -764,6 +827,18 @@ fn router(shared: Arc<Shared>) -> Router {
                 )
                 .route("/api/v1/tasks/{id}", get(flow::wanx_get))
                 .route("/api/v1/tasks/{id}/cancel", post(flow::wanx_cancel));
+        }
+        Kind::Replicate => {
+            r = r
+                .route(
+                    "/v1/models/{owner}/{name}/predictions",
+                    post(flow::replicate_create),
+                )
+                .route("/v1/predictions/{id}", get(flow::wanx_get))
+                .route("/v1/predictions/{id}/cancel", post(flow::replicate_cancel))
+                .route("/v1/files", post(flow::replicate_upload))
+                .route("/v1/files/{id}", get(flow::replicate_file))
+                .route("/v1/webhooks/default/secret", get(flow::replicate_secret));
         }
     }
     r.route("/files/{file}", get(flow::download))

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::net::{self, ConnKill};
 use super::{
     FakeProvider, Fault, Hook, Kind, Phase, Route, Shared, State as FakeState, StoredFile,
-    TaskPlan, TaskRec, WebhookDelivery, apikley, dashscope, lock, novita, piapi,
+    TaskPlan, TaskRec, WebhookDelivery, apikley, dashscope, lock, novita, piapi, replicate,
 };
 
 /// What a create body asks for beyond the task itself.
@@ -85,6 +85,24 @@ fn error(sh: &Shared, code: u16, reason: &str, message: &str) -> Response {
             net::json(http, &json!({"code": code, "msg": message, "data": null}))
         }
         Kind::Dashscope => net::json(code, &dashscope::error_body(reason, message)),
+        // Replicate's problem body; the title follows the status (its bodies carry no code).
+        Kind::Replicate => {
+            let title = match code {
+                401 => "Unauthenticated",
+                402 => "Insufficient credit",
+                404 => "Not found",
+                422 => "Input validation failed",
+                429 => "Request was throttled",
+                500..=599 => "Internal server error",
+                _ => "Bad request",
+            };
+            let mut body = json!({"title": title, "detail": message, "status": code});
+            if code == 422 {
+                body["invalid_fields"] = json!([{"type": "validation", "field": "input",
+                    "description": message.trim_start_matches("- ")}]);
+            }
+            net::json(code, &body)
+        }
     }
 }
 
@@ -132,6 +150,15 @@ fn auth_failure(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
                 Some(error(sh, 401, "InvalidApiKey", "Invalid API-key provided."))
             }
             Some(_) => None,
+        },
+        Kind::Replicate => match bearer {
+            Some(key) if !forced && key == sh.api_key => None,
+            _ => Some(error(
+                sh,
+                401,
+                "",
+                "You did not pass a valid authentication token",
+            )),
         },
         Kind::Apikley => match bearer {
             Some(key) if !forced && key == sh.api_key => None,
@@ -188,6 +215,15 @@ async fn triage(
         Fault::RateLimited { retry_after_secs } => {
             let resp = if ep == Endpoint::Download {
                 net::text(429, "text/plain", "429 Too Many Requests", None)
+            } else if sh.kind == Kind::Replicate {
+                error(
+                    sh,
+                    429,
+                    "",
+                    &format!(
+                        "Request was throttled. Your rate limit resets in ~{retry_after_secs}s."
+                    ),
+                )
             } else {
                 error(sh, 429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded")
             };
@@ -219,6 +255,7 @@ fn server_error(sh: &Shared, ep: Endpoint) -> Response {
         }
         (Kind::Novita, _) => error(sh, 500, "GET_RESULT_FAILED", "get result failed"),
         (Kind::Dashscope, _) => error(sh, 500, "InternalError", "An internal error has occured."),
+        (Kind::Replicate, _) => error(sh, 500, "", "Internal server error"),
         // Apikley's OpenAPI documents a real HTTP 500 response, so it is not folded into HTTP 200.
         (Kind::Apikley, _) => net::json(
             500,
@@ -247,6 +284,9 @@ fn malformed(kind: Kind, ep: Endpoint) -> Response {
         (Kind::Apikley, _) => r#"{"code":200,"msg":"success","data":{"state":"#,
         (Kind::Dashscope, Endpoint::Create) => r#"{"output":{"task_status":"PENDING","task_id":"#,
         (Kind::Dashscope, _) => r#"{"output":{"task_status":"#,
+        (Kind::Replicate, Endpoint::Create) => r#"{"id":"#,
+        (Kind::Replicate, Endpoint::Upload) => r#"{"id":"f","urls":{"get":"#,
+        (Kind::Replicate, _) => r#"{"status":"#,
     };
     net::text(200, "application/json", body, None)
 }
@@ -259,6 +299,7 @@ fn body_code(kind: Kind, code: i64, msg: &str) -> Response {
         Kind::Apikley => json!({"code": code, "msg": msg, "data": null}),
         // The error envelope (no `output`) behind a 2xx; `msg` is the DashScope code.
         Kind::Dashscope => dashscope::error_body(msg, &format!("code {code}")),
+        Kind::Replicate => json!({"title": msg, "detail": msg, "status": code}),
     };
     net::json(200, &body)
 }
@@ -274,6 +315,8 @@ fn task_id(kind: Kind, seq: u64) -> String {
         Kind::Novita => format!("5e7a0000-0000-4000-8000-{seq:012}"),
         Kind::Apikley => format!("task_wan_{}", 1_765_172_522_238 + seq),
         Kind::Dashscope => format!("0385dc79-5ff8-4d82-bcb6-{seq:012}"),
+        // Replicate ids: 26 lower-case letters and digits.
+        Kind::Replicate => format!("rq{seq:024}"),
     }
 }
 
@@ -285,6 +328,7 @@ pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
         }
         Route::Apikley => apikley::status(phase),
         Route::Dashscope => dashscope::status(phase, false),
+        Route::Replicate => replicate::status(phase),
     }
 }
 
@@ -297,6 +341,7 @@ fn render(sh: &Shared, task: &TaskRec, phase: &Phase) -> Value {
         }
         Route::Apikley => apikley::record_info(task, phase, &sh.root),
         Route::Dashscope => dashscope::task(task, phase, &sh.root),
+        Route::Replicate => replicate::prediction(task, phase, &sh.root, task.output_removed()),
     }
 }
 
@@ -347,6 +392,11 @@ fn pending_hook(task: &TaskRec, hook: &Hook, poll_body: &Value) -> PendingHook {
         }
         // DashScope never gets a hook (the fake accepts none), so this arm is never taken.
         Route::Apikley | Route::Dashscope => (poll_body.clone(), Vec::new()),
+        // The prediction itself, signed (Standard Webhooks) over the exact bytes sent.
+        Route::Replicate => (
+            poll_body.clone(),
+            replicate::signed_headers(&format!("msg_{}", task.id), &poll_body.to_string()),
+        ),
     };
     PendingHook {
         task_id: task.id.clone(),
@@ -450,10 +500,35 @@ async fn create(
         Route::NovitaWan27T2v => novita::validate_wan27_t2v(&body),
         Route::Apikley => apikley::validate(&body),
         Route::Dashscope => dashscope::validate(&body),
+        Route::Replicate => {
+            let model = path
+                .strip_prefix("/v1/models/wan-video/")
+                .and_then(|m| m.strip_suffix("/predictions"))
+                .unwrap_or("(another owner)");
+            replicate::validate(model, &body)
+        }
     };
     let Accepted { hook, test_mode } = match validated {
         Ok(accepted) => accepted,
         Err(r) => return reject(&sh, r),
+    };
+    // Replicate: `Cancel-After` sets a deadline; one that does not read is refused.
+    let deadline = match headers
+        .get("cancel-after")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        Some(v) if route == Route::Replicate => match replicate::parse_cancel_after(v) {
+            Some(d) => Some(d),
+            None => {
+                return error(
+                    &sh,
+                    400,
+                    "",
+                    &format!("Cancel-After: {v:?} is not a duration such as 90s, 5m or 1h"),
+                );
+            }
+        },
+        _ => None,
     };
     let (id, answer, timer) = {
         let mut st = lock(&sh.state);
@@ -474,6 +549,8 @@ async fn create(
             ended_at: None,
             hook,
             hook_fired: false,
+            deadline: deadline.map(|d| Instant::now() + d),
+            output_ttl: st.output_ttl,
         };
         let answer = match route {
             Route::Wanx => piapi::create_body(sh.kind, st.piapi_flat_create, &task, &sh.root),
@@ -485,6 +562,9 @@ async fn create(
             }
             Route::Apikley => apikley::create_body(&task.id),
             Route::Dashscope => dashscope::create_answer(&task.id),
+            Route::Replicate => {
+                replicate::prediction(&task, &Phase::Queued { step: 0 }, &sh.root, false)
+            }
         };
         let timer = match (&task.plan, &task.hook) {
             (TaskPlan::Duration { total, .. }, Some(_)) => Some(*total),
@@ -500,7 +580,9 @@ async fn create(
     if let Some(status) = test_mode {
         send_test_event(&sh, &id, &status);
     }
-    finish(&sh, &conn, Endpoint::Create, then, net::json(200, &answer)).await
+    // Replicate answers a create with 201 Created.
+    let code = if route == Route::Replicate { 201 } else { 200 };
+    finish(&sh, &conn, Endpoint::Create, then, net::json(code, &answer)).await
 }
 
 async fn poll(
@@ -596,7 +678,7 @@ async fn download_file(sh: Arc<Shared>, conn: ConnKill, file: &str) -> Response 
         lock(&sh.state)
             .tasks
             .iter()
-            .any(|t| t.id == id && t.phase(now) == Phase::Succeeded)
+            .any(|t| t.id == id && t.phase(now) == Phase::Succeeded && !t.output_removed())
     });
     if !ready {
         return net::text(404, "text/plain", "404 Not Found", None);
@@ -857,4 +939,119 @@ pub(super) async fn fallback(State(sh): Sh) -> Response {
         ),
         _ => error(&sh, 404, "API_NOT_FOUND", "not found"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicate
+
+pub(super) async fn replicate_create(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let path = format!("/v1/models/{owner}/{name}/predictions");
+    create(sh, conn, &headers, &body, Route::Replicate, &path).await
+}
+
+/// `POST /v1/predictions/{id}/cancel`: a prediction not yet final ends `canceled`; the answer is
+/// the prediction as it then stands (a final one unchanged).
+pub(super) async fn replicate_cancel(
+    State(sh): Sh,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(resp) = auth_failure(&sh, &headers) {
+        return resp;
+    }
+    let body = {
+        let mut st = lock(&sh.state);
+        st.task_mut(&id).map(|task| {
+            if !task.phase(Instant::now()).is_final() {
+                task.cancelled = true;
+                task.ended_at = Some(SystemTime::now());
+            }
+            observe(&sh, task).0
+        })
+    };
+    match body {
+        Some(b) => net::json(200, &b),
+        None => not_found(&sh),
+    }
+}
+
+/// `POST /v1/files`: multipart with a `content` file part (and optional `metadata`).
+pub(super) async fn replicate_upload(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    lock(&sh.state).uploads += 1;
+    if let Some(resp) = auth_failure(&sh, &headers) {
+        return resp;
+    }
+    let then = match triage(&sh, &conn, Endpoint::Upload, |st| &mut st.upload_faults).await {
+        Ok(then) => then,
+        Err(resp) => return resp,
+    };
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let parts = match replicate::multipart(ct, &body) {
+        Ok(p) => p,
+        Err(e) => return error(&sh, 400, "", &e),
+    };
+    let Some((_, filename, mime, bytes)) = parts.into_iter().find(|(n, ..)| n == "content") else {
+        return error(&sh, 400, "", "the multipart body has no content part");
+    };
+    let Some(filename) = filename.filter(|f| !f.is_empty() && f.len() <= 255) else {
+        return error(
+            &sh,
+            400,
+            "",
+            "the content part needs a filename (at most 255 bytes)",
+        );
+    };
+    if bytes.len() as u64 > 100 * 1024 * 1024 {
+        return error(&sh, 413, "", "files are limited to 100 MB");
+    }
+    let mime = mime.unwrap_or_else(|| "application/octet-stream".into());
+    let answer = {
+        let mut st = lock(&sh.state);
+        let seq = st.next_seq();
+        let id = format!("rf{seq:024}");
+        let answer = replicate::file_answer(&id, &filename, &mime, &bytes, &sh.root);
+        st.files
+            .insert(format!("rf/{id}"), StoredFile { bytes, mime });
+        answer
+    };
+    finish(&sh, &conn, Endpoint::Upload, then, net::json(201, &answer)).await
+}
+
+/// `GET /v1/files/{id}` (authenticated): the stored bytes.
+pub(super) async fn replicate_file(
+    State(sh): Sh,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(resp) = auth_failure(&sh, &headers) {
+        return resp;
+    }
+    let st = lock(&sh.state);
+    match st.files.get(&format!("rf/{id}")) {
+        Some(file) => net::text(200, &file.mime, file.bytes.clone(), None),
+        None => error(&sh, 404, "", "The requested resource could not be found."),
+    }
+}
+
+/// `GET /v1/webhooks/default/secret`: `{"key": "whsec_..."}`.
+pub(super) async fn replicate_secret(State(sh): Sh, headers: HeaderMap) -> Response {
+    lock(&sh.state).secret_fetches += 1;
+    if let Some(resp) = auth_failure(&sh, &headers) {
+        return resp;
+    }
+    net::json(200, &json!({"key": replicate::SIGNING_SECRET}))
 }
