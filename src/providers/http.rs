@@ -137,6 +137,9 @@ impl Api {
         Ok(match self.auth {
             Auth::Bearer => req.bearer_auth(key()?),
             Auth::Header(name) => req.header(name, key()?),
+            Auth::Scheme(scheme) => {
+                req.header(reqwest::header::AUTHORIZATION, format!("{scheme} {}", key()?))
+            }
             Auth::None => req,
         })
     }
@@ -165,9 +168,24 @@ impl Api {
         body: Option<Vec<u8>>,
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+        let url = format!("{}{path}", self.base_url);
+        self.execute_at(method, &url, query, headers, body, stage)
+            .await
+    }
+
+    /// [`Api::execute_with`] to a whole URL rather than a path under the base URL: one the
+    /// provider handed back (fal's `status_url`), sent with the same auth. The caller checks
+    /// that it trusts the URL's host before sending its key there.
+    pub async fn execute_at(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, &'static str)],
+        body: Option<Vec<u8>>,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
+        let mut req = self.http.request(method, url);
         if !query.is_empty() {
             req = req.query(query);
         }
@@ -226,6 +244,11 @@ impl Api {
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
         self.execute(Method::GET, path, query, None, stage).await
+    }
+
+    /// The base URL (without a trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     pub async fn delete(&self, path: &str, stage: Stage) -> Result<Reply, ProviderError> {

@@ -12,6 +12,7 @@ static REGISTRY: &[&Declaration] = &[
     &super::apikley::DECL,
     &super::local::DECL,
     &super::dashscope::DECL,
+    &super::fal::DECL,
 ];
 
 /// What a provider id declares, read from the registry (import this trait to read it).
