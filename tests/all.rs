@@ -11,6 +11,7 @@ mod batch;
 mod browser;
 mod cli;
 mod consent;
+mod fal;
 mod host_rules;
 mod hostile;
 mod http;

@@ -785,6 +785,10 @@ fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, w
             assert!(body["request_id"].is_string(), "{what}: {body}");
             &body["message"]
         }
+        Kind::Fal => {
+            assert_eq!(status, 422, "{what}: {body}");
+            &body["detail"][0]["msg"]
+        }
     };
     let message = message.as_str().unwrap_or_default();
     // A bare path is an unknown field there; anything else is quoted as the message says it.

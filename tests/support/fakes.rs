@@ -20,6 +20,7 @@ mod apikley;
 mod check;
 mod dashscope;
 mod dashscope_wan3;
+pub mod fal;
 mod flow;
 mod net;
 mod novita;
@@ -50,6 +51,8 @@ pub enum Kind {
     Apikley,
     /// DashScope (Alibaba Model Studio), bearer auth, base URL `<root>/api/v1`, async header on create.
     Dashscope,
+    /// fal.ai queue API (`Authorization: Key`), storage uploads and the signing JWKS on one root.
+    Fal,
 }
 
 impl Kind {
@@ -61,6 +64,7 @@ impl Kind {
             Kind::Novita => "novita",
             Kind::Apikley => "apikley",
             Kind::Dashscope => "dashscope",
+            Kind::Fal => "fal",
         }
     }
 
@@ -69,7 +73,7 @@ impl Kind {
         match self {
             Kind::Piapi | Kind::Dashscope => "/api/v1",
             Kind::Qubico => "/v1",
-            Kind::Novita | Kind::Apikley => "",
+            Kind::Novita | Kind::Apikley | Kind::Fal => "",
         }
     }
 }
@@ -619,6 +623,7 @@ enum Route {
     NovitaWan27T2v,
     Apikley,
     Dashscope,
+    Fal,
 }
 
 /// Where the final state is posted (from the create body).
@@ -764,6 +769,14 @@ fn router(shared: Arc<Shared>) -> Router {
                 )
                 .route("/api/v1/tasks/{id}", get(flow::wanx_get))
                 .route("/api/v1/tasks/{id}/cancel", post(flow::wanx_cancel));
+        }
+        Kind::Fal => {
+            r = r
+                .route("/storage/upload/initiate", post(flow::fal_upload_init))
+                .route("/storage/put/{seq}", axum::routing::put(flow::fal_upload_put))
+                .route("/uploads/{seq}/{name}", get(flow::serve_upload))
+                .route("/.well-known/jwks.json", get(flow::fal_jwks))
+                .route("/{*path}", axum::routing::any(flow::fal_dispatch));
         }
     }
     r.route("/files/{file}", get(flow::download))
