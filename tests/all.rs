@@ -27,6 +27,7 @@ mod piapi_t2v;
 mod preview;
 mod providers;
 mod reference;
+mod reference_fal;
 mod replicas;
 mod tasks;
 mod tools_drift;
