@@ -1350,7 +1350,11 @@ async fn webhook(
         .and_then(|h| headers.get(h))
         .and_then(|v| v.to_str().ok())
         .or(q.token.as_deref());
-    match app.core.webhook(p, q.task.as_deref(), secret, &headers, &body).await {
+    match app
+        .core
+        .webhook(p, q.task.as_deref(), secret, &headers, &body)
+        .await
+    {
         Ok(WebhookOutcome::Confirming { task_id }) => {
             tracing::info!(task = %task_id, provider = %p, "webhook accepted; confirming with one poll");
             (StatusCode::OK, "ok").into_response()

@@ -146,9 +146,15 @@ async fn fal_wan3_reference_to_video_uploads_reference_images() {
     assert_eq!(images.len(), 2, "{body}");
     assert!(images[0].as_str().unwrap().contains("/uploads/"), "{body}");
     assert_eq!(images[1], "https://example.com/street.jpg");
-    assert_eq!(body["reference_video_urls"], json!(["https://example.com/walk.mp4"]));
+    assert_eq!(
+        body["reference_video_urls"],
+        json!(["https://example.com/walk.mp4"])
+    );
     // Billing-relevant defaults are sent, never left to fal: 720p, audio off.
-    assert_eq!((&body["resolution"], &body["audio"]), (&json!("720p"), &json!(false)));
+    assert_eq!(
+        (&body["resolution"], &body["audio"]),
+        (&json!("720p"), &json!(false))
+    );
     insta::assert_json_snapshot!("fal_wan3_references_wire", wire(&fake));
 
     // Text only: the text endpoint.
@@ -252,7 +258,10 @@ async fn fal_cancel_only_while_queued_and_queue_position_as_note() {
     })
     .await;
     assert!(
-        seen["note"].as_str().unwrap().contains("waiting in fal's queue: position 99"),
+        seen["note"]
+            .as_str()
+            .unwrap()
+            .contains("waiting in fal's queue: position 99"),
         "{seen}"
     );
     let c = ok(&call(&s, "cancel_task", json!({"task_id": id})).await);
@@ -342,7 +351,9 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
         .find(|r| r.method == "POST")
         .unwrap();
     assert!(
-        create.query.starts_with("fal_webhook=http%3A%2F%2F127.0.0.1%3A"),
+        create
+            .query
+            .starts_with("fal_webhook=http%3A%2F%2F127.0.0.1%3A"),
         "{}",
         create.query
     );
@@ -387,8 +398,16 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
         req = req.header(k, v);
     }
     assert_eq!(req.send().await.unwrap().status(), 401);
-    assert_eq!(task_of(&core, &id).await, before, "a refused webhook changed the journal");
-    assert_eq!(fake.polls(&request_id), 0, "a refused webhook caused a poll");
+    assert_eq!(
+        task_of(&core, &id).await,
+        before,
+        "a refused webhook changed the journal"
+    );
+    assert_eq!(
+        fake.polls(&request_id),
+        0,
+        "a refused webhook caused a poll"
+    );
 
     // fal finishes and calls back, signed: the task completes promptly (by a confirming poll).
     assert!(fake.complete_now(&request_id));

@@ -21,7 +21,10 @@ use crate::support::{Workspace, call, connect, ok};
 const ALLOWED: &[Allowed] = &[
     Allowed::Header("host", "each client has its own capture server (port)"),
     Allowed::Header("user-agent", "each client names itself"),
-    Allowed::Header("accept", "httpx sends */* by default; the answer is JSON either way"),
+    Allowed::Header(
+        "accept",
+        "httpx sends */* by default; the answer is JSON either way",
+    ),
     Allowed::Header("accept-encoding", "transport"),
     Allowed::Header("connection", "transport (keep-alive)"),
     Allowed::Header("content-length", "follows the body"),
@@ -180,10 +183,17 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
         .iter()
         .filter(|m| m.provider == ProviderId::Fal)
         .collect();
-    assert!(specs.len() >= 3, "the catalog's fal models: {}", specs.len());
-    let env = vec![
+    assert!(
+        specs.len() >= 3,
+        "the catalog's fal models: {}",
+        specs.len()
+    );
+    let env = [
         ("FAL_KEY".to_string(), ours.api_key().to_string()),
-        ("I2V_MCP_FAL_BASE_URL".to_string(), ours.base_url().to_string()),
+        (
+            "I2V_MCP_FAL_BASE_URL".to_string(),
+            ours.base_url().to_string(),
+        ),
         ("I2V_MCP_POLL_FIRST_MS".to_string(), "30".to_string()),
         ("I2V_MCP_POLL_MAX_MS".to_string(), "150".to_string()),
     ];
@@ -195,7 +205,10 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
         let (mut args, endpoint, sdk) = case_for(spec);
         // The first model takes a local file: both upload it to fal's storage first.
         let upload = if i == 0 {
-            assert!(args.get("image").is_some(), "the first fal model takes an image");
+            assert!(
+                args.get("image").is_some(),
+                "the first fal model takes an image"
+            );
             args["image"] = json!(png.to_string_lossy());
             use base64::Engine;
             json!({"field": "image_url", "content_type": "image/png",
@@ -222,7 +235,10 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
     let script_env = vec![
         ("FAL_KEY".to_string(), theirs.api_key().to_string()),
         ("FAL_ROOT".to_string(), theirs.root_url().to_string()),
-        ("REF_CALLS".to_string(), Value::Array(calls.clone()).to_string()),
+        (
+            "REF_CALLS".to_string(),
+            Value::Array(calls.clone()).to_string(),
+        ),
     ];
     let run = move || {
         crate::support::run_script_env(
@@ -271,7 +287,10 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
         assert_eq!(b.len(), n, "fal-client's {method}s: {b:?}");
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             let d = compare::differences(x, y, allowed);
-            failures.extend(d.into_iter().map(|d| format!("{method} #{i} {}: {d}", x.path)));
+            failures.extend(
+                d.into_iter()
+                    .map(|d| format!("{method} #{i} {}: {d}", x.path)),
+            );
         }
     }
     assert!(

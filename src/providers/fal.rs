@@ -461,13 +461,12 @@ struct Jwk {
 
 /// Which endpoint a submission goes to: references, the prompt alone, or an image.
 pub(crate) fn endpoint_for(s: &Submission<'_>) -> Result<&'static str, Error> {
-    let e = endpoint(&s.spec.model).ok_or_else(|| {
-        Error::unsupported(format!("{} is not a fal model", s.spec.key()))
-    })?;
+    let e = endpoint(&s.spec.model)
+        .ok_or_else(|| Error::unsupported(format!("{} is not a fal model", s.spec.key())))?;
     if !s.references.is_empty() {
-        return e.reference.ok_or_else(|| {
-            Error::unsupported(format!("{} takes no references", s.spec.key()))
-        });
+        return e
+            .reference
+            .ok_or_else(|| Error::unsupported(format!("{} takes no references", s.spec.key())));
     }
     match (s.image, e.text) {
         (None, Some(text)) => Ok(text),
@@ -649,7 +648,11 @@ fn refusal(reply: &Reply, stage: Stage) -> ProviderError {
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(|| snippet(&reply.body));
     let category = category(reply.status, &text, error_type.as_deref());
-    let mut message = format!("{}: fal answered HTTP {}: {text}", stage.as_str(), reply.status);
+    let mut message = format!(
+        "{}: fal answered HTTP {}: {text}",
+        stage.as_str(),
+        reply.status
+    );
     if let Some(t) = &error_type {
         message.push_str(&format!(" (error type {t})"));
     }
@@ -799,7 +802,12 @@ pub(crate) fn parse_cancel(reply: &Reply) -> Result<CancelOutcome, ProviderError
 }
 
 /// The message a callback's signature covers.
-pub(crate) fn signed_message(request_id: &str, user_id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(
+    request_id: &str,
+    user_id: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> Vec<u8> {
     let digest = hex::encode(sha2::Sha256::digest(body));
     format!("{request_id}\n{user_id}\n{timestamp}\n{digest}").into_bytes()
 }
@@ -807,7 +815,8 @@ pub(crate) fn signed_message(request_id: &str, user_id: &str, timestamp: &str, b
 /// The Ed25519 public keys of a JWKS (`keys[].x`, base64url, padded or not).
 fn jwks_keys(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     use base64::Engine;
-    let jwks: Jwks = serde_json::from_slice(body).map_err(|e| format!("the JWKS does not parse ({e})"))?;
+    let jwks: Jwks =
+        serde_json::from_slice(body).map_err(|e| format!("the JWKS does not parse ({e})"))?;
     let keys: Vec<Vec<u8>> = jwks
         .keys
         .iter()
@@ -856,8 +865,8 @@ pub(crate) fn check_signature(
             "timestamp {ts} is more than {WEBHOOK_WINDOW_S} s from now ({now})"
         )));
     }
-    let sig = hex::decode(signature)
-        .map_err(|_| auth_error("x-fal-webhook-signature is not hex"))?;
+    let sig =
+        hex::decode(signature).map_err(|_| auth_error("x-fal-webhook-signature is not hex"))?;
     let message = signed_message(request_id, user_id, timestamp, body);
     let verified = keys.iter().any(|k| {
         ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, k)
@@ -867,7 +876,9 @@ pub(crate) fn check_signature(
     if verified {
         Ok(())
     } else {
-        Err(auth_error("the signature does not verify against fal's keys"))
+        Err(auth_error(
+            "the signature does not verify against fal's keys",
+        ))
     }
 }
 
@@ -935,7 +946,11 @@ impl Client {
     /// Every failure is `Rejected`: nothing has been created or paid yet.
     async fn image_url(&self, img: &LocalImage) -> Result<String, ProviderError> {
         let now = now_ms();
-        match self.journal.upload_get(ProviderId::Fal, &img.sha256, now).await {
+        match self
+            .journal
+            .upload_get(ProviderId::Fal, &img.sha256, now)
+            .await
+        {
             Ok(Some(url)) => return Ok(url),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "upload cache unreadable; uploading again"),
@@ -984,7 +999,12 @@ impl Client {
         }
         if let Err(e) = self
             .journal
-            .upload_put(ProviderId::Fal, &img.sha256, &file_url, now + UPLOAD_CACHE_MS)
+            .upload_put(
+                ProviderId::Fal,
+                &img.sha256,
+                &file_url,
+                now + UPLOAD_CACHE_MS,
+            )
             .await
         {
             tracing::warn!(error = %e, "cannot cache the upload; the next task uploads again");
@@ -1006,10 +1026,9 @@ impl Client {
         let end_image = self.readable(s.end_image).await?;
         let mut reference_images = Vec::new();
         for r in s.references {
-            if let Reference::Image(img) = r {
-                if let Some(url) = self.readable(Some(img)).await? {
-                    reference_images.push(url);
-                }
+            let Reference::Image(img) = r else { continue };
+            if let Some(url) = self.readable(Some(img)).await? {
+                reference_images.push(url);
             }
         }
         let input =
@@ -1038,7 +1057,14 @@ impl Client {
         let url = self.trusted(&h.status_url, Stage::Poll)?;
         let reply = self
             .queue
-            .execute_at(Method::GET, url, &[("logs", "false")], &[], None, Stage::Poll)
+            .execute_at(
+                Method::GET,
+                url,
+                &[("logs", "false")],
+                &[],
+                None,
+                Stage::Poll,
+            )
             .await?;
         let snap = match parse_status(&reply)? {
             Some(snap) => snap,
@@ -1057,7 +1083,10 @@ impl Client {
 
     /// While queued, the task's note says where it stands in fal's queue; cleared once it runs.
     async fn queue_note(&self, row: &TaskRow, snap: &Snapshot) {
-        let ours = row.note.as_deref().is_some_and(|n| n.starts_with(QUEUE_NOTE));
+        let ours = row
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with(QUEUE_NOTE));
         let note = match (snap.status, queue_position(snap)) {
             (Status::Queued, Some(p)) => Some(format!(
                 "{QUEUE_NOTE}: position {p} (fal runs a few requests per account at once and queues the rest)"
@@ -1068,7 +1097,11 @@ impl Client {
         if note == row.note {
             return;
         }
-        if let Err(e) = self.journal.set_note(&row.id, note.as_deref(), now_ms()).await {
+        if let Err(e) = self
+            .journal
+            .set_note(&row.id, note.as_deref(), now_ms())
+            .await
+        {
             tracing::warn!(task = %row.id, error = %e, "cannot write the queue note");
         }
     }
@@ -1100,7 +1133,10 @@ impl Client {
         let unavailable = |why: String| {
             Error::new(
                 Category::ProviderUnavailable,
-                format!("fal webhook: cannot read fal's keys at {}: {why}", self.jwks_url),
+                format!(
+                    "fal webhook: cannot read fal's keys at {}: {why}",
+                    self.jwks_url
+                ),
             )
             .with_next_step("fal retries the callback; polling goes on meanwhile")
         };

@@ -137,9 +137,10 @@ impl Api {
         Ok(match self.auth {
             Auth::Bearer => req.bearer_auth(key()?),
             Auth::Header(name) => req.header(name, key()?),
-            Auth::Scheme(scheme) => {
-                req.header(reqwest::header::AUTHORIZATION, format!("{scheme} {}", key()?))
-            }
+            Auth::Scheme(scheme) => req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("{scheme} {}", key()?),
+            ),
             Auth::None => req,
         })
     }

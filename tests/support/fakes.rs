@@ -773,7 +773,10 @@ fn router(shared: Arc<Shared>) -> Router {
         Kind::Fal => {
             r = r
                 .route("/storage/upload/initiate", post(flow::fal_upload_init))
-                .route("/storage/put/{seq}", axum::routing::put(flow::fal_upload_put))
+                .route(
+                    "/storage/put/{seq}",
+                    axum::routing::put(flow::fal_upload_put),
+                )
                 .route("/uploads/{seq}/{name}", get(flow::serve_upload))
                 .route("/.well-known/jwks.json", get(flow::fal_jwks))
                 .route("/{*path}", axum::routing::any(flow::fal_dispatch));

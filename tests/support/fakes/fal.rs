@@ -288,10 +288,9 @@ pub(super) fn validate(endpoint: &str, query: &str, body: &Value) -> Result<Acce
         }
     }
     for key in ["end_image_url", "audio_url"] {
-        if let Some(u) = check::opt_str(o, key, key).map_err(bad(key))? {
-            if !check::is_http_url(u) {
-                return Err(unprocessable(key, "must be an http(s) URL".into()));
-            }
+        let url = check::opt_str(o, key, key).map_err(bad(key))?;
+        if url.is_some_and(|u| !check::is_http_url(u)) {
+            return Err(unprocessable(key, "must be an http(s) URL".into()));
         }
     }
     check::opt_str(o, "negative_prompt", "negative_prompt").map_err(bad("negative_prompt"))?;
@@ -420,10 +419,9 @@ pub(super) fn result(task: &TaskRec, phase: &Phase, root: &str) -> (u16, Value) 
             422,
             json!({"detail": [{"loc": ["body"], "msg": message, "type": "generation_error"}]}),
         ),
-        Phase::Queued { .. } | Phase::Running { .. } => (
-            400,
-            json!({"detail": "Request is still in progress"}),
-        ),
+        Phase::Queued { .. } | Phase::Running { .. } => {
+            (400, json!({"detail": "Request is still in progress"}))
+        }
     }
 }
 
@@ -447,13 +445,19 @@ pub(super) fn parse_upload_init(body: &Value) -> Result<(String, String), Reject
         move |m: String| unprocessable(field, m)
     }
     let o = check::object(Some(body), "body").map_err(bad("body"))?;
-    if let Some(key) = o.keys().find(|k| !["file_name", "content_type"].contains(&k.as_str())) {
+    if let Some(key) = o
+        .keys()
+        .find(|k| !["file_name", "content_type"].contains(&k.as_str()))
+    {
         return Err(unprocessable(key, "extra fields not permitted".into()));
     }
     let name = check::req_str(o, "file_name", "file_name").map_err(bad("file_name"))?;
     let mime = check::req_str(o, "content_type", "content_type").map_err(bad("content_type"))?;
     if !["image/png", "image/jpeg", "image/webp", "image/bmp"].contains(&mime) {
-        return Err(unprocessable("content_type", format!("{mime} is not an image type")));
+        return Err(unprocessable(
+            "content_type",
+            format!("{mime} is not an image type"),
+        ));
     }
     Ok((name.to_string(), mime.to_string()))
 }

@@ -930,13 +930,16 @@ pub(super) async fn fal_dispatch(
         ("GET", Some(i)) if i == 2 && parts.len() == 5 && parts[4] == "status" => {
             poll(sh, conn, &headers, Some(parts[3].to_string())).await
         }
-        ("GET", Some(i)) if i == 2 && parts.len() == 4 => {
-            fal_result(sh, &headers, parts[3]).await
-        }
+        ("GET", Some(i)) if i == 2 && parts.len() == 4 => fal_result(sh, &headers, parts[3]).await,
         ("PUT", Some(i)) if i == 2 && parts.len() == 5 && parts[4] == "cancel" => {
             cancel(sh, &headers, parts[3]).await
         }
-        _ => error(&sh, 404, "", &format!("{} {path}: no such queue route", method)),
+        _ => error(
+            &sh,
+            404,
+            "",
+            &format!("{} {path}: no such queue route", method),
+        ),
     }
 }
 
@@ -974,7 +977,12 @@ pub(super) async fn fal_upload_init(
         Err(resp) => return resp,
     };
     if uri.query() != Some("storage_type=gcs") {
-        return error(&sh, 422, "", "storage_type\u{1f}storage_type=gcs is required");
+        return error(
+            &sh,
+            422,
+            "",
+            "storage_type\u{1f}storage_type=gcs is required",
+        );
     }
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -989,7 +997,13 @@ pub(super) async fn fal_upload_init(
         let seq = st.next_seq();
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         st.files.insert(
             format!("{seq}/{safe}"),
