@@ -2,7 +2,8 @@
 //! model in the catalog, our `create_i2v_task` and PyPI `fal-client` 1.0.x (`SyncClient.submit`,
 //! `handle.status()`, and `SyncClient.upload(..., repository="fal")` for a local image), driven
 //! by tests/interop/fal_reference.py, send the same requests to two strict fakes, up to a short,
-//! commented allow-list: the submit (path, `Authorization: Key`, body), the storage initiate and
+//! commented allow-list: the submit (path, `?fal_webhook=` query, `Authorization: Key`, body), the
+//! storage initiate and
 //! PUT, and the first status poll (with its `logs=false` query). The SDK's arguments are written
 //! from each model's fal page (docs/notes/fal.md), not from our adapter. Without the venv the test
 //! prints `SKIPPED` and passes, except under CI.
@@ -199,6 +200,9 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
     ];
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let core = i2v_mcp::core::Core::start(ws.config(&pairs)).unwrap();
+    // Callbacks on (nothing listens there): every create carries `?fal_webhook=`, and fal-client
+    // is given the same URL, so the query's encoding is compared too.
+    core.enable_webhooks("http://127.0.0.1:9");
     let (s, _) = connect(core).await;
     let mut calls = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -220,7 +224,12 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
         };
         let task = ok(&call(&s, "create_i2v_task", args).await);
         assert_eq!(task["status"], "succeeded", "{}: {task}", spec.model);
-        calls.push(json!({"endpoint": endpoint, "arguments": sdk, "upload": upload}));
+        let hook = ours.tasks().last().and_then(|t| t.webhook_url.clone());
+        assert!(hook.is_some(), "{}: no fal_webhook sent", spec.model);
+        calls.push(
+            json!({"endpoint": endpoint, "arguments": sdk, "upload": upload,
+                          "webhook_url": hook}),
+        );
     }
     s.cancel().await.unwrap();
 

@@ -4,11 +4,12 @@
 Run by `tests/reference_fal.rs` with:
   FAL_KEY      the key to send (`Authorization: Key <FAL_KEY>`);
   FAL_ROOT     the capture server, http://127.0.0.1:PORT;
-  REF_CALLS    a JSON list of {"endpoint": ..., "arguments": {...}, "upload": null | {...}}:
+  REF_CALLS    a JSON list of {"endpoint", "arguments", "upload": null | {...}, "webhook_url"}:
                each is, when `upload` is set, one `SyncClient.upload(bytes, content_type,
                file_name, repository="fal")` whose URL goes into `arguments[upload.field]`
                (the storage path: initiate, then PUT to the signed URL), then one
-               `SyncClient.submit(endpoint, arguments)` and one `handle.status()`.
+               `SyncClient.submit(endpoint, arguments, webhook_url=...)` and one
+               `handle.status()`.
 The argument the test runner appends (the i2v-mcp binary) is not used. Prints one line per call
 and exits 1 on any error.
 
@@ -46,7 +47,9 @@ def main() -> int:
                     data, up["content_type"], up["file_name"], repository="fal"
                 )
                 args[up["field"]] = url
-            handle = client.submit(c["endpoint"], arguments=args)
+            handle = client.submit(
+                c["endpoint"], arguments=args, webhook_url=c.get("webhook_url")
+            )
             status = handle.status(with_logs=False)
             print(f"ok {c['endpoint']}: {handle.request_id} {type(status).__name__}")
         except Exception as e:  # noqa: BLE001 - report every failure, go on
