@@ -433,3 +433,52 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
     assert_eq!(jwks_reads, 1, "the JWKS is cached");
     within(15, "shutdown", handle.shutdown()).await;
 }
+
+/// fal states no lifetime for its output URLs (UNKNOWN, docs/notes/fal.md): a download that finds
+/// the file gone (404) asks fal for the result again (the request's `response_url`, never a new
+/// create) and fetches the URL it gives.
+#[tokio::test]
+async fn fal_an_expired_output_url_is_read_again_from_the_result() {
+    let fake = FakeProvider::start(Kind::Fal).await;
+    fake.push_download_fault(Fault::status(404, "Not Found"));
+    fake.push_download_fault(Fault::status(404, "Not Found"));
+    let ws = Workspace::new();
+    let (s, _) = connect(core(&ws, &fake)).await;
+    let t = create(
+        &s,
+        json!({"image": "https://example.com/cat.png", "prompt": "p", "provider": "fal",
+            "model": "wan2.7-i2v", "wait_seconds": 45}),
+    )
+    .await;
+    assert_downloaded(&t);
+    assert_eq!(fake.downloads(), 3, "two expired answers, then the file");
+    let id = &fake.tasks()[0].id;
+    let results = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/requests/{id}")))
+        .count();
+    assert!(results >= 2, "the result was not read again: {results}");
+    assert_eq!(fake.accepted_creates(), 1);
+    s.cancel().await.unwrap();
+}
+
+/// A storage upload that fails (5xx) created nothing: the create is tried again, uploading again,
+/// and fal sees one create. A failed signed PUT is the same.
+#[tokio::test]
+async fn fal_a_failed_upload_is_a_sure_refusal() {
+    let fake = FakeProvider::start(Kind::Fal).await;
+    fake.push_upload_fault(Fault::ServerError);
+    let ws = Workspace::new();
+    let png = ws.png("cat.png", 640, 480);
+    let (s, _) = connect(core(&ws, &fake)).await;
+    let t = create(
+        &s,
+        json!({"image": png, "prompt": "p", "provider": "fal", "model": "wan2.2-i2v-a14b"}),
+    )
+    .await;
+    assert_eq!(t["status"], "queued", "{t}");
+    assert_eq!(fake.uploads(), 2, "the upload is tried again");
+    assert_eq!((fake.creates(), fake.accepted_creates()), (1, 1));
+    s.cancel().await.unwrap();
+}

@@ -627,6 +627,7 @@ fn next_step(category: Category, stage: Stage) -> Option<String> {
 }
 
 /// A non-2xx answer as a `ProviderError`. On a create, only a 5xx leaves open that fal took it
+/// (never on an upload)
 /// (`X-Fal-Retryable` is kept as a hint in the message, never as a reason to send it again).
 fn refusal(reply: &Reply, stage: Stage) -> ProviderError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(&reply.body).ok();
@@ -662,7 +663,9 @@ fn refusal(reply: &Reply, stage: Stage) -> ProviderError {
     }
     let mut error = Error::new(category, message);
     error.next_step = next_step(category, stage);
-    http::settle(error, reply.status >= 500, reply)
+    // An upload never creates a task: even its 5xx is a sure refusal of the create.
+    let maybe_taken = reply.status >= 500 && stage.acceptance(true) == Acceptance::Unknown;
+    http::settle(error, maybe_taken, reply)
 }
 
 /// The handle from a submit answer; a 2xx without the four fields may still have queued a

@@ -238,6 +238,14 @@ fn refusals_map_to_categories() {
         "{}",
         pe.error.message
     );
+    // A failed upload created nothing, whatever its status: the create may be tried again.
+    for status in [500, 503, 422, 401] {
+        let pe = refusal(
+            &reply(status, r#"{"detail":"storage down"}"#),
+            Stage::Upload,
+        );
+        assert_eq!(pe.acceptance, Acceptance::Rejected, "{status}");
+    }
     // A content-policy 4xx is a failed generation.
     let r = reply(
         422,
