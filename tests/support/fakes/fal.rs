@@ -278,7 +278,7 @@ pub(super) fn validate(endpoint: &str, query: &str, body: &Value) -> Result<Acce
     }
     let o = check::object(Some(body), "body").map_err(bad("body"))?;
     if let Some(key) = o.keys().find(|k| !s.fields.contains(&k.as_str())) {
-        return Err(unprocessable(key, "extra fields not permitted".into()));
+        return Err(unprocessable(key, "Extra inputs are not permitted".into()));
     }
     check::req_str(o, "prompt", "prompt").map_err(bad("prompt"))?;
     if s.image {
@@ -449,7 +449,7 @@ pub(super) fn parse_upload_init(body: &Value) -> Result<(String, String), Reject
         .keys()
         .find(|k| !["file_name", "content_type"].contains(&k.as_str()))
     {
-        return Err(unprocessable(key, "extra fields not permitted".into()));
+        return Err(unprocessable(key, "Extra inputs are not permitted".into()));
     }
     let name = check::req_str(o, "file_name", "file_name").map_err(bad("file_name"))?;
     let mime = check::req_str(o, "content_type", "content_type").map_err(bad("content_type"))?;
