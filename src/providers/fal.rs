@@ -626,9 +626,9 @@ fn next_step(category: Category, stage: Stage) -> Option<String> {
     }
 }
 
-/// A non-2xx answer as a `ProviderError`. On a create, only a 5xx leaves open that fal took it
-/// (never on an upload)
-/// (`X-Fal-Retryable` is kept as a hint in the message, never as a reason to send it again).
+/// A non-2xx answer as a `ProviderError`. On a create, only a 5xx leaves open that fal took it;
+/// on an upload nothing does. `X-Fal-Retryable` is kept as a hint in the message, never as a
+/// reason to send a create again.
 fn refusal(reply: &Reply, stage: Stage) -> ProviderError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(&reply.body).ok();
     let header = |name: &str| {
