@@ -9,7 +9,7 @@ use crate::support::fakes::{FakeProvider, Fault, Kind, Outcome, TaskPlan};
 use crate::support::{Workspace, call, connect, err, ok};
 
 /// Long strings (inline images) become a short stable marker; everything else is kept.
-fn redact(v: &Value) -> Value {
+pub(crate) fn redact(v: &Value) -> Value {
     match v {
         Value::String(s) if s.len() > 120 => {
             use sha2::Digest;

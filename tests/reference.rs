@@ -577,6 +577,8 @@ fn strict_cases() -> Vec<Strict> {
     let novita27t = json!({"prompt": "p", "size": "1280*720", "duration": 5});
     let apikley = json!({"model": "wan/2-2-a14b-image-to-video-turbo", "callBackUrl": "https://me.test/h",
         "input": {"image_url": IMAGE, "prompt": "p", "resolution": "720p", "seed": 1}});
+    let fal27 = json!({"prompt": "p", "image_url": IMAGE, "resolution": "720p", "duration": 5});
+    let fal25 = json!({"prompt": "p", "image_url": IMAGE, "resolution": "720p", "duration": "5"});
     vec![
         Strict {
             kind: Kind::Piapi,
@@ -751,6 +753,38 @@ fn strict_cases() -> Vec<Strict> {
                 ),
             ],
         },
+        Strict {
+            kind: Kind::Fal,
+            path: "/fal-ai/wan/v2.7/image-to-video",
+            valid: fal27.clone(),
+            refused: vec![
+                (
+                    "a field Wan 2.7 does not take",
+                    with(&fal27, "/num_frames", Some(json!(81))),
+                    "body.num_frames: Extra inputs are not permitted",
+                ),
+                (
+                    "the input wrapped as in other APIs",
+                    json!({"input": fal27.clone()}),
+                    "body.input: Extra inputs are not permitted",
+                ),
+                (
+                    "duration as a string on an integer field",
+                    with(&fal27, "/duration", Some(json!("5"))),
+                    "body.duration: duration must be an integer",
+                ),
+            ],
+        },
+        Strict {
+            kind: Kind::Fal,
+            path: "/fal-ai/wan-25-preview/image-to-video",
+            valid: fal25.clone(),
+            refused: vec![(
+                "duration as an integer on a string enum",
+                with(&fal25, "/duration", Some(json!(5))),
+                "body.duration: duration must be a string",
+            )],
+        },
     ]
 }
 
@@ -779,6 +813,7 @@ fn replicate_strict() -> Strict {
 
 /// The provider's own validation error: HTTP status, and the body's error fields.
 fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, what: &str) {
+    let fal_message;
     let message = match kind {
         Kind::Piapi | Kind::Qubico => {
             assert_eq!(
@@ -813,6 +848,25 @@ fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, w
             assert_eq!(body["title"], "Input validation failed", "{what}: {body}");
             &body["detail"]
         }
+        Kind::Fal => {
+            // pydantic's `detail[]`: the field is in `loc`, the reason in `msg`.
+            assert_eq!(status, 422, "{what}: {body}");
+            let d = &body["detail"][0];
+            let loc: Vec<String> = d["loc"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|p| p.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            fal_message = json!(format!(
+                "{}: {}",
+                loc.join("."),
+                d["msg"].as_str().unwrap_or("")
+            ));
+            &fal_message
+        }
     };
     let message = message.as_str().unwrap_or_default();
     // A bare path is an unknown field there; anything else is quoted as the message says it.
@@ -827,7 +881,7 @@ fn assert_validation_error(kind: Kind, status: u16, body: &Value, names: &str, w
     );
 }
 
-/// Issue 21: every fake refuses unknown fields and fields in the wrong object with a 400 shaped
+/// Issue 21: every fake refuses unknown fields and fields in the wrong object with a 400 (fal: 422) shaped
 /// like that provider's validation error, and takes the same body without them.
 #[tokio::test]
 async fn strict_fakes_refuse_unknown_and_misplaced_fields() {
@@ -842,6 +896,7 @@ async fn strict_fakes_refuse_unknown_and_misplaced_fields() {
                 .header("x-dashscope-async", "enable");
             r = match case.kind {
                 Kind::Piapi | Kind::Qubico => r.header("x-api-key", fake.api_key()),
+                Kind::Fal => r.header("authorization", format!("Key {}", fake.api_key())),
                 _ => r.bearer_auth(fake.api_key()),
             };
             async move {

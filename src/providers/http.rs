@@ -137,6 +137,10 @@ impl Api {
         Ok(match self.auth {
             Auth::Bearer => req.bearer_auth(key()?),
             Auth::Header(name) => req.header(name, key()?),
+            Auth::Scheme(scheme) => req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("{scheme} {}", key()?),
+            ),
             Auth::None => req,
         })
     }
@@ -166,7 +170,8 @@ impl Api {
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
         let body = body.map(|b| ("application/json".to_string(), b));
-        self.send_body(method, path, query, headers, body, stage)
+        let url = format!("{}{path}", self.base_url);
+        self.send_at(method, &url, query, headers, body, stage)
             .await
     }
 
@@ -178,9 +183,10 @@ impl Api {
         body: Vec<u8>,
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
-        self.send_body(
+        let url = format!("{}{path}", self.base_url);
+        self.send_at(
             Method::POST,
-            path,
+            &url,
             &[],
             &[],
             Some((content_type, body)),
@@ -189,18 +195,33 @@ impl Api {
         .await
     }
 
-    async fn send_body(
+    /// [`Api::execute_with`] to a whole URL rather than a path under the base URL: one the
+    /// provider handed back (fal's `status_url`), sent with the same auth. The caller checks
+    /// that it trusts the URL's host before sending its key there.
+    pub async fn execute_at(
         &self,
         method: Method,
-        path: &str,
+        url: &str,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, &'static str)],
+        body: Option<Vec<u8>>,
+        stage: Stage,
+    ) -> Result<Reply, ProviderError> {
+        let body = body.map(|b| ("application/json".to_string(), b));
+        self.send_at(method, url, query, headers, body, stage).await
+    }
+
+    /// Send to `url` with this provider's auth; `body` is (content type, bytes).
+    async fn send_at(
+        &self,
+        method: Method,
+        url: &str,
         query: &[(&str, &str)],
         headers: &[(&'static str, &'static str)],
         body: Option<(String, Vec<u8>)>,
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+        let mut req = self.http.request(method, url);
         if !query.is_empty() {
             req = req.query(query);
         }
@@ -259,6 +280,11 @@ impl Api {
         stage: Stage,
     ) -> Result<Reply, ProviderError> {
         self.execute(Method::GET, path, query, None, stage).await
+    }
+
+    /// The base URL (without a trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     pub async fn delete(&self, path: &str, stage: Stage) -> Result<Reply, ProviderError> {

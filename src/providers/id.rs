@@ -33,6 +33,7 @@ pub enum ProviderId {
     Apikley,
     Local,
     Dashscope,
+    Fal,
     Replicate,
 }
 

@@ -17,6 +17,7 @@
 pub mod apikley;
 pub mod client;
 pub mod dashscope;
+pub mod fal;
 pub mod http;
 pub mod id;
 pub mod local;
@@ -87,6 +88,8 @@ pub enum Auth {
     Bearer,
     /// The key as the value of this header.
     Header(&'static str),
+    /// `Authorization: <scheme> <key>` (fal: `Key`).
+    Scheme(&'static str),
     /// No network, no key.
     None,
 }

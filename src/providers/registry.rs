@@ -12,6 +12,7 @@ static REGISTRY: &[&Declaration] = &[
     &super::apikley::DECL,
     &super::local::DECL,
     &super::dashscope::DECL,
+    &super::fal::DECL,
     &super::replicate::DECL,
 ];
 

@@ -24,7 +24,6 @@ use futures::future::BoxFuture;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::http::{self, Api, Reply, Stage};
@@ -592,25 +591,17 @@ fn failure(reply: &Reply, stage: Stage) -> ProviderError {
     pe
 }
 
-/// HMAC-SHA256 (RFC 2104) over `msg` with `key`.
+/// HMAC-SHA256 (RFC 2104) over the concatenation of `msg` with `key` (ring's, which rustls
+/// already builds).
 fn hmac_sha256(key: &[u8], msg: &[&[u8]]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&key);
     for m in msg {
-        inner.update(m);
+        ctx.update(m);
     }
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner);
-    outer.finalize().into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
 }
 
 /// The HMAC key of a `whsec_<base64>` signing secret.

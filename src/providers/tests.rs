@@ -478,11 +478,11 @@ mod registry {
         }
         assert_eq!(
             "nope".parse::<ProviderId>().unwrap_err().message,
-            "unknown provider 'nope': use one of piapi, qubico, novita, apikley, local, dashscope, replicate"
+            "unknown provider 'nope': use one of piapi, qubico, novita, apikley, local, dashscope, fal, replicate"
         );
         assert_eq!(
             no_key_message(),
-            "no provider has an API key: set PIAPI_API_KEY, QUBICO_API_KEY, NOVITA_API_KEY, APIKLEY_API_KEY, DASHSCOPE_API_KEY or REPLICATE_API_TOKEN, or pass provider \"local\" for a free offline camera-motion preview"
+            "no provider has an API key: set PIAPI_API_KEY, QUBICO_API_KEY, NOVITA_API_KEY, APIKLEY_API_KEY, DASHSCOPE_API_KEY, FAL_KEY or REPLICATE_API_TOKEN, or pass provider \"local\" for a free offline camera-motion preview"
         );
         assert_eq!(
             lora_note(),

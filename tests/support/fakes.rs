@@ -21,6 +21,7 @@ mod apikley;
 mod check;
 mod dashscope;
 mod dashscope_wan3;
+pub mod fal;
 mod flow;
 mod net;
 mod novita;
@@ -52,6 +53,8 @@ pub enum Kind {
     Apikley,
     /// DashScope (Alibaba Model Studio), bearer auth, base URL `<root>/api/v1`, async header on create.
     Dashscope,
+    /// fal.ai queue API (`Authorization: Key`), storage uploads and the signing JWKS on one root.
+    Fal,
     /// Replicate predictions API (`/v1/...`), bearer auth, Files API, signed webhooks.
     Replicate,
 }
@@ -66,6 +69,7 @@ impl Kind {
             Kind::Apikley => "apikley",
             Kind::Dashscope => "dashscope",
             Kind::Replicate => "replicate",
+            Kind::Fal => "fal",
         }
     }
 
@@ -74,7 +78,7 @@ impl Kind {
         match self {
             Kind::Piapi | Kind::Dashscope => "/api/v1",
             Kind::Qubico => "/v1",
-            Kind::Novita | Kind::Apikley | Kind::Replicate => "",
+            Kind::Novita | Kind::Apikley | Kind::Fal | Kind::Replicate => "",
         }
     }
 }
@@ -655,6 +659,7 @@ enum Route {
     NovitaWan27T2v,
     Apikley,
     Dashscope,
+    Fal,
     Replicate,
 }
 
@@ -839,6 +844,17 @@ fn router(shared: Arc<Shared>) -> Router {
                 .route("/v1/files", post(flow::replicate_upload))
                 .route("/v1/files/{id}", get(flow::replicate_file))
                 .route("/v1/webhooks/default/secret", get(flow::replicate_secret));
+        }
+        Kind::Fal => {
+            r = r
+                .route("/storage/upload/initiate", post(flow::fal_upload_init))
+                .route(
+                    "/storage/put/{seq}",
+                    axum::routing::put(flow::fal_upload_put),
+                )
+                .route("/uploads/{seq}/{name}", get(flow::serve_upload))
+                .route("/.well-known/jwks.json", get(flow::fal_jwks))
+                .route("/{*path}", axum::routing::any(flow::fal_dispatch));
         }
     }
     r.route("/files/{file}", get(flow::download))

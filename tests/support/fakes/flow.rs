@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::net::{self, ConnKill};
 use super::{
     FakeProvider, Fault, Hook, Kind, Phase, Route, Shared, State as FakeState, StoredFile,
-    TaskPlan, TaskRec, WebhookDelivery, apikley, dashscope, lock, novita, piapi, replicate,
+    TaskPlan, TaskRec, WebhookDelivery, apikley, dashscope, fal, lock, novita, piapi, replicate,
 };
 
 /// What a create body asks for beyond the task itself.
@@ -103,6 +103,7 @@ fn error(sh: &Shared, code: u16, reason: &str, message: &str) -> Response {
             }
             net::json(code, &body)
         }
+        Kind::Fal => net::json(code, &fal::error_body(code, message)),
     }
 }
 
@@ -160,6 +161,18 @@ fn auth_failure(sh: &Shared, headers: &HeaderMap) -> Option<Response> {
                 "You did not pass a valid authentication token",
             )),
         },
+        // fal: `Authorization: Key <key>`; a missing or wrong key is 401 `{"detail"}`.
+        Kind::Fal => {
+            let key = header("authorization").and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                (scheme == "Key").then_some(token.trim())
+            });
+            match key {
+                Some(key) if !forced && key == sh.api_key => None,
+                None => Some(error(sh, 401, "", "Missing authentication header")),
+                Some(_) => Some(error(sh, 401, "", "Invalid Key authorization header")),
+            }
+        }
         Kind::Apikley => match bearer {
             Some(key) if !forced && key == sh.api_key => None,
             _ => Some(error(
@@ -256,6 +269,7 @@ fn server_error(sh: &Shared, ep: Endpoint) -> Response {
         (Kind::Novita, _) => error(sh, 500, "GET_RESULT_FAILED", "get result failed"),
         (Kind::Dashscope, _) => error(sh, 500, "InternalError", "An internal error has occured."),
         (Kind::Replicate, _) => error(sh, 500, "", "Internal server error"),
+        (Kind::Fal, _) => error(sh, 500, "", "Internal Server Error"),
         // Apikley's OpenAPI documents a real HTTP 500 response, so it is not folded into HTTP 200.
         (Kind::Apikley, _) => net::json(
             500,
@@ -287,6 +301,9 @@ fn malformed(kind: Kind, ep: Endpoint) -> Response {
         (Kind::Replicate, Endpoint::Create) => r#"{"id":"#,
         (Kind::Replicate, Endpoint::Upload) => r#"{"id":"f","urls":{"get":"#,
         (Kind::Replicate, _) => r#"{"status":"#,
+        (Kind::Fal, Endpoint::Create) => r#"{"request_id":"7f3e","status_url":"#,
+        (Kind::Fal, Endpoint::Upload) => r#"{"upload_url":"#,
+        (Kind::Fal, _) => r#"{"status":"IN_"#,
     };
     net::text(200, "application/json", body, None)
 }
@@ -300,6 +317,7 @@ fn body_code(kind: Kind, code: i64, msg: &str) -> Response {
         // The error envelope (no `output`) behind a 2xx; `msg` is the DashScope code.
         Kind::Dashscope => dashscope::error_body(msg, &format!("code {code}")),
         Kind::Replicate => json!({"title": msg, "detail": msg, "status": code}),
+        Kind::Fal => json!({"detail": msg, "code": code}),
     };
     net::json(200, &body)
 }
@@ -317,6 +335,7 @@ fn task_id(kind: Kind, seq: u64) -> String {
         Kind::Dashscope => format!("0385dc79-5ff8-4d82-bcb6-{seq:012}"),
         // Replicate ids: 26 lower-case letters and digits.
         Kind::Replicate => format!("rq{seq:024}"),
+        Kind::Fal => fal::request_id(seq),
     }
 }
 
@@ -329,6 +348,7 @@ pub(super) fn status_str(route: Route, phase: &Phase) -> &'static str {
         Route::Apikley => apikley::status(phase),
         Route::Dashscope => dashscope::status(phase, false),
         Route::Replicate => replicate::status(phase),
+        Route::Fal => fal::status(phase),
     }
 }
 
@@ -342,6 +362,7 @@ fn render(sh: &Shared, task: &TaskRec, phase: &Phase) -> Value {
         Route::Apikley => apikley::record_info(task, phase, &sh.root),
         Route::Dashscope => dashscope::task(task, phase, &sh.root),
         Route::Replicate => replicate::prediction(task, phase, &sh.root, task.output_removed()),
+        Route::Fal => fal::status_body(task, phase, &sh.root),
     }
 }
 
@@ -370,7 +391,11 @@ pub(super) fn observe(sh: &Shared, task: &mut TaskRec) -> (Value, Option<Pending
     if phase.is_final() && !task.hook_fired && !task.cancelled {
         task.hook_fired = true;
         if let Some(hook) = &task.hook {
-            pending = Some(pending_hook(task, hook, &body));
+            pending = Some(if task.route == Route::Fal {
+                fal_hook(task, hook, &phase, &sh.root)
+            } else {
+                pending_hook(task, hook, &body)
+            });
         }
     }
     (body, pending)
@@ -390,14 +415,27 @@ fn pending_hook(task: &TaskRec, hook: &Hook, poll_body: &Value) -> PendingHook {
         Route::NovitaWan21 | Route::NovitaWan26 | Route::NovitaWan27 | Route::NovitaWan27T2v => {
             (novita::hook_body(poll_body.clone()), Vec::new())
         }
-        // DashScope never gets a hook (the fake accepts none), so this arm is never taken.
-        Route::Apikley | Route::Dashscope => (poll_body.clone(), Vec::new()),
+        // DashScope never gets a hook (the fake accepts none), and fal's are built by
+        // `fal_hook`, so these arms are never taken for them.
+        Route::Apikley | Route::Dashscope | Route::Fal => (poll_body.clone(), Vec::new()),
         // The prediction itself, signed (Standard Webhooks) over the exact bytes sent.
         Route::Replicate => (
             poll_body.clone(),
             replicate::signed_headers(&format!("msg_{}", task.id), &poll_body.to_string()),
         ),
     };
+    PendingHook {
+        task_id: task.id.clone(),
+        url: hook.url.clone(),
+        headers,
+        body,
+    }
+}
+
+/// fal's callback: the result as `payload`, signed over its exact bytes.
+fn fal_hook(task: &TaskRec, hook: &Hook, phase: &Phase, root: &str) -> PendingHook {
+    let body = fal::hook_body(task, phase, root);
+    let headers = fal::signed_headers(&task.id, body.to_string().as_bytes());
     PendingHook {
         task_id: task.id.clone(),
         url: hook.url.clone(),
@@ -492,6 +530,7 @@ async fn create(
         Ok(v) => v,
         Err(e) => return invalid_json(&sh, &e),
     };
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let validated = match route {
         Route::Wanx => piapi::validate(sh.kind, &body),
         Route::NovitaWan21 => novita::validate_wan21(&body),
@@ -507,6 +546,7 @@ async fn create(
                 .unwrap_or("(another owner)");
             replicate::validate(model, &body)
         }
+        Route::Fal => fal::validate(path.trim_start_matches('/'), query, &body),
     };
     let Accepted { hook, test_mode } = match validated {
         Ok(accepted) => accepted,
@@ -565,6 +605,7 @@ async fn create(
             Route::Replicate => {
                 replicate::prediction(&task, &Phase::Queued { step: 0 }, &sh.root, false)
             }
+            Route::Fal => fal::create_answer(&task, &sh.root),
         };
         let timer = match (&task.plan, &task.hook) {
             (TaskPlan::Duration { total, .. }, Some(_)) => Some(*total),
@@ -657,6 +698,9 @@ async fn cancel(sh: Arc<Shared>, headers: &HeaderMap, id: &str) -> Response {
         // sends HTTP 400 with the error envelope.
         (Kind::Dashscope, Some(Ok(()))) => net::json(200, &json!({"request_id": "c0a1"})),
         (Kind::Dashscope, Some(Err(message))) => error(&sh, 400, "UnsupportedOperation", &message),
+        // fal: 202 while queued; once running or done the request cannot be stopped.
+        (Kind::Fal, Some(Ok(()))) => net::json(202, &json!({"status": "CANCELLATION_REQUESTED"})),
+        (Kind::Fal, Some(Err(_))) => net::json(400, &json!({"status": "ALREADY_COMPLETED"})),
         (_, None) => not_found(&sh),
         (_, Some(Ok(()))) => net::json(
             200,
@@ -1054,4 +1098,154 @@ pub(super) async fn replicate_secret(State(sh): Sh, headers: HeaderMap) -> Respo
         return resp;
     }
     net::json(200, &json!({"key": replicate::SIGNING_SECRET}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// fal.ai (tests/support/fakes/fal.rs): one catch-all for the queue, plus storage and the JWKS.
+
+/// `POST /{endpoint_id}` creates; `GET /{app}/requests/{id}/status` polls, `GET
+/// /{app}/requests/{id}` reads the result, `PUT /{app}/requests/{id}/cancel` cancels.
+pub(super) async fn fal_dispatch(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let at = parts.iter().position(|p| *p == "requests");
+    match (method.as_str(), at) {
+        ("POST", None) => {
+            let full = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            create(sh, conn, &headers, &body, Route::Fal, &full).await
+        }
+        ("GET", Some(i)) if i == 2 && parts.len() == 5 && parts[4] == "status" => {
+            poll(sh, conn, &headers, Some(parts[3].to_string())).await
+        }
+        ("GET", Some(i)) if i == 2 && parts.len() == 4 => fal_result(sh, &headers, parts[3]).await,
+        ("PUT", Some(i)) if i == 2 && parts.len() == 5 && parts[4] == "cancel" => {
+            cancel(sh, &headers, parts[3]).await
+        }
+        _ => error(
+            &sh,
+            404,
+            "",
+            &format!("{} {path}: no such queue route", method),
+        ),
+    }
+}
+
+/// The result of a finished request (400 while it is not).
+async fn fal_result(sh: Arc<Shared>, headers: &HeaderMap, id: &str) -> Response {
+    if let Some(resp) = auth_failure(&sh, headers) {
+        return resp;
+    }
+    let now = Instant::now();
+    let found = lock(&sh.state).task_mut(id).map(|t| {
+        let phase = t.phase(now);
+        fal::result(t, &phase, &sh.root)
+    });
+    match found {
+        Some((code, body)) => net::json(code, &body),
+        None => not_found(&sh),
+    }
+}
+
+/// `POST /storage/upload/initiate?storage_type=gcs` `{file_name, content_type}` →
+/// `{upload_url, file_url}`; the bytes come by `PUT upload_url`.
+pub(super) async fn fal_upload_init(
+    State(sh): Sh,
+    ConnectInfo(conn): Conn,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    lock(&sh.state).uploads += 1;
+    if let Some(resp) = auth_failure(&sh, &headers) {
+        return resp;
+    }
+    let then = match triage(&sh, &conn, Endpoint::Upload, |st| &mut st.upload_faults).await {
+        Ok(then) => then,
+        Err(resp) => return resp,
+    };
+    if uri.query() != Some("storage_type=gcs") {
+        return error(
+            &sh,
+            422,
+            "",
+            "storage_type\u{1f}storage_type=gcs is required",
+        );
+    }
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return invalid_json(&sh, &e),
+    };
+    let (name, mime) = match fal::parse_upload_init(&body) {
+        Ok(x) => x,
+        Err(r) => return reject(&sh, r),
+    };
+    let answer = {
+        let mut st = lock(&sh.state);
+        let seq = st.next_seq();
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        st.files.insert(
+            format!("{seq}/{safe}"),
+            StoredFile {
+                bytes: Vec::new(),
+                mime,
+            },
+        );
+        json!({
+            "upload_url": format!("{}/storage/put/{seq}?name={safe}&signature=fake", sh.root),
+            "file_url": format!("{}/uploads/{seq}/{safe}", sh.root),
+        })
+    };
+    finish(&sh, &conn, Endpoint::Upload, then, net::json(200, &answer)).await
+}
+
+/// The signed upload URL: takes the bytes with the initiated content type. It needs no key (what
+/// the real storage does with one is UNKNOWN; fal-client sends its key along, we send none, and
+/// the tests check ours).
+pub(super) async fn fal_upload_put(
+    State(sh): Sh,
+    Path(seq): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = format!("{seq}/{}", query.get("name").cloned().unwrap_or_default());
+    let mut st = lock(&sh.state);
+    let Some(file) = st.files.get_mut(&key) else {
+        return net::json(404, &json!({"detail": "no such upload"}));
+    };
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct != file.mime {
+        return net::json(
+            400,
+            &json!({"detail": format!("content-type {ct} is not the initiated {}", file.mime)}),
+        );
+    }
+    file.bytes = body.to_vec();
+    net::json(200, &json!({}))
+}
+
+pub(super) async fn fal_jwks() -> Response {
+    net::json(200, &fal::jwks())
 }
