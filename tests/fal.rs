@@ -311,15 +311,23 @@ async fn task_of(core: &Core, id: &str) -> Task {
     core.journal().get(id).await.unwrap().unwrap().to_task()
 }
 
-/// A signed callback is accepted and completes the task at once; forged, unsigned or stale ones
-/// are refused with 401 before the task is even looked up, and change nothing.
-#[tokio::test]
-async fn fal_webhooks_are_signed_and_forgeries_refused() {
-    let fake = FakeProvider::start(Kind::Fal).await;
+/// A server with webhooks on and one fal task created through it; polling so slow that only a
+/// webhook can explain a prompt completion.
+struct Hooked {
+    core: Arc<Core>,
+    addr: std::net::SocketAddr,
+    handle: i2v_mcp::http::ServerHandle,
+    _ws: Workspace,
+    /// Our task id, fal's request id, the callback URL fal was given.
+    id: String,
+    request_id: String,
+    hook_url: String,
+}
+
+async fn hooked(fake: &FakeProvider) -> Hooked {
     let ws = Workspace::new();
-    let env = env(&fake);
+    let env = env(fake);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    // Polling so slow that only the webhook can explain a prompt completion.
     let cfg = ws
         .config(&pairs)
         .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600));
@@ -340,9 +348,47 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
         )
         .await
         .unwrap();
-    let id = task.task_id.clone();
-    let request_id = fake.tasks()[0].id.clone();
-    let hook_url = fake.tasks()[0].webhook_url.clone().unwrap();
+    Hooked {
+        core,
+        addr,
+        handle,
+        _ws: ws,
+        id: task.task_id.clone(),
+        request_id: fake.tasks()[0].id.clone(),
+        hook_url: fake.tasks()[0].webhook_url.clone().unwrap(),
+    }
+}
+
+/// POST a webhook body with these headers; the status.
+async fn post_hook(url: &str, headers: Vec<(String, String)>, body: String) -> u16 {
+    let mut req = http()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    within(10, "webhook", req.send())
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A signed callback is accepted and completes the task at once; forged, unsigned or stale ones
+/// are refused with 401 before the task is even looked up, and change nothing.
+#[tokio::test]
+async fn fal_webhooks_are_signed_and_forgeries_refused() {
+    let fake = FakeProvider::start(Kind::Fal).await;
+    let Hooked {
+        core,
+        addr,
+        handle,
+        _ws,
+        id,
+        request_id,
+        hook_url,
+    } = hooked(&fake).await;
     let prefix = format!("http://{addr}/webhooks/fal?task={id}&token=");
     assert!(hook_url.starts_with(&prefix), "{hook_url}");
     let create = fake
@@ -432,6 +478,35 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
         .count();
     assert_eq!(jwks_reads, 1, "the JWKS is cached");
     within(15, "shutdown", handle.shutdown()).await;
+}
+
+/// fal's JWKS down: with no keys yet, a genuine callback is answered 500 (fal retries it) and
+/// changes nothing; once the keys were read, they keep serving while the JWKS is down again.
+#[tokio::test]
+async fn fal_webhooks_when_the_jwks_is_down() {
+    let fake = FakeProvider::start(Kind::Fal).await;
+    fake.fail_jwks(true);
+    let h = hooked(&fake).await;
+    let body = json!({"request_id": h.request_id, "gateway_request_id": h.request_id,
+        "status": "OK", "payload": {"video": {"url": "http://127.0.0.1:9/x.mp4"}}})
+    .to_string();
+    let signed = || fal::signed_headers(&h.request_id, body.as_bytes());
+    let before = task_of(&h.core, &h.id).await;
+    assert_eq!(post_hook(&h.hook_url, signed(), body.clone()).await, 500);
+    assert_eq!(task_of(&h.core, &h.id).await, before);
+    assert_eq!(
+        fake.polls(&h.request_id),
+        0,
+        "a refused webhook caused a poll"
+    );
+    fake.fail_jwks(false);
+    assert_eq!(post_hook(&h.hook_url, signed(), body.clone()).await, 200);
+    fake.fail_jwks(true);
+    assert_eq!(post_hook(&h.hook_url, signed(), body.clone()).await, 200);
+    // A forgery is still refused from the cached keys, JWKS down or not.
+    let other = fal::signed_headers(&h.request_id, b"{}");
+    assert_eq!(post_hook(&h.hook_url, other, body.clone()).await, 401);
+    within(15, "shutdown", h.handle.shutdown()).await;
 }
 
 /// fal states no lifetime for its output URLs (UNKNOWN, docs/notes/fal.md): a download that finds

@@ -1143,21 +1143,32 @@ impl Client {
             )
             .with_next_step("fal retries the callback; polling goes on meanwhile")
         };
-        let reply = http::send(
+        let fetched = match http::send(
             self.http.request(Method::GET, &self.jwks_url),
             self.timeout,
             "fal JWKS",
         )
         .await
-        .map_err(|pe| unavailable(pe.error.message))?;
-        if !reply.is_success() {
-            return Err(unavailable(format!("HTTP {}", reply.status)));
+        {
+            Err(pe) => Err(unavailable(pe.error.message)),
+            Ok(reply) if !reply.is_success() => Err(unavailable(format!("HTTP {}", reply.status))),
+            Ok(reply) => jwks_keys(&reply.body).map_err(unavailable),
+        };
+        match (fetched, cached) {
+            (Ok(keys), _) => {
+                if let Ok(mut g) = self.jwks.lock() {
+                    *g = Some((Instant::now(), keys.clone()));
+                }
+                Ok(keys)
+            }
+            // fal's keys cannot be read now: the copy we have keeps serving (keys rotate
+            // rarely), and the next call tries again.
+            (Err(e), Some((_, keys))) => {
+                tracing::warn!(reason = %e.message, "fal webhook: serving the cached keys");
+                Ok(keys)
+            }
+            (Err(e), None) => Err(e),
         }
-        let keys = jwks_keys(&reply.body).map_err(unavailable)?;
-        if let Ok(mut g) = self.jwks.lock() {
-            *g = Some((Instant::now(), keys.clone()));
-        }
-        Ok(keys)
     }
 
     pub async fn verify_webhook(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Error> {

@@ -475,6 +475,11 @@ impl FakeProvider {
         replicate::SIGNING_SECRET
     }
 
+    /// fal: make the signing JWKS answer 503 (`true`) or serve again.
+    pub fn fail_jwks(&self, down: bool) {
+        self.lock().jwks_down = down;
+    }
+
     /// Replicate: requests that reached `GET /v1/webhooks/default/secret`.
     pub fn secret_fetches(&self) -> usize {
         self.lock().secret_fetches
@@ -600,6 +605,8 @@ struct State {
     /// Replicate: how long outputs live after a prediction ends.
     output_ttl: Duration,
     secret_fetches: usize,
+    /// fal: the JWKS answers 503 while set.
+    jwks_down: bool,
 }
 
 impl Default for State {
@@ -627,6 +634,7 @@ impl Default for State {
             video: None,
             output_ttl: Duration::from_secs(3600),
             secret_fetches: 0,
+            jwks_down: false,
         }
     }
 }

@@ -1246,6 +1246,9 @@ pub(super) async fn fal_upload_put(
     net::json(200, &json!({}))
 }
 
-pub(super) async fn fal_jwks() -> Response {
+pub(super) async fn fal_jwks(State(sh): Sh) -> Response {
+    if lock(&sh.state).jwks_down {
+        return net::json(503, &json!({"detail": "Service Unavailable"}));
+    }
     net::json(200, &fal::jwks())
 }
