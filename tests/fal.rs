@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use i2v_mcp::core::{CallCtx, Core};
-use i2v_mcp::model::{CreateRequest, ProviderId, Status, Task};
+use i2v_mcp::core::Core;
+use i2v_mcp::model::{ProviderId, Status, Task};
 use serde_json::{Value, json};
 
 use crate::mcp_flow::assert_downloaded;
 use crate::providers::redact;
 use crate::support::fakes::{FakeProvider, Fault, Kind, Outcome, TaskPlan, fal};
+use crate::support::hooks::{Hooked, hooked, post_hook};
 use crate::support::{Workspace, call, connect, err, ok, within};
 
 fn env(fake: &FakeProvider) -> Vec<(String, String)> {
@@ -302,77 +303,8 @@ async fn fal_cancel_only_while_queued_and_queue_position_as_note() {
     s.cancel().await.unwrap();
 }
 
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
 async fn task_of(core: &Core, id: &str) -> Task {
     core.journal().get(id).await.unwrap().unwrap().to_task()
-}
-
-/// A server with webhooks on and one fal task created through it; polling so slow that only a
-/// webhook can explain a prompt completion.
-struct Hooked {
-    core: Arc<Core>,
-    addr: std::net::SocketAddr,
-    handle: i2v_mcp::http::ServerHandle,
-    _ws: Workspace,
-    /// Our task id, fal's request id, the callback URL fal was given.
-    id: String,
-    request_id: String,
-    hook_url: String,
-}
-
-async fn hooked(fake: &FakeProvider) -> Hooked {
-    let ws = Workspace::new();
-    let env = env(fake);
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let cfg = ws
-        .config(&pairs)
-        .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600));
-    let core = Core::start(cfg).unwrap();
-    let (addr, handle) = crate::http::start(core.clone(), |o, addr| {
-        o.public_url = Some(format!("http://{addr}"));
-    })
-    .await;
-    let task = core
-        .create(
-            CreateRequest {
-                image: Some("https://example.com/cat.png".into()),
-                prompt: "the cat turns its head".into(),
-                provider: Some(ProviderId::Fal),
-                ..CreateRequest::default()
-            },
-            CallCtx::default(),
-        )
-        .await
-        .unwrap();
-    Hooked {
-        core,
-        addr,
-        handle,
-        _ws: ws,
-        id: task.task_id.clone(),
-        request_id: fake.tasks()[0].id.clone(),
-        hook_url: fake.tasks()[0].webhook_url.clone().unwrap(),
-    }
-}
-
-/// POST a webhook body with these headers; the status.
-async fn post_hook(url: &str, headers: Vec<(String, String)>, body: String) -> u16 {
-    let mut req = http()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body);
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    within(10, "webhook", req.send())
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// A signed callback is accepted and completes the task at once; forged, unsigned or stale ones
@@ -384,11 +316,18 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
         core,
         addr,
         handle,
-        _ws,
-        id,
-        request_id,
+        task,
+        upstream_id: request_id,
         hook_url,
-    } = hooked(&fake).await;
+        ..
+    } = hooked(
+        &fake,
+        &env(&fake),
+        ProviderId::Fal,
+        "the cat turns its head",
+    )
+    .await;
+    let id = task.task_id;
     let prefix = format!("http://{addr}/webhooks/fal?task={id}&token=");
     assert!(hook_url.starts_with(&prefix), "{hook_url}");
     let create = fake
@@ -407,17 +346,7 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
     let body = json!({"request_id": request_id, "gateway_request_id": request_id, "status": "OK",
         "payload": {"video": {"url": "http://127.0.0.1:9/forged.mp4"}}})
     .to_string();
-    let c = http();
-    let send = |headers: Vec<(String, String)>, body: String| {
-        let mut req = c
-            .post(&hook_url)
-            .header("content-type", "application/json")
-            .body(body);
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        async move { within(10, "webhook", req.send()).await.unwrap().status() }
-    };
+    let send = |headers, body| post_hook(&hook_url, headers, body);
     let before = task_of(&core, &id).await;
     // Unsigned.
     assert_eq!(send(vec![], body.clone()).await, 401);
@@ -439,11 +368,7 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
     // Properly signed, but the token of our URL missing: the per-task secret still applies.
     let good = fal::signed_headers(&request_id, body.as_bytes());
     let untokened = hook_url.split("&token=").next().unwrap().to_string();
-    let mut req = c.post(&untokened).body(body.clone());
-    for (k, v) in good {
-        req = req.header(k, v);
-    }
-    assert_eq!(req.send().await.unwrap().status(), 401);
+    assert_eq!(post_hook(&untokened, good, body.clone()).await, 401);
     assert_eq!(
         task_of(&core, &id).await,
         before,
@@ -486,16 +411,23 @@ async fn fal_webhooks_are_signed_and_forgeries_refused() {
 async fn fal_webhooks_when_the_jwks_is_down() {
     let fake = FakeProvider::start(Kind::Fal).await;
     fake.fail_jwks(true);
-    let h = hooked(&fake).await;
-    let body = json!({"request_id": h.request_id, "gateway_request_id": h.request_id,
+    let h = hooked(
+        &fake,
+        &env(&fake),
+        ProviderId::Fal,
+        "the cat turns its head",
+    )
+    .await;
+    let (id, request_id) = (h.task.task_id.clone(), h.upstream_id.clone());
+    let body = json!({"request_id": request_id, "gateway_request_id": request_id,
         "status": "OK", "payload": {"video": {"url": "http://127.0.0.1:9/x.mp4"}}})
     .to_string();
-    let signed = || fal::signed_headers(&h.request_id, body.as_bytes());
-    let before = task_of(&h.core, &h.id).await;
+    let signed = || fal::signed_headers(&request_id, body.as_bytes());
+    let before = task_of(&h.core, &id).await;
     assert_eq!(post_hook(&h.hook_url, signed(), body.clone()).await, 500);
-    assert_eq!(task_of(&h.core, &h.id).await, before);
+    assert_eq!(task_of(&h.core, &id).await, before);
     assert_eq!(
-        fake.polls(&h.request_id),
+        fake.polls(&request_id),
         0,
         "a refused webhook caused a poll"
     );
@@ -504,7 +436,7 @@ async fn fal_webhooks_when_the_jwks_is_down() {
     fake.fail_jwks(true);
     assert_eq!(post_hook(&h.hook_url, signed(), body.clone()).await, 200);
     // A forgery is still refused from the cached keys, JWKS down or not.
-    let other = fal::signed_headers(&h.request_id, b"{}");
+    let other = fal::signed_headers(&request_id, b"{}");
     assert_eq!(post_hook(&h.hook_url, other, body.clone()).await, 401);
     within(15, "shutdown", h.handle.shutdown()).await;
 }

@@ -78,6 +78,24 @@ pub(crate) mod compare {
         }
     }
 
+    /// Fails naming every difference (and what was allowed) unless `failures` is empty.
+    pub(crate) fn assert_none<'a>(
+        failures: &[String],
+        client: &str,
+        allowed: impl IntoIterator<Item = &'a Allowed>,
+    ) {
+        assert!(
+            failures.is_empty(),
+            "adapter and {client} differ:\n{}\n(allowed: {})",
+            failures.join("\n"),
+            allowed
+                .into_iter()
+                .map(Allowed::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+
     /// Everything that differs between `ours` and `theirs` and is not allowed, one line each.
     pub(crate) fn differences(
         ours: &Captured,
@@ -430,32 +448,13 @@ async fn dashscope_sdk_and_adapter_send_the_same_requests_for_every_model() {
     }
     s.cancel().await.unwrap();
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let python = dir.join(".venv/bin/python");
-    let installed = python.exists();
-    let ready = if installed {
-        Ok(python)
-    } else {
-        Err("tests/interop/.venv/bin/python is missing".to_string())
-    };
     let mut env = env_for(&theirs, "dashscope");
     env.push((
         "DASHSCOPE_HTTP_BASE_URL".into(),
         theirs.base_url().to_string(),
     ));
     env.push(("REF_CALLS".into(), Value::Array(calls).to_string()));
-    let run = move || {
-        crate::support::run_script_env(
-            ready,
-            &dir,
-            "dashscope_reference.py",
-            "tests/interop/setup.sh",
-            std::time::Duration::from_secs(300),
-            &env,
-        );
-    };
-    tokio::task::spawn_blocking(run).await.unwrap();
-    if !installed {
+    if !crate::support::run_interop_python("dashscope_reference.py", env).await {
         return;
     }
 
@@ -488,16 +487,7 @@ async fn dashscope_sdk_and_adapter_send_the_same_requests_for_every_model() {
             failures.extend(d.into_iter().map(|d| format!("{name} {method}: {d}")));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "adapter and official SDK differ:\n{}\n(allowed: {})",
-        failures.join("\n"),
-        DASHSCOPE_ALLOWED
-            .iter()
-            .map(Allowed::describe)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    compare::assert_none(&failures, "official SDK", DASHSCOPE_ALLOWED);
 }
 
 /// One create endpoint of a fake: a body it takes, and changed copies it must refuse.

@@ -233,14 +233,6 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
     }
     s.cancel().await.unwrap();
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let python = dir.join(".venv/bin/python");
-    let installed = python.exists();
-    let ready = if installed {
-        Ok(python)
-    } else {
-        Err("tests/interop/.venv/bin/python is missing".to_string())
-    };
     let script_env = vec![
         ("FAL_KEY".to_string(), theirs.api_key().to_string()),
         ("FAL_ROOT".to_string(), theirs.root_url().to_string()),
@@ -249,18 +241,7 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
             Value::Array(calls.clone()).to_string(),
         ),
     ];
-    let run = move || {
-        crate::support::run_script_env(
-            ready,
-            &dir,
-            "fal_reference.py",
-            "tests/interop/setup.sh",
-            std::time::Duration::from_secs(300),
-            &script_env,
-        );
-    };
-    tokio::task::spawn_blocking(run).await.unwrap();
-    if !installed {
+    if !crate::support::run_interop_python("fal_reference.py", script_env).await {
         return;
     }
 
@@ -302,15 +283,5 @@ async fn fal_client_and_adapter_send_the_same_requests_for_every_model() {
             );
         }
     }
-    assert!(
-        failures.is_empty(),
-        "adapter and fal-client differ:\n{}\n(allowed: {})",
-        failures.join("\n"),
-        ALLOWED
-            .iter()
-            .chain(PUT_ALLOWED)
-            .map(Allowed::describe)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    compare::assert_none(&failures, "fal-client", ALLOWED.iter().chain(PUT_ALLOWED));
 }

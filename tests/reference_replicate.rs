@@ -208,29 +208,10 @@ async fn replicate_client_and_adapter_send_the_same_requests_for_every_model() {
     ref_calls.push(json!({"model": "wan-video/wan-2.2-i2v-a14b", "input": {"image": IMAGE, "prompt": "p", "resolution": "480p"}, "cancel": true}));
     s.cancel().await.unwrap();
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let python = dir.join(".venv/bin/python");
-    let installed = python.exists();
-    let ready = if installed {
-        Ok(python)
-    } else {
-        Err("tests/interop/.venv/bin/python is missing".to_string())
-    };
     let mut script_env = env(&theirs);
     script_env.push(("REF_BASE_URL".into(), theirs.base_url().to_string()));
     script_env.push(("REF_CALLS".into(), Value::Array(ref_calls).to_string()));
-    let run = move || {
-        crate::support::run_script_env(
-            ready,
-            &dir,
-            "replicate_reference.py",
-            "tests/interop/setup.sh",
-            std::time::Duration::from_secs(300),
-            &script_env,
-        );
-    };
-    tokio::task::spawn_blocking(run).await.unwrap();
-    if !installed {
+    if !crate::support::run_interop_python("replicate_reference.py", script_env).await {
         return;
     }
 
@@ -257,14 +238,5 @@ async fn replicate_client_and_adapter_send_the_same_requests_for_every_model() {
         let what = format!("{} {}", x.method, ids(&x.path));
         failures.extend(d.into_iter().map(|d| format!("{what}: {d}")));
     }
-    assert!(
-        failures.is_empty(),
-        "adapter and official client differ:\n{}\n(allowed: {})",
-        failures.join("\n"),
-        REPLICATE_ALLOWED
-            .iter()
-            .map(Allowed::describe)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    compare::assert_none(&failures, "official client", REPLICATE_ALLOWED);
 }

@@ -15,6 +15,7 @@ use i2v_mcp::model::{CreateRequest, ProviderId, Status};
 use crate::mcp_flow::assert_downloaded;
 use crate::providers::wire;
 use crate::support::fakes::{FakeProvider, Fault, Kind, Outcome, TaskPlan};
+use crate::support::hooks::{Hooked, hooked, post_hook};
 use crate::support::{Workspace, call, connect, err, ok, within};
 
 /// The variables that point the server at `fake` (the key variable is REPLICATE_API_TOKEN).
@@ -460,33 +461,16 @@ async fn replicate_output_expiry_is_said_clearly() {
 #[tokio::test]
 async fn replicate_signed_webhook_accepted_and_forged_refused() {
     let fake = FakeProvider::start(Kind::Replicate).await;
-    let ws = Workspace::new();
-    let env = env(&fake);
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    // Polling so slow that only the webhook can explain a prompt completion.
-    let cfg = ws
-        .config(&pairs)
-        .with_fast_polling(Duration::from_secs(600), Duration::from_secs(600));
-    let core = Core::start(cfg).unwrap();
-    let (addr, handle) = crate::http::start(core.clone(), |o, addr| {
-        o.public_url = Some(format!("http://{addr}"));
-    })
-    .await;
-    let task = core
-        .create(
-            CreateRequest {
-                image: Some("https://example.com/cat.png".into()),
-                prompt: "p".into(),
-                provider: Some(ProviderId::Replicate),
-                ..CreateRequest::default()
-            },
-            i2v_mcp::core::CallCtx::default(),
-        )
-        .await
-        .unwrap();
+    let Hooked {
+        core,
+        addr,
+        handle,
+        task,
+        hook_url,
+        ..
+    } = hooked(&fake, &env(&fake), ProviderId::Replicate, "p").await;
     let id = task.task_id.clone();
     let ptid = task.provider_task_id.clone().unwrap();
-    let hook_url = fake.tasks()[0].webhook_url.clone().unwrap();
     assert!(
         hook_url.starts_with(&format!(
             "http://{addr}/webhooks/replicate?task={id}&token="
@@ -497,23 +481,7 @@ async fn replicate_signed_webhook_accepted_and_forged_refused() {
     assert_eq!(sent["webhook"], hook_url);
     assert_eq!(sent["webhook_events_filter"], json!(["completed"]));
 
-    let c = reqwest::Client::new();
-    let post = |body: String, headers: Vec<(String, String)>| {
-        let mut r = c
-            .post(&hook_url)
-            .header("content-type", "application/json")
-            .body(body);
-        for (k, v) in headers {
-            r = r.header(k, v);
-        }
-        async move {
-            within(10, "webhook", r.send())
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let post = |body, headers| post_hook(&hook_url, headers, body);
     let forged = json!({"id": ptid, "status": "succeeded", "output": "http://127.0.0.1:9/x.mp4"})
         .to_string();
     // While the signing secret cannot be fetched, a webhook is answered 500 (Replicate

@@ -409,25 +409,7 @@ async fn python_sdk_tasks_extension() {
     let never = fake_queued_for(Kind::Qubico, 1_000_000).await;
     let mut env = env_for(&done, "piapi");
     env.extend(env_for(&never, "qubico"));
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let python = dir.join(".venv/bin/python");
-    let ran = python.exists();
-    let ready = if ran {
-        Ok(python)
-    } else {
-        Err("tests/interop/.venv/bin/python is missing".to_string())
-    };
-    let run = move || {
-        crate::support::run_script_env(
-            ready,
-            &dir,
-            "python_tasks.py",
-            "tests/interop/setup.sh",
-            Duration::from_secs(300),
-            &env,
-        )
-    };
-    tokio::task::spawn_blocking(run).await.unwrap();
+    let ran = crate::support::run_interop_python("python_tasks.py", env).await;
     if ran {
         // One create per tools/call: the restart did not send the first one again.
         assert_eq!(done.creates(), 2);

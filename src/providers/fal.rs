@@ -849,11 +849,7 @@ pub(crate) fn check_signature(
     now: i64,
 ) -> Result<(), Error> {
     let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+        super::callback_header(headers, name)
             .ok_or_else(|| auth_error(&format!("header {name} is missing")))
     };
     let request_id = get("x-fal-webhook-request-id")?;

@@ -379,6 +379,19 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// A header of a signed callback, trimmed; `None` when it is missing, empty or not text (for
+/// [`Provider::verify_webhook`]).
+pub(crate) fn callback_header<'a>(
+    headers: &'a reqwest::header::HeaderMap,
+    name: &str,
+) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
 /// The provider's own id for a task (empty before it has one).
 pub fn provider_task_id(row: &TaskRow) -> &str {
     row.provider_task_id.as_deref().unwrap_or_default()

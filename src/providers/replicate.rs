@@ -638,11 +638,7 @@ pub(crate) fn verify_signature(
 ) -> Result<(), Error> {
     use base64::Engine;
     let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+        super::callback_header(headers, name)
             .ok_or_else(|| unauthenticated(&format!("no {name} header")))
     };
     let id = header("webhook-id")?;

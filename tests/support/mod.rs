@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test module uses a subset
 
 pub mod fakes;
+pub mod hooks;
 pub mod postgres;
 
 use std::collections::BTreeMap;
@@ -355,6 +356,32 @@ pub fn peak_rss(pid: u32) -> u64 {
         .parse()
         .unwrap();
     kb * 1024
+}
+
+/// Run `script` in tests/interop under the pinned venv's Python (tests/interop/setup.sh) with
+/// `env`, on the blocking pool, as [`run_script_env`]; `false` when the venv is missing and the
+/// test is to stop there (`SKIPPED`; under CI it fails instead).
+pub async fn run_interop_python(script: &'static str, env: Vec<(String, String)>) -> bool {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let python = dir.join(".venv/bin/python");
+    let installed = python.exists();
+    let ready = if installed {
+        Ok(python)
+    } else {
+        Err("tests/interop/.venv/bin/python is missing".to_string())
+    };
+    let run = move || {
+        run_script_env(
+            ready,
+            &dir,
+            script,
+            "tests/interop/setup.sh",
+            Duration::from_secs(300),
+            &env,
+        );
+    };
+    tokio::task::spawn_blocking(run).await.unwrap();
+    installed
 }
 
 /// Runs `program <dir>/<script> <the built binary>` in `dir` (another project's client, or a
